@@ -1,0 +1,35 @@
+// Package dberr turns database errors into errors that tell a tasuki user
+// what to do.
+package dberr
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrSchemaMissing says that the database lacks tasuki's tables.
+var ErrSchemaMissing = errors.New("tasuki: the tasuki schema is missing from this database: " +
+	"run the migrations first, with tasuki.Migrate(ctx, pool), " +
+	"`go run github.com/tasukiq/tasuki/cmd/tasuki migrate up`, " +
+	"or `goose -dir schema -table tasuki_schema_version postgres \"$DATABASE_URL\" up`")
+
+// Wrap adds what was being done to err, and marks errors that come from a
+// missing schema with ErrSchemaMissing. It returns nil for a nil err.
+func Wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "42P01", "42704", "42883": // undefined table, object (type), function
+			return fmt.Errorf("%s: %w (%s)", op, ErrSchemaMissing, pgErr.Message)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// IsSchemaMissing reports whether err came from a missing tasuki schema.
+func IsSchemaMissing(err error) bool { return errors.Is(err, ErrSchemaMissing) }

@@ -1,0 +1,44 @@
+-- State transitions a worker makes when its handlers return.
+
+-- name: JobFinishMany :many
+-- Records the outcomes of many attempts in one statement. For each job:
+--   status     completed, failed or canceled (finished), or pending (retry);
+--   delay_us   for pending: microseconds from now until the retry;
+--   error      the attempt's error, recorded in the job's history ('' = none);
+--   give_back  true when the attempt was interrupted (graceful shutdown): it
+--              does not count against max_attempts.
+-- Every row is fenced by its lease token: a worker that lost its lease
+-- changes nothing, and a job canceled meanwhile stays canceled. The returned
+-- ids are the jobs actually changed.
+WITH clock AS (
+    SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
+)
+UPDATE tasuki_job j
+SET status = t.status::tasuki_job_status,
+    attempts = j.attempts - CASE WHEN t.give_back THEN 1 ELSE 0 END,
+    scheduled_at = CASE WHEN t.status = 'pending'
+                        THEN (SELECT now FROM clock) + t.delay_us * interval '1 microsecond'
+                        ELSE j.scheduled_at END,
+    finished_at = CASE WHEN t.status = 'pending' THEN NULL ELSE (SELECT now FROM clock) END,
+    errors = CASE WHEN t.error = '' THEN j.errors
+                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                      'attempt', j.attempts,
+                      'at', (SELECT now FROM clock),
+                      'error', t.error))
+             END,
+    lease_token = NULL,
+    lease_expires_at = NULL
+FROM (
+    -- Several set-returning functions in one select list advance together,
+    -- row by row: the arrays are zipped into one row per job.
+    SELECT unnest(sqlc.arg('ids')::bigint[]) AS id,
+           unnest(sqlc.arg('tokens')::uuid[]) AS token,
+           unnest(sqlc.arg('statuses')::text[]) AS status,
+           unnest(sqlc.arg('delays_us')::bigint[]) AS delay_us,
+           unnest(sqlc.arg('errors')::text[]) AS error,
+           unnest(sqlc.arg('give_back')::boolean[]) AS give_back
+) AS t
+WHERE j.id = t.id
+  AND j.lease_token = t.token
+  AND j.status = 'running'
+RETURNING j.id;

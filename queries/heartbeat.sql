@@ -1,0 +1,18 @@
+-- Heartbeats: keeping leases alive.
+
+-- name: JobHeartbeatMany :many
+-- Extends the leases of many running jobs in one statement. Only jobs still
+-- running under the given token are extended and returned: a job missing
+-- from the result was canceled or its lease was lost, and its handler must
+-- stop. Only lease_expires_at changes, an unindexed column, so the update
+-- can be HOT.
+UPDATE tasuki_job j
+SET lease_expires_at = coalesce(sqlc.narg('now')::timestamptz, now()) + sqlc.arg('lease_us')::bigint * interval '1 microsecond'
+FROM (
+    SELECT unnest(sqlc.arg('ids')::bigint[]) AS id,
+           unnest(sqlc.arg('tokens')::uuid[]) AS token
+) AS t
+WHERE j.id = t.id
+  AND j.lease_token = t.token
+  AND j.status = 'running'
+RETURNING j.id;

@@ -1,0 +1,65 @@
+-- Leasing: how a worker takes jobs.
+
+-- name: JobLease :many
+-- Leases up to max runnable jobs of one queue, in priority, scheduled time
+-- and id order. Each leased job becomes running with attempts raised by one,
+-- a fresh lease token and a lease that expires lease_us microseconds from now.
+-- SKIP LOCKED lets many workers lease at once without waiting on each other.
+--
+-- When rescue is true, the same round trip also rescues jobs of the queue
+-- whose lease expired (their worker died, hung or lost its connection): back
+-- to pending with the lost attempt recorded as an error, or failed when that
+-- was the last attempt, so no job stays running forever. Rescued jobs are
+-- leased by the next call, not this one (one statement sees one snapshot).
+WITH clock AS (
+    SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
+),
+expired AS (
+    SELECT e.id
+    FROM tasuki_job e
+    WHERE sqlc.arg('rescue')::boolean
+      AND e.queue = @queue
+      AND e.status = 'running'
+      AND e.lease_expires_at < (SELECT now FROM clock)
+    ORDER BY e.id
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED
+),
+rescued AS (
+    UPDATE tasuki_job r
+    SET status = CASE WHEN r.attempts >= r.max_attempts
+                      THEN 'failed'::tasuki_job_status
+                      ELSE 'pending'::tasuki_job_status END,
+        finished_at = CASE WHEN r.attempts >= r.max_attempts
+                           THEN (SELECT now FROM clock) END,
+        scheduled_at = (SELECT now FROM clock),
+        errors = r.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', r.attempts,
+            'at', (SELECT now FROM clock),
+            'error', 'lease expired: the worker stopped renewing its lease (it crashed, hung or lost its database connection)'
+        )),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM expired
+    WHERE r.id = expired.id
+    RETURNING r.id
+),
+candidates AS (
+    SELECT c.id
+    FROM tasuki_job c
+    WHERE c.queue = @queue
+      AND c.status = 'pending'
+      AND c.scheduled_at <= (SELECT now FROM clock)
+    ORDER BY c.priority, c.scheduled_at, c.id
+    LIMIT sqlc.arg('max')::integer
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasuki_job j
+SET status = 'running',
+    attempts = j.attempts + 1,
+    attempted_at = (SELECT now FROM clock),
+    lease_token = gen_random_uuid(),
+    lease_expires_at = (SELECT now FROM clock) + sqlc.arg('lease_us')::bigint * interval '1 microsecond'
+FROM candidates
+WHERE j.id = candidates.id
+RETURNING j.*;

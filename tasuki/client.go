@@ -1,0 +1,293 @@
+package tasuki
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/dberr"
+)
+
+// Defaults of ClientConfig and InsertOpts.
+const (
+	// DefaultQueue is the queue used when none is configured.
+	DefaultQueue = "default"
+	// DefaultMaxAttempts is the number of attempts a job gets by default.
+	DefaultMaxAttempts = 25
+	// DefaultMaxPayloadBytes is the largest encoded payload a client
+	// accepts by default: 1 MiB.
+	DefaultMaxPayloadBytes = 1 << 20
+	// MaxQueueLength is the longest queue name, in characters.
+	MaxQueueLength = 128
+	// MaxPriority is the largest priority (the least urgent).
+	MaxPriority = 32767
+)
+
+// ClientConfig configures a [Client]. The zero value is valid.
+type ClientConfig struct {
+	// Queue is the queue jobs go to unless InsertOpts.Queue says otherwise.
+	// 1 to 128 characters. Defaults to "default".
+	Queue string
+	// MaxAttempts is the number of attempts a job gets unless
+	// InsertOpts.MaxAttempts says otherwise. At least 1. Defaults to 25.
+	MaxAttempts int
+	// MaxPayloadBytes is the largest encoded payload accepted. Defaults to
+	// 1 MiB. Set to -1 for no limit beyond PostgreSQL's own (255 MiB for
+	// jsonb).
+	MaxPayloadBytes int
+}
+
+// InsertOpts adjust one insertion. A nil *InsertOpts uses the client's
+// defaults.
+type InsertOpts struct {
+	// Queue overrides the client's queue. 1 to 128 characters.
+	Queue string
+	// Priority orders runnable jobs: lower runs first. 0 to 32767.
+	// Defaults to 0, the most urgent.
+	Priority int
+	// RunAt schedules the job for a time. Zero means now. Not together with
+	// Delay.
+	RunAt time.Time
+	// Delay schedules the job this long after now, by the database clock.
+	// Not negative; not together with RunAt. Defaults to 0.
+	Delay time.Duration
+	// MaxAttempts overrides the client's max attempts. At least 1.
+	MaxAttempts int
+}
+
+// Client inserts and reads jobs whose payload is a T, encoded as JSON. It is
+// safe for concurrent use.
+type Client[T any] struct {
+	pool    *pgxpool.Pool
+	queries *db.Queries
+	cfg     ClientConfig
+}
+
+// NewClient returns a client that uses pool. The configuration is checked
+// here; an invalid one returns an *InvalidOptionError.
+func NewClient[T any](pool *pgxpool.Pool, cfg ClientConfig) (*Client[T], error) {
+	if pool == nil {
+		return nil, &InvalidOptionError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = DefaultQueue
+	}
+	if err := validateQueue("ClientConfig.Queue", cfg.Queue); err != nil {
+		return nil, err
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.MaxAttempts < 1 {
+		return nil, &InvalidOptionError{Option: "ClientConfig.MaxAttempts", Value: cfg.MaxAttempts, Reason: "must be at least 1 (0 means the default, 25)"}
+	}
+	switch {
+	case cfg.MaxPayloadBytes == 0:
+		cfg.MaxPayloadBytes = DefaultMaxPayloadBytes
+	case cfg.MaxPayloadBytes < -1:
+		return nil, &InvalidOptionError{Option: "ClientConfig.MaxPayloadBytes", Value: cfg.MaxPayloadBytes, Reason: "must be positive, 0 for the default (1 MiB) or -1 for no limit"}
+	}
+	return &Client[T]{pool: pool, queries: db.New(pool), cfg: cfg}, nil
+}
+
+// Queue is the client's default queue.
+func (c *Client[T]) Queue() string { return c.cfg.Queue }
+
+// insertion is a validated InsertOpts with the client's defaults applied.
+type insertion struct {
+	queue       string
+	priority    int16
+	maxAttempts int32
+	runAt       *time.Time
+	delay       time.Duration
+}
+
+func (c *Client[T]) resolve(opts *InsertOpts) (insertion, error) {
+	in := insertion{queue: c.cfg.Queue, maxAttempts: int32(c.cfg.MaxAttempts)}
+	if opts == nil {
+		return in, nil
+	}
+	if opts.Queue != "" {
+		if err := validateQueue("InsertOpts.Queue", opts.Queue); err != nil {
+			return in, err
+		}
+		in.queue = opts.Queue
+	}
+	if opts.Priority < 0 || opts.Priority > MaxPriority {
+		return in, &InvalidOptionError{Option: "InsertOpts.Priority", Value: opts.Priority, Reason: "must be between 0 (most urgent, the default) and 32767"}
+	}
+	in.priority = int16(opts.Priority)
+	if opts.MaxAttempts < 0 {
+		return in, &InvalidOptionError{Option: "InsertOpts.MaxAttempts", Value: opts.MaxAttempts, Reason: "must be at least 1 (0 means the client's default)"}
+	}
+	if opts.MaxAttempts > 0 {
+		in.maxAttempts = int32(opts.MaxAttempts)
+	}
+	if opts.Delay < 0 {
+		return in, &InvalidOptionError{Option: "InsertOpts.Delay", Value: opts.Delay, Reason: "must not be negative"}
+	}
+	if opts.Delay > 0 && !opts.RunAt.IsZero() {
+		return in, &InvalidOptionError{Option: "InsertOpts.RunAt", Value: opts.RunAt, Reason: "set RunAt or Delay, not both"}
+	}
+	in.delay = opts.Delay
+	if !opts.RunAt.IsZero() {
+		t := opts.RunAt
+		in.runAt = &t
+	}
+	return in, nil
+}
+
+func validateQueue(option, queue string) error {
+	n := 0
+	for range queue {
+		n++
+	}
+	if n == 0 || n > MaxQueueLength {
+		return &InvalidOptionError{Option: option, Value: queue, Reason: "a queue name has 1 to 128 characters"}
+	}
+	return nil
+}
+
+// encode turns a payload into the JSON that will be stored.
+func (c *Client[T]) encode(payload T) ([]byte, error) {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return nil, &InvalidPayloadError{Type: typeName[T](), Reason: "it does not encode to JSON", Err: err}
+	}
+	if c.cfg.MaxPayloadBytes > 0 && len(b) > c.cfg.MaxPayloadBytes {
+		return nil, &InvalidPayloadError{Type: typeName[T](), Reason: fmt.Sprintf("it encodes to %d bytes, over the limit of %d (ClientConfig.MaxPayloadBytes)", len(b), c.cfg.MaxPayloadBytes)}
+	}
+	if hasEscapedNUL(b) {
+		return nil, &InvalidPayloadError{Type: typeName[T](), Reason: `it holds a NUL character (\u0000), which PostgreSQL's jsonb cannot store; encode binary data as base64 ([]byte does this)`}
+	}
+	return b, nil
+}
+
+// hasEscapedNUL reports whether JSON text holds the escape \u0000. A
+// backslash occurs in JSON only inside strings, as the start of an escape,
+// so stepping over escapes finds every one.
+func hasEscapedNUL(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 >= len(b) {
+			continue
+		}
+		if b[i+1] == 'u' && i+5 < len(b) && string(b[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // skip the escaped character
+	}
+	return false
+}
+
+// Insert adds one job and returns it as stored. Workers are woken by a
+// NOTIFY sent with the insert.
+func (c *Client[T]) Insert(ctx context.Context, payload T, opts *InsertOpts) (*Job[T], error) {
+	return c.insert(ctx, c.queries, payload, opts)
+}
+
+// InsertTx adds one job inside the caller's transaction: the job exists if
+// and only if tx commits, and workers are woken only then.
+func (c *Client[T]) InsertTx(ctx context.Context, tx pgx.Tx, payload T, opts *InsertOpts) (*Job[T], error) {
+	return c.insert(ctx, c.queries.WithTx(tx), payload, opts)
+}
+
+func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *InsertOpts) (*Job[T], error) {
+	in, err := c.resolve(opts)
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.encode(payload)
+	if err != nil {
+		return nil, err
+	}
+	row, err := q.JobInsert(ctx, db.JobInsertParams{
+		Queue:       in.queue,
+		Priority:    in.priority,
+		Payload:     b,
+		MaxAttempts: in.maxAttempts,
+		RunAt:       in.runAt,
+		DelayUs:     in.delay.Microseconds(),
+		Metadata:    []byte("{}"),
+	})
+	if err != nil {
+		return nil, dberr.Wrap("tasuki: insert job", err)
+	}
+	job, err := JobFromRow[T](&row)
+	if err != nil {
+		return nil, err
+	}
+	return job, nil
+}
+
+// InsertMany adds many jobs with one COPY and returns how many were
+// inserted. opts apply to every job. Workers get one NOTIFY per queue for
+// the whole batch.
+func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOpts) (int64, error) {
+	return c.insertMany(ctx, c.queries, payloads, opts)
+}
+
+// InsertManyTx is InsertMany inside the caller's transaction: the jobs exist
+// if and only if tx commits.
+func (c *Client[T]) InsertManyTx(ctx context.Context, tx pgx.Tx, payloads []T, opts *InsertOpts) (int64, error) {
+	return c.insertMany(ctx, c.queries.WithTx(tx), payloads, opts)
+}
+
+func (c *Client[T]) insertMany(ctx context.Context, q *db.Queries, payloads []T, opts *InsertOpts) (int64, error) {
+	in, err := c.resolve(opts)
+	if err != nil {
+		return 0, err
+	}
+	if len(payloads) == 0 {
+		return 0, nil
+	}
+	// Validate every payload before the first row is sent: a bad one
+	// leaves nothing half-written.
+	rows := make([]db.JobInsertCopyParams, len(payloads))
+	for i, p := range payloads {
+		b, err := c.encode(p)
+		if err != nil {
+			return 0, fmt.Errorf("tasuki: payload %d of %d: %w", i, len(payloads), err)
+		}
+		rows[i] = db.JobInsertCopyParams{Queue: in.queue, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: []byte("{}")}
+	}
+	// COPY cannot compute a default from a parameter, so the scheduled time
+	// is fixed here, from the database clock.
+	var at time.Time
+	if in.runAt != nil {
+		at = *in.runAt
+	} else {
+		now, err := q.DatabaseNow(ctx, nil)
+		if err != nil {
+			return 0, dberr.Wrap("tasuki: insert jobs", err)
+		}
+		at = now.Add(in.delay)
+	}
+	for i := range rows {
+		rows[i].ScheduledAt = at
+	}
+	n, err := q.JobInsertCopy(ctx, rows)
+	if err != nil {
+		return n, dberr.Wrap("tasuki: insert jobs", err)
+	}
+	return n, nil
+}
+
+// Get returns the job with the given id, or an error wrapping
+// ErrJobNotFound. A stored payload that does not decode into T gives a
+// *PayloadDecodeError.
+func (c *Client[T]) Get(ctx context.Context, id int64) (*Job[T], error) {
+	row, err := c.queries.JobGet(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("tasuki: get job %d: %w", id, ErrJobNotFound)
+	}
+	if err != nil {
+		return nil, dberr.Wrap(fmt.Sprintf("tasuki: get job %d", id), err)
+	}
+	return JobFromRow[T](&row)
+}

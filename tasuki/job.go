@@ -1,0 +1,132 @@
+package tasuki
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/tasukiq/tasuki/db"
+)
+
+// Status is where a job is in its life.
+type Status string
+
+// The statuses a job can have.
+const (
+	// StatusPending: waiting for its scheduled time or for a worker. A job
+	// waiting to be retried is pending with a later ScheduledAt.
+	StatusPending Status = "pending"
+	// StatusRunning: leased by a worker whose handler is running it.
+	StatusRunning Status = "running"
+	// StatusCompleted: its handler returned nil.
+	StatusCompleted Status = "completed"
+	// StatusFailed: out of attempts, or its payload could not be decoded.
+	StatusFailed Status = "failed"
+	// StatusCanceled: canceled by its handler or by an operator.
+	StatusCanceled Status = "canceled"
+)
+
+// Finished reports whether s is a final status: completed, failed or canceled.
+func (s Status) Finished() bool {
+	return s == StatusCompleted || s == StatusFailed || s == StatusCanceled
+}
+
+// AttemptError is one failed attempt in a job's error history.
+type AttemptError struct {
+	// Attempt is the attempt that failed, counting from 1.
+	Attempt int `json:"attempt"`
+	// At is when the failure was recorded, by the database clock.
+	At time.Time `json:"at"`
+	// Error is the handler's error text (with the stack, for a panic).
+	Error string `json:"error"`
+}
+
+// Job is a job with its payload decoded into T, as stored in the database.
+type Job[T any] struct {
+	// ID identifies the job; ids grow with insertion order.
+	ID int64
+	// Queue is the queue the job belongs to.
+	Queue string
+	// Status is the job's status when it was read.
+	Status Status
+	// Priority orders runnable jobs: lower runs first. 0 is the default.
+	Priority int
+	// Payload is the job's data.
+	Payload T
+	// Attempt counts the leases so far: 1 during the first run.
+	Attempt int
+	// MaxAttempts is how many attempts the job may have before it fails.
+	MaxAttempts int
+	// ScheduledAt is when the job becomes (or became) runnable.
+	ScheduledAt time.Time
+	// CreatedAt is when the job was inserted.
+	CreatedAt time.Time
+	// AttemptedAt is when the latest attempt started; nil before the first.
+	AttemptedAt *time.Time
+	// FinishedAt is when the job reached a final status; nil before that.
+	FinishedAt *time.Time
+	// Errors is the history of failed attempts, oldest first.
+	Errors []AttemptError
+	// Metadata is free-form JSON kept with the job; "{}" when unset.
+	Metadata json.RawMessage
+}
+
+// LastError is the most recent failed attempt's error text, or "".
+func (j *Job[T]) LastError() string {
+	if len(j.Errors) == 0 {
+		return ""
+	}
+	return j.Errors[len(j.Errors)-1].Error
+}
+
+// PayloadDecodeError says that a stored payload does not decode into the
+// payload type. A worker fails such a job at once: retrying cannot help.
+type PayloadDecodeError struct {
+	// JobID is the job whose payload did not decode.
+	JobID int64
+	// Type is the Go type the payload was decoded into.
+	Type string
+	// Err is the JSON decoder's error.
+	Err error
+}
+
+func (e *PayloadDecodeError) Error() string {
+	return fmt.Sprintf("tasuki: payload of job %d does not decode into %s: %v", e.JobID, e.Type, e.Err)
+}
+
+func (e *PayloadDecodeError) Unwrap() error { return e.Err }
+
+// JobFromRow converts a row of the generated query layer into a Job,
+// decoding its payload into T. It is the one place where stored rows become
+// public jobs; the worker package uses it, applications rarely need it.
+// A payload that does not decode gives a *PayloadDecodeError together with
+// the job (its Payload left at the zero value).
+func JobFromRow[T any](row *db.TasukiJob) (*Job[T], error) {
+	job := &Job[T]{
+		ID:          row.ID,
+		Queue:       row.Queue,
+		Status:      Status(row.Status),
+		Priority:    int(row.Priority),
+		Attempt:     int(row.Attempts),
+		MaxAttempts: int(row.MaxAttempts),
+		ScheduledAt: row.ScheduledAt,
+		CreatedAt:   row.CreatedAt,
+		AttemptedAt: row.AttemptedAt,
+		FinishedAt:  row.FinishedAt,
+		Metadata:    json.RawMessage(row.Metadata),
+	}
+	if len(row.Errors) > 0 {
+		if err := json.Unmarshal(row.Errors, &job.Errors); err != nil {
+			return job, fmt.Errorf("tasuki: error history of job %d: %w", row.ID, err)
+		}
+	}
+	if err := json.Unmarshal(row.Payload, &job.Payload); err != nil {
+		return job, &PayloadDecodeError{JobID: row.ID, Type: typeName[T](), Err: err}
+	}
+	return job, nil
+}
+
+func typeName[T any]() string {
+	return reflect.TypeOf((*T)(nil)).Elem().String()
+}
