@@ -7,7 +7,91 @@ package db
 
 import (
 	"context"
+	"time"
 )
+
+const jobCancel = `-- name: JobCancel :one
+UPDATE tasuki_job
+SET status = 'canceled',
+    finished_at = coalesce($1::timestamptz, now()),
+    errors = errors || jsonb_build_array(jsonb_build_object(
+        'attempt', attempts,
+        'at', coalesce($1::timestamptz, now()),
+        'error', 'canceled: ' || $2::text)),
+    lease_token = NULL,
+    lease_expires_at = NULL
+WHERE id = $3
+  AND status IN ('pending', 'running')
+RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
+`
+
+type JobCancelParams struct {
+	Now    *time.Time
+	Reason string
+	ID     int64
+}
+
+// Cancels a pending or running job; a finished job is left as it is and no
+// row is returned. A running job's worker learns of it from the
+// notification sent by NotifyJobCanceled, or at worst at its next
+// heartbeat; its late result is refused because the job is no longer
+// running.
+func (q *Queries) JobCancel(ctx context.Context, arg JobCancelParams) (TasukiJob, error) {
+	row := q.db.QueryRow(ctx, jobCancel, arg.Now, arg.Reason, arg.ID)
+	var i TasukiJob
+	err := row.Scan(
+		&i.ID,
+		&i.Queue,
+		&i.Status,
+		&i.Priority,
+		&i.Payload,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.ScheduledAt,
+		&i.CreatedAt,
+		&i.AttemptedAt,
+		&i.LeaseExpiresAt,
+		&i.LeaseToken,
+		&i.Errors,
+		&i.FinishedAt,
+		&i.Metadata,
+	)
+	return i, err
+}
+
+const jobCountByStatus = `-- name: JobCountByStatus :many
+SELECT queue, status, count(*)::bigint AS count
+FROM tasuki_job
+GROUP BY queue, status
+ORDER BY queue, status
+`
+
+type JobCountByStatusRow struct {
+	Queue  string
+	Status TasukiJobStatus
+	Count  int64
+}
+
+// Jobs per queue and status; queues and statuses without jobs are absent.
+func (q *Queries) JobCountByStatus(ctx context.Context) ([]JobCountByStatusRow, error) {
+	rows, err := q.db.Query(ctx, jobCountByStatus)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []JobCountByStatusRow
+	for rows.Next() {
+		var i JobCountByStatusRow
+		if err := rows.Scan(&i.Queue, &i.Status, &i.Count); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
 
 const jobGet = `-- name: JobGet :one
 

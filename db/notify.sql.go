@@ -9,6 +9,19 @@ import (
 	"context"
 )
 
+const currentSchema = `-- name: CurrentSchema :one
+SELECT current_schema()::text
+`
+
+// The schema tasuki's tables are found in; it tells this installation's
+// notifications from those of other schemas in the same database.
+func (q *Queries) CurrentSchema(ctx context.Context) (string, error) {
+	row := q.db.QueryRow(ctx, currentSchema)
+	var column_1 string
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const listenJobs = `-- name: ListenJobs :exec
 
 LISTEN tasuki_jobs
@@ -19,5 +32,25 @@ LISTEN tasuki_jobs
 // cancellation notify on.
 func (q *Queries) ListenJobs(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, listenJobs)
+	return err
+}
+
+const notifyJobCanceled = `-- name: NotifyJobCanceled :exec
+SELECT pg_notify('tasuki_jobs', json_build_object(
+    'k', 'cancel',
+    's', current_schema(),
+    'q', $1::text,
+    'id', $2::bigint)::text)
+`
+
+type NotifyJobCanceledParams struct {
+	Queue string
+	ID    int64
+}
+
+// Tells the worker running a job that it was canceled, so its handler stops
+// at once instead of at the next heartbeat.
+func (q *Queries) NotifyJobCanceled(ctx context.Context, arg NotifyJobCanceledParams) error {
+	_, err := q.db.Exec(ctx, notifyJobCanceled, arg.Queue, arg.ID)
 	return err
 }

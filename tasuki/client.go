@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -78,7 +79,7 @@ func NewClient[T any](pool *pgxpool.Pool, cfg ClientConfig) (*Client[T], error) 
 	if cfg.Queue == "" {
 		cfg.Queue = DefaultQueue
 	}
-	if err := validateQueue("ClientConfig.Queue", cfg.Queue); err != nil {
+	if err := ValidateQueue("ClientConfig.Queue", cfg.Queue); err != nil {
 		return nil, err
 	}
 	if cfg.MaxAttempts == 0 {
@@ -114,7 +115,7 @@ func (c *Client[T]) resolve(opts *InsertOpts) (insertion, error) {
 		return in, nil
 	}
 	if opts.Queue != "" {
-		if err := validateQueue("InsertOpts.Queue", opts.Queue); err != nil {
+		if err := ValidateQueue("InsertOpts.Queue", opts.Queue); err != nil {
 			return in, err
 		}
 		in.queue = opts.Queue
@@ -143,12 +144,10 @@ func (c *Client[T]) resolve(opts *InsertOpts) (insertion, error) {
 	return in, nil
 }
 
-func validateQueue(option, queue string) error {
-	n := 0
-	for range queue {
-		n++
-	}
-	if n == 0 || n > MaxQueueLength {
+// ValidateQueue checks a queue name: 1 to 128 characters. option names the
+// setting it came from, for the *InvalidOptionError it returns otherwise.
+func ValidateQueue(option, queue string) error {
+	if n := utf8.RuneCountInString(queue); n == 0 || n > MaxQueueLength {
 		return &InvalidOptionError{Option: option, Value: queue, Reason: "a queue name has 1 to 128 characters"}
 	}
 	return nil
@@ -288,6 +287,49 @@ func (c *Client[T]) Get(ctx context.Context, id int64) (*Job[T], error) {
 	}
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: get job %d", id), err)
+	}
+	return JobFromRow[T](&row)
+}
+
+// JobFinishedError says that a job cannot be changed because it already
+// reached a final status. Nothing was changed.
+type JobFinishedError struct {
+	// JobID is the job.
+	JobID int64
+	// Status is its final status.
+	Status Status
+}
+
+func (e *JobFinishedError) Error() string {
+	return fmt.Sprintf("tasuki: job %d is already %s; only pending or running jobs can be canceled", e.JobID, e.Status)
+}
+
+// Cancel cancels a pending or running job and returns it as stored. A
+// running job's handler sees its context canceled promptly (through a
+// NOTIFY; at worst at the worker's next heartbeat), and its late result
+// cannot overwrite the cancellation. A finished job is left unchanged and
+// gives a *JobFinishedError; an unknown id an error wrapping ErrJobNotFound.
+func (c *Client[T]) Cancel(ctx context.Context, id int64) (*Job[T], error) {
+	var row db.TasukiJob
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		q := c.queries.WithTx(tx)
+		var err error
+		row, err = q.JobCancel(ctx, db.JobCancelParams{ID: id, Reason: "by request"})
+		if err != nil {
+			return err
+		}
+		// Sent on commit, after the cancellation is visible.
+		return q.NotifyJobCanceled(ctx, db.NotifyJobCanceledParams{Queue: row.Queue, ID: row.ID})
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		job, getErr := c.Get(ctx, id)
+		if getErr != nil {
+			return nil, getErr
+		}
+		return nil, &JobFinishedError{JobID: id, Status: job.Status}
+	}
+	if err != nil {
+		return nil, dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), err)
 	}
 	return JobFromRow[T](&row)
 }

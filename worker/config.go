@@ -1,0 +1,122 @@
+package worker
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/tasukiq/tasuki/tasuki"
+)
+
+// Defaults of Config. Each is good without tuning.
+const (
+	// DefaultConcurrency is how many handlers run at once.
+	DefaultConcurrency = 100
+	// DefaultLeaseDuration is how long a lease lasts without a heartbeat: a
+	// job whose worker died is run again about this long after.
+	DefaultLeaseDuration = 30 * time.Second
+	// DefaultPollInterval is how often an idle worker looks for jobs that
+	// no notification announced (retries and delayed jobs coming due).
+	DefaultPollInterval = time.Second
+	// DefaultShutdownTimeout is how long Run waits for running handlers
+	// after its context ends before it cancels them. It leaves room within
+	// the 30 s a Kubernetes pod gets between SIGTERM and SIGKILL.
+	DefaultShutdownTimeout = 20 * time.Second
+)
+
+// RetryPolicy returns how long to wait before retrying a job whose attempt
+// (counting from 1) failed.
+type RetryPolicy func(attempt int) time.Duration
+
+// DefaultRetryPolicy waits attempt⁴ seconds, ±10 % at random so that jobs
+// failing together do not retry together: 1 s, 16 s, 81 s, 4 min 16 s, …
+// about 4.5 days before the 25th attempt.
+func DefaultRetryPolicy(attempt int) time.Duration {
+	base := math.Pow(float64(attempt), 4)
+	jitter := 1 + (rand.Float64()*0.2 - 0.1)
+	return time.Duration(base * jitter * float64(time.Second))
+}
+
+// Config configures a [Worker]. The zero value is valid: every field has a
+// default.
+type Config struct {
+	// Queue is the queue to work. 1 to 128 characters. Defaults to
+	// "default".
+	Queue string
+	// Concurrency is the most handlers that run at once; the worker leases
+	// only as many jobs as it has free slots. Defaults to 100.
+	Concurrency int
+	// LeaseDuration is how long a leased job stays reserved for this worker
+	// without a heartbeat. At least 1 s. Defaults to 30 s.
+	LeaseDuration time.Duration
+	// HeartbeatInterval is how often the worker renews the leases of all
+	// its running jobs, in one statement. Less than LeaseDuration. Defaults
+	// to a third of LeaseDuration.
+	HeartbeatInterval time.Duration
+	// PollInterval is how long an idle worker waits for a notification
+	// before it looks for runnable jobs anyway. At least 10 ms. Defaults to
+	// 1 s.
+	PollInterval time.Duration
+	// ShutdownTimeout is how long Run waits for running handlers once its
+	// context ends; then it cancels their contexts, and jobs that did not
+	// finish go back to pending with their attempt given back. Defaults to
+	// 20 s. Set to -1 to cancel handlers at once.
+	ShutdownTimeout time.Duration
+	// RetryPolicy chooses the delay before a failed job's next attempt.
+	// Defaults to DefaultRetryPolicy.
+	RetryPolicy RetryPolicy
+	// Logger receives the worker's logs. Payloads are never logged.
+	// Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Queue == "" {
+		c.Queue = tasuki.DefaultQueue
+	}
+	if err := tasuki.ValidateQueue("Config.Queue", c.Queue); err != nil {
+		return c, err
+	}
+	switch {
+	case c.Concurrency == 0:
+		c.Concurrency = DefaultConcurrency
+	case c.Concurrency < 0 || c.Concurrency > 100_000:
+		return c, &tasuki.InvalidOptionError{Option: "Config.Concurrency", Value: c.Concurrency, Reason: "must be between 1 and 100000 (0 means the default, 100)"}
+	}
+	switch {
+	case c.LeaseDuration == 0:
+		c.LeaseDuration = DefaultLeaseDuration
+	case c.LeaseDuration < time.Second:
+		return c, &tasuki.InvalidOptionError{Option: "Config.LeaseDuration", Value: c.LeaseDuration, Reason: "must be at least 1s (0 means the default, 30s)"}
+	}
+	switch {
+	case c.HeartbeatInterval == 0:
+		c.HeartbeatInterval = c.LeaseDuration / 3
+	case c.HeartbeatInterval < 0 || c.HeartbeatInterval >= c.LeaseDuration:
+		return c, &tasuki.InvalidOptionError{Option: "Config.HeartbeatInterval", Value: c.HeartbeatInterval,
+			Reason: fmt.Sprintf("must be positive and shorter than LeaseDuration (%s); 0 means a third of it", c.LeaseDuration)}
+	}
+	switch {
+	case c.PollInterval == 0:
+		c.PollInterval = DefaultPollInterval
+	case c.PollInterval < 10*time.Millisecond:
+		return c, &tasuki.InvalidOptionError{Option: "Config.PollInterval", Value: c.PollInterval, Reason: "must be at least 10ms (0 means the default, 1s)"}
+	}
+	switch {
+	case c.ShutdownTimeout == 0:
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	case c.ShutdownTimeout == -1:
+		c.ShutdownTimeout = 0
+	case c.ShutdownTimeout < 0:
+		return c, &tasuki.InvalidOptionError{Option: "Config.ShutdownTimeout", Value: c.ShutdownTimeout, Reason: "must be positive, 0 for the default (20s) or -1 to cancel handlers at once"}
+	}
+	if c.RetryPolicy == nil {
+		c.RetryPolicy = DefaultRetryPolicy
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}

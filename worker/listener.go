@@ -1,0 +1,76 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasukiq/tasuki/db"
+)
+
+// notification is the payload sent on the tasuki_jobs channel by the insert
+// trigger and by job cancellation.
+type notification struct {
+	Kind   string `json:"k"`
+	Schema string `json:"s"`
+	Queue  string `json:"q"`
+	ID     int64  `json:"id"`
+}
+
+// listen keeps a connection LISTENing on tasuki_jobs until ctx ends,
+// reconnecting after any error. Inserts into this worker's queue wake the
+// fetch loop; cancellations stop handlers.
+func (w *Worker[T]) listen(ctx context.Context, schema string) {
+	b := newBackoff()
+	for ctx.Err() == nil {
+		err := w.listenOnce(ctx, schema, b)
+		if ctx.Err() != nil {
+			return
+		}
+		d := b.next()
+		w.log.Warn("tasuki: notification listener disconnected; reconnecting (polling meanwhile)",
+			slog.Any("error", err), slog.Duration("retry_in", d))
+		sleep(ctx, d)
+	}
+}
+
+func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) error {
+	cfg := w.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = "tasuki-listener"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		conn.Close(closeCtx)
+	}()
+	if err := db.New(conn).ListenJobs(ctx); err != nil {
+		return err
+	}
+	b.reset()
+	// Anything inserted while the listener was away went unannounced.
+	w.signalWake()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		var msg notification
+		if err := json.Unmarshal([]byte(n.Payload), &msg); err != nil || msg.Schema != schema {
+			continue
+		}
+		switch msg.Kind {
+		case "insert":
+			if msg.Queue == w.cfg.Queue {
+				w.signalWake()
+			}
+		case "cancel":
+			w.cancelJob(msg.ID)
+		}
+	}
+}

@@ -1,0 +1,481 @@
+// Package worker runs tasuki jobs: a [Worker] leases jobs of one queue in
+// batches sized to its free slots, runs a typed [Handler] for each, renews
+// the leases of its running jobs in one statement per heartbeat, and records
+// outcomes in batches.
+//
+// Delivery is at least once: a job whose worker dies is leased again once
+// its lease expires, with the lost attempt counted, so a job that kills its
+// worker every time ends failed, never stuck running. Every state change is
+// fenced by the job's lease token: a worker that lost its lease can no
+// longer change the job.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/tasuki"
+)
+
+// Handler runs jobs whose payload is a T. What Work returns is the job's
+// outcome: nil completes it; an error retries it after the worker's backoff,
+// or fails it once its attempts are used up; [tasuki.Cancel] cancels it;
+// [tasuki.RetryAfter] retries it after a given delay. A panic is recovered
+// and counts as an error.
+//
+// ctx is canceled when the job is canceled from outside, when the worker
+// lost the job's lease, or when a shutdown runs out of time; Work should
+// then return soon.
+type Handler[T any] interface {
+	Work(ctx context.Context, job *tasuki.Job[T]) error
+}
+
+// HandlerFunc adapts a function to a Handler, as http.HandlerFunc does.
+// Shared state reaches the function through its closure or a method value.
+type HandlerFunc[T any] func(ctx context.Context, job *tasuki.Job[T]) error
+
+// Work calls f(ctx, job).
+func (f HandlerFunc[T]) Work(ctx context.Context, job *tasuki.Job[T]) error { return f(ctx, job) }
+
+// Causes of a handler's context being canceled, found with context.Cause.
+var (
+	// ErrLeaseLost: the job was canceled from outside, or its lease could
+	// not be renewed in time and another worker may now run it.
+	ErrLeaseLost = errors.New("tasuki: the worker no longer holds this job's lease (canceled, or the lease expired)")
+	// ErrJobCanceled: the job was canceled from outside.
+	ErrJobCanceled = errors.New("tasuki: job canceled")
+	// ErrShutdown: the worker is shutting down and the shutdown timeout
+	// passed; the job goes back to pending with its attempt given back.
+	ErrShutdown = errors.New("tasuki: worker shut down before the job finished; it will run again")
+)
+
+// Worker runs the jobs of one queue with one handler. Create it with New
+// and start it with Run.
+type Worker[T any] struct {
+	pool    *pgxpool.Pool
+	queries *db.Queries
+	handler Handler[T]
+	cfg     Config
+	log     *slog.Logger
+	started atomic.Bool
+
+	mu      sync.Mutex
+	running map[int64]*lease // leased, until the outcome is recorded
+
+	active   atomic.Int64   // handlers running
+	handlers sync.WaitGroup // handler goroutines
+	results  chan result    // outcomes on their way to the writer
+	wake     chan struct{}  // a notification or reconnect: look for jobs
+	slotFree chan struct{}  // a handler finished
+}
+
+// lease is one leased job held by this worker.
+type lease struct {
+	id      int64
+	token   pgtype.UUID
+	cancel  context.CancelCauseFunc
+	expires time.Time // local estimate: when the lease lapses unless renewed
+	// abandoned: shutdown gave the job back while its handler was still
+	// running; the handler's late outcome is dropped.
+	abandoned bool
+}
+
+// result is a handler's outcome, to be written by JobFinishMany.
+type result struct {
+	lease    *lease
+	status   db.TasukiJobStatus
+	delay    time.Duration
+	err      string
+	giveBack bool
+}
+
+// New returns a worker that runs jobs with handler. The configuration is
+// checked here; an invalid one returns a *tasuki.InvalidOptionError.
+func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T], error) {
+	if pool == nil {
+		return nil, &tasuki.InvalidOptionError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
+	}
+	if handler == nil {
+		return nil, &tasuki.InvalidOptionError{Option: "handler", Value: nil, Reason: "a Handler is required"}
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Worker[T]{
+		pool:     pool,
+		queries:  db.New(pool),
+		handler:  handler,
+		cfg:      cfg,
+		log:      cfg.Logger.With(slog.String("queue", cfg.Queue)),
+		running:  make(map[int64]*lease),
+		results:  make(chan result, cfg.Concurrency),
+		wake:     make(chan struct{}, 1),
+		slotFree: make(chan struct{}, 1),
+	}, nil
+}
+
+// Config returns the worker's configuration with defaults filled in.
+func (w *Worker[T]) Config() Config { return w.cfg }
+
+// Run works jobs until ctx ends, then shuts down gracefully: it stops
+// leasing, waits up to ShutdownTimeout for running handlers, cancels the
+// rest (their jobs go back to pending, the attempt given back), records
+// every outcome and returns. It returns early only if the database lacks
+// tasuki's schema (an error wrapping tasuki.ErrSchemaMissing); database
+// outages are logged and waited out. Run may be called once.
+func (w *Worker[T]) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errors.New("tasuki: Worker.Run called twice; create a new Worker")
+	}
+	schema, err := w.start(ctx)
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+
+	// Database work goes on after ctx ends, to record the last outcomes.
+	bg := context.WithoutCancel(ctx)
+	dbCtx, stopDB := context.WithCancel(bg)
+	defer stopDB()
+	handlerCtx, cancelHandlers := context.WithCancelCause(bg)
+	defer cancelHandlers(ErrShutdown)
+
+	writerStop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		w.writeLoop(dbCtx, writerStop)
+	}()
+	listenerDone := make(chan struct{})
+	go func() {
+		defer close(listenerDone)
+		w.listen(dbCtx, schema)
+	}()
+
+	w.fetchLoop(ctx, dbCtx, handlerCtx)
+
+	w.log.Info("tasuki: worker stopping; waiting for running jobs", slog.Int64("running", w.active.Load()),
+		slog.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
+	if !w.waitHandlers(w.cfg.ShutdownTimeout) {
+		w.log.Warn("tasuki: shutdown timeout passed; canceling running jobs", slog.Int64("running", w.active.Load()))
+		cancelHandlers(ErrShutdown)
+		// Handlers that ignore their context are left behind: their jobs go
+		// back to pending now, and what they return later is dropped.
+		if !w.waitHandlers(5 * time.Second) {
+			w.abandonRunning()
+		}
+	}
+	close(writerStop)
+	<-writerDone
+	stopDB()
+	<-listenerDone
+	w.log.Info("tasuki: worker stopped")
+	return nil
+}
+
+// start checks that the schema exists and returns its name. It waits out an
+// unreachable database until ctx ends.
+func (w *Worker[T]) start(ctx context.Context) (string, error) {
+	b := newBackoff()
+	for {
+		_, err := w.queries.JobLease(ctx, db.JobLeaseParams{Queue: w.cfg.Queue, Max: 0, LeaseUs: 1})
+		if err == nil {
+			schema, err := w.queries.CurrentSchema(ctx)
+			if err == nil {
+				return schema, nil
+			}
+		}
+		err = dberr.Wrap("tasuki: worker start", err)
+		if errors.Is(err, tasuki.ErrSchemaMissing) {
+			return "", err
+		}
+		if ctx.Err() != nil {
+			return "", nil
+		}
+		d := b.next()
+		w.log.Warn("tasuki: database unavailable; retrying", slog.Any("error", err), slog.Duration("retry_in", d))
+		sleep(ctx, d)
+	}
+}
+
+// fetchLoop leases jobs until ctx ends. It leases as many jobs as there are
+// free slots; after a full batch it leases again as soon as a slot frees,
+// otherwise it waits for a notification or the poll interval.
+func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
+	rescueEvery := min(w.cfg.LeaseDuration/2, 5*time.Second)
+	nextRescue := time.Now()
+	more := true
+	poll := time.NewTimer(w.cfg.PollInterval)
+	defer poll.Stop()
+	b := newBackoff()
+	for {
+		free := w.cfg.Concurrency - int(w.active.Load())
+		if free <= 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.slotFree:
+			}
+			continue
+		}
+		if !more {
+			poll.Reset(w.cfg.PollInterval)
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.wake:
+			case <-poll.C:
+			}
+			poll.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		rescue := !time.Now().Before(nextRescue)
+		sentAt := time.Now()
+		// dbCtx, not ctx: a lease statement interrupted by shutdown could
+		// commit without its rows reaching us; they are given back below.
+		rows, err := w.queries.JobLease(dbCtx, db.JobLeaseParams{
+			Queue:   w.cfg.Queue,
+			Max:     int32(free),
+			LeaseUs: w.cfg.LeaseDuration.Microseconds(),
+			Rescue:  rescue,
+		})
+		if err != nil {
+			d := b.next()
+			w.log.Warn("tasuki: leasing jobs failed; retrying", slog.Any("error", dberr.Wrap("lease", err)), slog.Duration("retry_in", d))
+			sleep(ctx, d)
+			more = true
+			continue
+		}
+		b.reset()
+		if rescue {
+			nextRescue = time.Now().Add(rescueEvery)
+		}
+		if ctx.Err() != nil {
+			w.giveBack(rows, sentAt)
+			return
+		}
+		for i := range rows {
+			w.startJob(handlerCtx, &rows[i], sentAt)
+		}
+		// A rescue turns expired jobs back into pending ones that this same
+		// statement could not see: look again at once.
+		more = len(rows) == free || rescue
+	}
+}
+
+// giveBack returns jobs leased during shutdown without running them.
+func (w *Worker[T]) giveBack(rows []db.TasukiJob, sentAt time.Time) {
+	for i := range rows {
+		l := w.register(&rows[i], func(error) {}, sentAt)
+		w.results <- result{lease: l, status: db.TasukiJobStatusPending, giveBack: true}
+	}
+}
+
+func (w *Worker[T]) register(row *db.TasukiJob, cancel context.CancelCauseFunc, sentAt time.Time) *lease {
+	l := &lease{id: row.ID, token: row.LeaseToken, cancel: cancel, expires: sentAt.Add(w.cfg.LeaseDuration)}
+	w.mu.Lock()
+	w.running[row.ID] = l
+	w.mu.Unlock()
+	return l
+}
+
+func (w *Worker[T]) startJob(handlerCtx context.Context, row *db.TasukiJob, sentAt time.Time) {
+	jobCtx, cancel := context.WithCancelCause(handlerCtx)
+	l := w.register(row, cancel, sentAt)
+	w.active.Add(1)
+	w.handlers.Add(1)
+	go func() {
+		defer w.handlers.Done()
+		defer cancel(nil)
+		r, record := w.execute(jobCtx, l, row)
+		w.mu.Lock()
+		abandoned := l.abandoned
+		if !record && !abandoned {
+			delete(w.running, l.id)
+		}
+		w.mu.Unlock()
+		if record && !abandoned {
+			w.results <- r // blocks while the writer's backlog is full
+		}
+		w.active.Add(-1)
+		select {
+		case w.slotFree <- struct{}{}:
+		default:
+		}
+	}()
+}
+
+// execute runs the handler and turns what it returned into an outcome.
+// record is false when the worker no longer holds the job: any write would
+// be refused.
+func (w *Worker[T]) execute(ctx context.Context, l *lease, row *db.TasukiJob) (r result, record bool) {
+	r = result{lease: l}
+	job, err := tasuki.JobFromRow[T](row)
+	if err != nil {
+		// Retrying cannot make a payload decode: fail it now.
+		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", row.ID), slog.Any("error", err))
+		r.status, r.err = db.TasukiJobStatusFailed, err.Error()
+		return r, true
+	}
+	err = w.call(ctx, job)
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, ErrLeaseLost), errors.Is(cause, ErrJobCanceled):
+		return r, false
+	case err == nil:
+		r.status = db.TasukiJobStatusCompleted
+		return r, true
+	case errors.Is(cause, ErrShutdown):
+		r.status, r.giveBack = db.TasukiJobStatusPending, true
+		return r, true
+	}
+	r.err = err.Error()
+	var cancelErr *tasuki.CancelError
+	if errors.As(err, &cancelErr) {
+		r.status = db.TasukiJobStatusCanceled
+		return r, true
+	}
+	if job.Attempt >= job.MaxAttempts {
+		r.status = db.TasukiJobStatusFailed
+		w.log.Warn("tasuki: job failed: out of attempts", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt), slog.Any("error", err))
+		return r, true
+	}
+	r.status = db.TasukiJobStatusPending
+	var retryErr *tasuki.RetryAfterError
+	if errors.As(err, &retryErr) {
+		r.delay = retryErr.Delay
+	} else {
+		r.delay = w.cfg.RetryPolicy(job.Attempt)
+	}
+	w.log.Info("tasuki: job attempt failed; will retry", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt),
+		slog.Duration("retry_in", r.delay), slog.Any("error", err))
+	return r, true
+}
+
+// PanicError is a handler's recovered panic, recorded as the attempt's
+// error.
+type PanicError struct {
+	// Value is what the handler panicked with.
+	Value any
+	// Stack is the goroutine's stack at the panic.
+	Stack string
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v\n\n%s", e.Value, e.Stack) }
+
+func (w *Worker[T]) call(ctx context.Context, job *tasuki.Job[T]) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: string(debug.Stack())}
+			w.log.Error("tasuki: handler panicked", slog.Int64("job_id", job.ID), slog.Any("panic", v))
+		}
+	}()
+	return w.handler.Work(ctx, job)
+}
+
+// waitHandlers waits up to d for every handler to return.
+func (w *Worker[T]) waitHandlers(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		w.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// abandonRunning gives back the jobs of handlers that did not return.
+func (w *Worker[T]) abandonRunning() {
+	var stuck []*lease
+	w.mu.Lock()
+	for _, l := range w.running {
+		if !l.abandoned {
+			l.abandoned = true
+			stuck = append(stuck, l)
+		}
+	}
+	w.mu.Unlock()
+	w.log.Error("tasuki: handlers did not return after their context was canceled; giving their jobs back", slog.Int("jobs", len(stuck)))
+	for _, l := range stuck {
+		select {
+		case w.results <- result{lease: l, status: db.TasukiJobStatusPending, giveBack: true}:
+		default:
+			// The writer's backlog is full: the lease will expire and the
+			// job will be rescued.
+		}
+	}
+}
+
+// cancelJob cancels the handler of a job canceled from outside.
+func (w *Worker[T]) cancelJob(id int64) {
+	w.mu.Lock()
+	l := w.running[id]
+	w.mu.Unlock()
+	if l != nil {
+		l.cancel(ErrJobCanceled)
+	}
+}
+
+func (w *Worker[T]) signalWake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sanitizeError makes an error text storable: valid UTF-8 without NUL (which
+// PostgreSQL text cannot hold), at most 32 KiB.
+func sanitizeError(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.ReplaceAll(s, "\x00", "")
+	const limit = 32 << 10
+	if len(s) > limit {
+		s = strings.ToValidUTF8(s[:limit], "") + "… (truncated)"
+	}
+	return s
+}
+
+// backoff grows from 100 ms to 5 s.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{} }
+
+func (b *backoff) next() time.Duration {
+	if b.d == 0 {
+		b.d = 100 * time.Millisecond
+	} else {
+		b.d = min(2*b.d, 5*time.Second)
+	}
+	return b.d
+}
+
+func (b *backoff) reset() { b.d = 0 }
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

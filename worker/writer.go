@@ -1,0 +1,189 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/dberr"
+)
+
+// maxBatch bounds the outcomes written by one statement, and the backlog
+// the writer holds before handlers wait for it.
+const maxBatch = 5000
+
+// writeLoop is the one goroutine that writes outcomes and heartbeats, so the
+// two never race for the same rows. While a batch is being written, new
+// outcomes queue in the results channel and go out together in the next
+// statement: the busier the worker, the larger the batches.
+func (w *Worker[T]) writeLoop(ctx context.Context, stop <-chan struct{}) {
+	heartbeat := time.NewTicker(w.cfg.HeartbeatInterval)
+	defer heartbeat.Stop()
+	var pending []result
+	var retry <-chan time.Time
+	b := newBackoff()
+	flush := func() {
+		var err error
+		pending, err = w.flush(ctx, pending)
+		if err != nil {
+			d := b.next()
+			w.log.Warn("tasuki: recording job outcomes failed; retrying", slog.Any("error", err),
+				slog.Int("outcomes", len(pending)), slog.Duration("retry_in", d))
+			retry = time.After(d)
+			return
+		}
+		b.reset()
+		retry = nil
+	}
+	for {
+		in := w.results
+		if len(pending) >= maxBatch {
+			in = nil // backpressure: handlers wait until the backlog shrinks
+		}
+		select {
+		case r := <-in:
+			pending = w.drain(append(pending, r))
+			if retry == nil {
+				flush()
+			}
+		case <-retry:
+			flush()
+		case <-heartbeat.C:
+			w.heartbeat(ctx)
+		case <-stop:
+			w.final(ctx, w.drain(pending))
+			return
+		}
+	}
+}
+
+// drain appends what is already waiting in the results channel.
+func (w *Worker[T]) drain(pending []result) []result {
+	for len(pending) < maxBatch {
+		select {
+		case r := <-w.results:
+			pending = append(pending, r)
+		default:
+			return pending
+		}
+	}
+	return pending
+}
+
+// final writes the last outcomes at shutdown, retrying for a while if the
+// database is away. What it cannot write is not lost: those jobs' leases
+// expire and they run again.
+func (w *Worker[T]) final(ctx context.Context, pending []result) {
+	deadline := time.Now().Add(w.cfg.LeaseDuration)
+	b := newBackoff()
+	for len(pending) > 0 {
+		var err error
+		if pending, err = w.flush(ctx, pending); err == nil {
+			pending = w.drain(pending)
+			continue
+		}
+		if time.Now().After(deadline) {
+			w.log.Error("tasuki: could not record job outcomes before shutdown; these jobs will run again when their leases expire",
+				slog.Int("jobs", len(pending)), slog.Any("error", err))
+			return
+		}
+		sleep(ctx, b.next())
+	}
+}
+
+// flush writes pending outcomes in one statement and returns what is left:
+// nothing on success, everything on error.
+func (w *Worker[T]) flush(ctx context.Context, pending []result) ([]result, error) {
+	if len(pending) == 0 {
+		return pending, nil
+	}
+	n := len(pending)
+	p := db.JobFinishManyParams{
+		Ids:      make([]int64, n),
+		Tokens:   make([]pgtype.UUID, n),
+		Statuses: make([]string, n),
+		DelaysUs: make([]int64, n),
+		Errors:   make([]string, n),
+		GiveBack: make([]bool, n),
+	}
+	for i, r := range pending {
+		p.Ids[i] = r.lease.id
+		p.Tokens[i] = r.lease.token
+		p.Statuses[i] = string(r.status)
+		p.DelaysUs[i] = r.delay.Microseconds()
+		p.Errors[i] = sanitizeError(r.err)
+		p.GiveBack[i] = r.giveBack
+	}
+	changed, err := w.queries.JobFinishMany(ctx, p)
+	if err != nil {
+		return pending, dberr.Wrap("tasuki: record outcomes", err)
+	}
+	if len(changed) < n {
+		w.log.Info("tasuki: outcomes refused for jobs this worker no longer holds (canceled, or lease lost)",
+			slog.Int("refused", n-len(changed)))
+	}
+	w.mu.Lock()
+	for _, r := range pending {
+		if w.running[r.lease.id] == r.lease {
+			delete(w.running, r.lease.id)
+		}
+	}
+	w.mu.Unlock()
+	return pending[:0], nil
+}
+
+// heartbeat renews the leases of every job this worker holds, in one
+// statement, and stops the handlers of jobs it no longer holds.
+func (w *Worker[T]) heartbeat(ctx context.Context) {
+	w.mu.Lock()
+	held := make([]*lease, 0, len(w.running))
+	for _, l := range w.running {
+		if !l.abandoned {
+			held = append(held, l)
+		}
+	}
+	w.mu.Unlock()
+	if len(held) == 0 {
+		return
+	}
+	p := db.JobHeartbeatManyParams{
+		Ids:     make([]int64, len(held)),
+		Tokens:  make([]pgtype.UUID, len(held)),
+		LeaseUs: w.cfg.LeaseDuration.Microseconds(),
+	}
+	for i, l := range held {
+		p.Ids[i], p.Tokens[i] = l.id, l.token
+	}
+	sentAt := time.Now()
+	renewed, err := w.queries.JobHeartbeatMany(ctx, p)
+	if err != nil {
+		w.log.Warn("tasuki: heartbeat failed", slog.Any("error", dberr.Wrap("tasuki: heartbeat", err)), slog.Int("jobs", len(held)))
+		// A lease that could not be renewed lapses: stop the handler before
+		// another worker starts the same job.
+		now := time.Now()
+		w.mu.Lock()
+		for _, l := range held {
+			if now.After(l.expires) {
+				l.cancel(ErrLeaseLost)
+			}
+		}
+		w.mu.Unlock()
+		return
+	}
+	ok := make(map[int64]struct{}, len(renewed))
+	for _, id := range renewed {
+		ok[id] = struct{}{}
+	}
+	w.mu.Lock()
+	for _, l := range held {
+		if _, renewed := ok[l.id]; renewed {
+			l.expires = sentAt.Add(w.cfg.LeaseDuration)
+		} else {
+			l.cancel(ErrLeaseLost)
+		}
+	}
+	w.mu.Unlock()
+}
