@@ -93,6 +93,30 @@ func (q *Queries) JobCountByStatus(ctx context.Context) ([]JobCountByStatusRow, 
 	return items, nil
 }
 
+const jobDeleteQueueBatch = `-- name: JobDeleteQueueBatch :execrows
+DELETE FROM tasuki_job
+WHERE id IN (
+    SELECT d.id FROM tasuki_job d
+    WHERE d.queue = $1 AND d.status <> 'running'
+    LIMIT $2::integer
+)
+`
+
+type JobDeleteQueueBatchParams struct {
+	Queue string
+	Max   int32
+}
+
+// Deletes up to max jobs of a queue that are not running, whatever their
+// status; returns how many it deleted. Call it until it returns 0.
+func (q *Queries) JobDeleteQueueBatch(ctx context.Context, arg JobDeleteQueueBatchParams) (int64, error) {
+	result, err := q.db.Exec(ctx, jobDeleteQueueBatch, arg.Queue, arg.Max)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const jobGet = `-- name: JobGet :one
 
 SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata FROM tasuki_job WHERE id = $1

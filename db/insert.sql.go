@@ -8,6 +8,8 @@ package db
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const databaseNow = `-- name: DatabaseNow :one
@@ -25,49 +27,84 @@ func (q *Queries) DatabaseNow(ctx context.Context, now *time.Time) (time.Time, e
 
 const jobInsert = `-- name: JobInsert :one
 
-INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
-VALUES (
-    $1,
-    $2,
-    $3,
-    $4,
-    coalesce(
-        $5::timestamptz,
-        coalesce($6::timestamptz, now()) + $7::bigint * interval '1 microsecond'
-    ),
-    $8
+WITH clock AS (
+    SELECT coalesce($1::timestamptz, now()) AS now
+),
+inserted AS (
+    INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
+    VALUES (
+        $2,
+        $3,
+        $4,
+        $5,
+        coalesce(
+            $6::timestamptz,
+            (SELECT now FROM clock) + $7::bigint * interval '1 microsecond'
+        ),
+        $8
+    )
+    RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
+),
+notified AS (
+    SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', current_schema(), 'q', i.queue)::text)
+    FROM inserted i
+    WHERE i.scheduled_at <= (SELECT now FROM clock)
 )
-RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
+SELECT inserted.id, inserted.queue, inserted.status, inserted.priority, inserted.payload, inserted.attempts, inserted.max_attempts, inserted.scheduled_at, inserted.created_at, inserted.attempted_at, inserted.lease_expires_at, inserted.lease_token, inserted.errors, inserted.finished_at, inserted.metadata
+FROM inserted
+CROSS JOIN (SELECT count(*) AS sent FROM notified) n
 `
 
 type JobInsertParams struct {
+	Now         *time.Time
 	Queue       string
 	Priority    int16
 	Payload     []byte
 	MaxAttempts int32
 	RunAt       *time.Time
-	Now         *time.Time
 	DelayUs     int64
 	Metadata    []byte
 }
 
-// Inserting jobs. The statement-level trigger on tasuki_job sends the NOTIFY
-// that wakes workers, inside the inserting transaction, so none of these
-// statements notify by themselves.
-// Inserts one job. Its scheduled time is run_at if given, else the database
-// clock (or the now override) plus delay_us microseconds.
-func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (TasukiJob, error) {
+type JobInsertRow struct {
+	ID             int64
+	Queue          string
+	Status         TasukiJobStatus
+	Priority       int16
+	Payload        []byte
+	Attempts       int32
+	MaxAttempts    int32
+	ScheduledAt    time.Time
+	CreatedAt      time.Time
+	AttemptedAt    *time.Time
+	LeaseExpiresAt *time.Time
+	LeaseToken     pgtype.UUID
+	Errors         []byte
+	FinishedAt     *time.Time
+	Metadata       []byte
+}
+
+// Inserting jobs. Each insert sends the NOTIFY that wakes workers in the
+// inserting transaction, so it is delivered only if that commits. The
+// payload names the schema, so installations in different schemas of one
+// database ignore each other's wake-ups.
+// Inserts one job and, when it is runnable now, wakes the queue's workers in
+// the same round trip. Its scheduled time is run_at if given, else the
+// database clock (or the now override) plus delay_us microseconds.
+// notified is not a data-modifying CTE, so it runs only if the query reads
+// it; an inner join with its count cannot be planned away.
+func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (JobInsertRow, error) {
 	row := q.db.QueryRow(ctx, jobInsert,
+		arg.Now,
 		arg.Queue,
 		arg.Priority,
 		arg.Payload,
 		arg.MaxAttempts,
 		arg.RunAt,
-		arg.Now,
 		arg.DelayUs,
 		arg.Metadata,
 	)
-	var i TasukiJob
+	var i JobInsertRow
 	err := row.Scan(
 		&i.ID,
 		&i.Queue,
@@ -95,4 +132,14 @@ type JobInsertCopyParams struct {
 	MaxAttempts int32
 	ScheduledAt time.Time
 	Metadata    []byte
+}
+
+const notifyInsert = `-- name: NotifyInsert :exec
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', current_schema(), 'q', $1::text)::text)
+`
+
+// Wakes the workers of a queue: one notification for a whole COPY.
+func (q *Queries) NotifyInsert(ctx context.Context, queue string) error {
+	_, err := q.db.Exec(ctx, notifyInsert, queue)
+	return err
 }

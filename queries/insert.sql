@@ -1,26 +1,44 @@
--- Inserting jobs. The statement-level trigger on tasuki_job sends the NOTIFY
--- that wakes workers, inside the inserting transaction, so none of these
--- statements notify by themselves.
+-- Inserting jobs. Each insert sends the NOTIFY that wakes workers in the
+-- inserting transaction, so it is delivered only if that commits. The
+-- payload names the schema, so installations in different schemas of one
+-- database ignore each other's wake-ups.
 
 -- name: JobInsert :one
--- Inserts one job. Its scheduled time is run_at if given, else the database
--- clock (or the now override) plus delay_us microseconds.
-INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
-VALUES (
-    @queue,
-    @priority,
-    @payload,
-    @max_attempts,
-    coalesce(
-        sqlc.narg('run_at')::timestamptz,
-        coalesce(sqlc.narg('now')::timestamptz, now()) + sqlc.arg('delay_us')::bigint * interval '1 microsecond'
-    ),
-    @metadata
+-- Inserts one job and, when it is runnable now, wakes the queue's workers in
+-- the same round trip. Its scheduled time is run_at if given, else the
+-- database clock (or the now override) plus delay_us microseconds.
+WITH clock AS (
+    SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
+),
+inserted AS (
+    INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
+    VALUES (
+        @queue,
+        @priority,
+        @payload,
+        @max_attempts,
+        coalesce(
+            sqlc.narg('run_at')::timestamptz,
+            (SELECT now FROM clock) + sqlc.arg('delay_us')::bigint * interval '1 microsecond'
+        ),
+        @metadata
+    )
+    RETURNING *
+),
+notified AS (
+    SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', current_schema(), 'q', i.queue)::text)
+    FROM inserted i
+    WHERE i.scheduled_at <= (SELECT now FROM clock)
 )
-RETURNING *;
+-- notified is not a data-modifying CTE, so it runs only if the query reads
+-- it; an inner join with its count cannot be planned away.
+SELECT inserted.*
+FROM inserted
+CROSS JOIN (SELECT count(*) AS sent FROM notified) n;
 
 -- name: JobInsertCopy :copyfrom
--- Bulk insert through COPY: the fastest way to add many jobs.
+-- Bulk insert through COPY: the fastest way to add many jobs. Follow it with
+-- NotifyInsert in the same transaction.
 INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
 VALUES (@queue, @priority, @payload, @max_attempts, @scheduled_at, @metadata);
 
@@ -28,3 +46,7 @@ VALUES (@queue, @priority, @payload, @max_attempts, @scheduled_at, @metadata);
 -- The database clock, or the override when one is given. Used to turn delays
 -- into scheduled times for bulk inserts.
 SELECT coalesce(sqlc.narg('now')::timestamptz, now())::timestamptz AS now;
+
+-- name: NotifyInsert :exec
+-- Wakes the workers of a queue: one notification for a whole COPY.
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', current_schema(), 'q', sqlc.arg('queue')::text)::text);

@@ -1,4 +1,4 @@
--- tasuki's job table, its status type, its NOTIFY trigger and its indexes.
+-- tasuki's job table, its status type and its indexes.
 --
 -- Every object is created unqualified, so it lands in the first schema of the
 -- connection's search_path: several tasuki installations can share a database
@@ -86,39 +86,6 @@ CREATE INDEX tasuki_job_finished_idx
     ON tasuki_job (finished_at)
     WHERE status IN ('completed', 'failed', 'canceled');
 
--- Wakes workers when jobs become runnable. A statement-level trigger sends at
--- most one notification per queue per statement, so a COPY of 100,000 jobs
--- costs one NOTIFY, and Postgres delivers it only if the transaction commits.
--- The payload names the schema, so installations in different schemas of one
--- database ignore each other's wake-ups.
--- +goose StatementBegin
-CREATE FUNCTION tasuki_job_notify_insert() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    q text;
-BEGIN
-    FOR q IN
-        SELECT DISTINCT n.queue FROM new_jobs n
-        WHERE n.status = 'pending' AND n.scheduled_at <= now()
-    LOOP
-        PERFORM pg_notify(
-            'tasuki_jobs',
-            json_build_object('k', 'insert', 's', TG_TABLE_SCHEMA, 'q', q)::text
-        );
-    END LOOP;
-    RETURN NULL;
-END;
-$$;
--- +goose StatementEnd
-
-CREATE TRIGGER tasuki_job_notify_insert
-    AFTER INSERT ON tasuki_job
-    REFERENCING NEW TABLE AS new_jobs
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION tasuki_job_notify_insert();
-
 -- +goose Down
-DROP TRIGGER IF EXISTS tasuki_job_notify_insert ON tasuki_job;
-DROP FUNCTION IF EXISTS tasuki_job_notify_insert();
 DROP TABLE IF EXISTS tasuki_job;
 DROP TYPE IF EXISTS tasuki_job_status;

@@ -217,64 +217,84 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 	if err != nil {
 		return nil, dberr.Wrap("tasuki: insert job", err)
 	}
-	job, err := JobFromRow[T](&row)
-	if err != nil {
-		return nil, err
-	}
-	return job, nil
+	stored := db.TasukiJob(row)
+	return JobFromRow[T](&stored)
 }
 
-// InsertMany adds many jobs with one COPY and returns how many were
-// inserted. opts apply to every job. Workers get one NOTIFY per queue for
-// the whole batch.
+// InsertMany adds many jobs with one COPY, in a transaction of its own, and
+// returns how many were inserted. opts apply to every job. Workers get one
+// NOTIFY for the whole batch. Every payload is checked before the first row
+// is sent: one invalid payload inserts nothing.
 func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOpts) (int64, error) {
-	return c.insertMany(ctx, c.queries, payloads, opts)
+	rows, in, err := c.prepareMany(payloads, opts)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	var n int64
+	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		n, err = c.copyJobs(ctx, c.queries.WithTx(tx), rows, in)
+		return err
+	})
+	if err != nil {
+		return 0, dberr.Wrap("tasuki: insert jobs", err)
+	}
+	return n, nil
 }
 
 // InsertManyTx is InsertMany inside the caller's transaction: the jobs exist
-// if and only if tx commits.
+// if and only if tx commits, and workers are woken only then.
 func (c *Client[T]) InsertManyTx(ctx context.Context, tx pgx.Tx, payloads []T, opts *InsertOpts) (int64, error) {
-	return c.insertMany(ctx, c.queries.WithTx(tx), payloads, opts)
-}
-
-func (c *Client[T]) insertMany(ctx context.Context, q *db.Queries, payloads []T, opts *InsertOpts) (int64, error) {
-	in, err := c.resolve(opts)
-	if err != nil {
+	rows, in, err := c.prepareMany(payloads, opts)
+	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	if len(payloads) == 0 {
-		return 0, nil
+	n, err := c.copyJobs(ctx, c.queries.WithTx(tx), rows, in)
+	if err != nil {
+		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
-	// Validate every payload before the first row is sent: a bad one
-	// leaves nothing half-written.
+	return n, nil
+}
+
+func (c *Client[T]) prepareMany(payloads []T, opts *InsertOpts) ([]db.JobInsertCopyParams, insertion, error) {
+	in, err := c.resolve(opts)
+	if err != nil {
+		return nil, in, err
+	}
 	rows := make([]db.JobInsertCopyParams, len(payloads))
 	for i, p := range payloads {
 		b, err := c.encode(p)
 		if err != nil {
-			return 0, fmt.Errorf("tasuki: payload %d of %d: %w", i, len(payloads), err)
+			return nil, in, fmt.Errorf("tasuki: payload %d of %d: %w", i, len(payloads), err)
 		}
 		rows[i] = db.JobInsertCopyParams{Queue: in.queue, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: []byte("{}")}
 	}
+	return rows, in, nil
+}
+
+// copyJobs runs in a transaction: the COPY and its notification commit
+// together.
+func (c *Client[T]) copyJobs(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams, in insertion) (int64, error) {
 	// COPY cannot compute a default from a parameter, so the scheduled time
 	// is fixed here, from the database clock.
-	var at time.Time
+	now, err := q.DatabaseNow(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	at := now.Add(in.delay)
 	if in.runAt != nil {
 		at = *in.runAt
-	} else {
-		now, err := q.DatabaseNow(ctx, nil)
-		if err != nil {
-			return 0, dberr.Wrap("tasuki: insert jobs", err)
-		}
-		at = now.Add(in.delay)
 	}
 	for i := range rows {
 		rows[i].ScheduledAt = at
 	}
 	n, err := q.JobInsertCopy(ctx, rows)
 	if err != nil {
-		return n, dberr.Wrap("tasuki: insert jobs", err)
+		return 0, err
 	}
-	return n, nil
+	if !at.After(now) {
+		err = q.NotifyInsert(ctx, in.queue)
+	}
+	return n, err
 }
 
 // Get returns the job with the given id, or an error wrapping

@@ -29,6 +29,8 @@ type Options struct {
 	Durable bool
 	// MaxConnections is Postgres's max_connections. Defaults to 300.
 	MaxConnections int
+	// Settings are extra server settings, "name=value" each.
+	Settings []string
 	// Logf, if set, receives one line per step (initdb, start, stop).
 	Logf func(format string, args ...any)
 }
@@ -119,6 +121,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		"shared_buffers=256MB",
 		"max_wal_size=4GB",
 	}
+	settings = append(settings, opts.Settings...)
 	if !opts.Durable {
 		settings = append(settings, "fsync=off", "synchronous_commit=off", "full_page_writes=off")
 	}
