@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/internal/pgtemp"
+	"github.com/tasukiq/tasuki/tasuki"
+	"github.com/tasukiq/tasuki/worker"
+)
+
+const (
+	// demoQueue is the demo's own queue, so that running the demo against
+	// a real database never hands the application's jobs to the demo's
+	// handler, nor the demo's jobs to the application's workers.
+	demoQueue = "tasuki-demo"
+	// demoEnqueueEvery is the producer's pace, as in the Rust original.
+	demoEnqueueEvery = 200 * time.Millisecond
+	// demoShutdownTimeout is how long a stopping demo waits for running
+	// jobs. The longest job sleeps 5 s, so every job started finishes.
+	demoShutdownTimeout = 10 * time.Second
+	// demoDefaultConcurrency keeps up with the producer: jobs last 3 s on
+	// average and 5 arrive per second, so 15 run at once in the steady
+	// state.
+	demoDefaultConcurrency = 20
+)
+
+// demoPayload is the demo's job: a counter, as in the Rust original.
+type demoPayload struct {
+	Count int `json:"count"`
+}
+
+func newDemoCmd(a *app) *cobra.Command {
+	var (
+		duration    time.Duration
+		concurrency int
+	)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Enqueue and work jobs, showing the queue live",
+		Long: `demo runs the scenario of tasuki's original Rust version: a producer
+enqueues a job carrying a counter every 200 ms; a worker runs each job by
+sleeping count % 5 + 1 seconds, logging its start and end. Once a second a
+line shows how many of the demo's jobs are pending, running and completed.
+
+It stops after --duration, or on Ctrl-C (SIGINT) or SIGTERM: the producer
+stops, the worker waits up to 10 s for the jobs it is running, and a summary
+is printed. A second Ctrl-C quits at once.
+
+Without --database-url or DATABASE_URL the demo starts a throwaway
+PostgreSQL cluster (initdb and pg_ctl must be installed), deleted on exit.
+With a URL it needs tasuki's schema there ("tasuki migrate up"); its jobs
+go to the queue "tasuki-demo" and stay in the database afterwards.`,
+		Example: `  tasuki demo                                # until Ctrl-C, on a throwaway cluster
+  tasuki demo --duration 30s --concurrency 5 # a backlog builds up
+  tasuki demo --database-url postgres://app@localhost/app`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if duration < 0 {
+				return fmt.Errorf("--duration %s: must not be negative (0 runs until Ctrl-C)", duration)
+			}
+			if concurrency < 1 || concurrency > 100_000 {
+				return fmt.Errorf("--concurrency %d: must be between 1 and 100000", concurrency)
+			}
+			return a.runDemo(cmd.Context(), duration, concurrency)
+		},
+	}
+	cmd.Flags().DurationVar(&duration, "duration", 0, "stop after this long (default: run until Ctrl-C)")
+	cmd.Flags().IntVar(&concurrency, "concurrency", demoDefaultConcurrency, "most jobs the worker runs at once")
+	return cmd
+}
+
+// demoCounts is what the demo reports: jobs of its queue by status, and
+// what this run did itself.
+type demoCounts struct {
+	enqueued, completed int64
+	byStatus            map[db.TasukiJobStatus]int64
+}
+
+func (a *app) runDemo(ctx context.Context, duration time.Duration, concurrency int) error {
+	pool, cleanup, err := a.openDB(ctx, dbOptions{
+		Throwaway: &pgtemp.Options{Durable: true},
+		// The worker's lease, heartbeat and outcome statements, the
+		// producer and the status line.
+		MinConns: 8,
+	})
+	if err != nil {
+		return err
+	}
+	// Runs last: after the worker and producer stopped, close the pool,
+	// then stop the throwaway cluster.
+	defer cleanup()
+
+	queries := db.New(pool)
+	// Fail now, with the advice to migrate, rather than in every insert.
+	if _, err := queries.JobCountByStatus(ctx); err != nil {
+		if err := dberr.Wrap("demo", err); dberr.IsSchemaMissing(err) {
+			return fmt.Errorf("%w; the demo needs it in %s", tasuki.ErrSchemaMissing, redactURL(a.url()))
+		}
+		return fmt.Errorf("demo: read job counts: %w", err)
+	}
+	client, err := tasuki.NewClient[demoPayload](pool, tasuki.ClientConfig{Queue: demoQueue})
+	if err != nil {
+		return err
+	}
+	var completed atomic.Int64
+	w, err := worker.New(pool, worker.HandlerFunc[demoPayload](func(ctx context.Context, job *tasuki.Job[demoPayload]) error {
+		return a.demoJob(ctx, job, &completed)
+	}), worker.Config{
+		Queue:           demoQueue,
+		Concurrency:     concurrency,
+		ShutdownTimeout: demoShutdownTimeout,
+		Logger:          a.log,
+	})
+	if err != nil {
+		return err
+	}
+
+	runCtx := ctx
+	if duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, duration)
+		defer cancel()
+	}
+	start := time.Now()
+	a.log.Info("demo started", slog.String("queue", demoQueue), slog.Int("concurrency", concurrency),
+		slog.Any("duration", durationOrForever(duration)))
+
+	// The worker has its own context, canceled only once the producer has
+	// stopped, so that shutdown follows the jobs' path: producer, worker,
+	// then the pool and the cluster.
+	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorker()
+	workerDone := make(chan error, 1)
+	go func() { workerDone <- w.Run(workerCtx) }()
+
+	var enqueued atomic.Int64
+	producerCtx, stopProducer := context.WithCancel(runCtx)
+	defer stopProducer()
+	producerDone := make(chan struct{})
+	go func() {
+		defer close(producerDone)
+		a.produce(producerCtx, client, &enqueued)
+	}()
+
+	reporterCtx, stopReporter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopReporter()
+	reporterDone := make(chan struct{})
+	go func() {
+		defer close(reporterDone)
+		a.report(reporterCtx, queries, start, &enqueued, &completed)
+	}()
+
+	var runErr error
+	workerFinished := false
+	select {
+	case <-runCtx.Done():
+		// A second Ctrl-C now kills the process; a throwaway cluster is
+		// then removed by its own watchdog.
+		a.releaseSignals()
+		why, hint := "duration elapsed", "Ctrl-C to quit at once"
+		if !errors.Is(runCtx.Err(), context.DeadlineExceeded) {
+			why, hint = "interrupted", "Ctrl-C again to quit at once"
+		}
+		a.log.Info("demo stopping: producer stopped; waiting for running jobs ("+hint+")",
+			slog.String("reason", why), slog.Duration("shutdown_timeout", demoShutdownTimeout))
+	case runErr = <-workerDone:
+		// The worker returns early only on a missing schema.
+		workerFinished = true
+	}
+	stopProducer()
+	<-producerDone
+	stopWorker()
+	if !workerFinished {
+		runErr = <-workerDone
+	}
+	stopReporter()
+	<-reporterDone
+	if runErr != nil {
+		return runErr
+	}
+
+	elapsed := time.Since(start)
+	// The demo's own context may be canceled by now; the last count must
+	// still be read.
+	countCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	c, err := demoStatusCounts(countCtx, queries)
+	if err != nil {
+		return err
+	}
+	c.enqueued, c.completed = enqueued.Load(), completed.Load()
+	a.printSummary(c, elapsed)
+	return nil
+}
+
+// demoJob is the demo's handler: it sleeps count % 5 + 1 seconds, or less
+// if its context ends first (a cancellation, or a shutdown that ran out of
+// time), in which case the job is given back or retried by the worker.
+func (a *app) demoJob(ctx context.Context, job *tasuki.Job[demoPayload], completed *atomic.Int64) error {
+	count := job.Payload.Count
+	d := time.Duration(count%5+1) * time.Second
+	log := a.log.With(slog.Int64("job_id", job.ID), slog.Int("count", count))
+	log.Info("job start", slog.Duration("sleep", d), slog.Int("attempt", job.Attempt))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		err := context.Cause(ctx)
+		log.Warn("job interrupted", slog.Any("cause", err))
+		return err
+	}
+	log.Info("job end")
+	completed.Add(1)
+	return nil
+}
+
+// produce enqueues a job every demoEnqueueEvery until ctx ends, counting
+// from 0. A failed insert is logged and the producer goes on, so that a
+// database restart during the demo shows the queue recovering.
+func (a *app) produce(ctx context.Context, client *tasuki.Client[demoPayload], enqueued *atomic.Int64) {
+	tick := time.NewTicker(demoEnqueueEvery)
+	defer tick.Stop()
+	for n := 0; ; {
+		// Each insert runs to its end even when ctx ends meanwhile, so
+		// that the enqueued count is exact.
+		insCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_, err := client.Insert(insCtx, demoPayload{Count: n}, nil)
+		cancel()
+		if err != nil {
+			a.log.Error("enqueue failed", slog.Int("count", n), slog.Any("error", err))
+		} else {
+			enqueued.Add(1)
+			n++
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// report prints the demo's live line once a second until ctx ends.
+func (a *app) report(ctx context.Context, queries *db.Queries, start time.Time, enqueued, completed *atomic.Int64) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		c, err := demoStatusCounts(ctx, queries)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("reading job counts failed", slog.Any("error", err))
+			}
+			continue
+		}
+		fmt.Fprintf(a.stdout, "[%4s] enqueued %d | pending %d | running %d | completed %d | failed %d | canceled %d\n",
+			time.Since(start).Round(time.Second), enqueued.Load(),
+			c.byStatus[db.TasukiJobStatusPending], c.byStatus[db.TasukiJobStatusRunning],
+			c.byStatus[db.TasukiJobStatusCompleted], c.byStatus[db.TasukiJobStatusFailed],
+			c.byStatus[db.TasukiJobStatusCanceled])
+	}
+}
+
+// demoStatusCounts reads the number of the demo queue's jobs by status.
+func demoStatusCounts(ctx context.Context, queries *db.Queries) (demoCounts, error) {
+	rows, err := queries.JobCountByStatus(ctx)
+	if err != nil {
+		return demoCounts{}, dberr.Wrap("count jobs", err)
+	}
+	c := demoCounts{byStatus: make(map[db.TasukiJobStatus]int64)}
+	for _, r := range rows {
+		if r.Queue == demoQueue {
+			c.byStatus[r.Status] = r.Count
+		}
+	}
+	return c, nil
+}
+
+// printSummary prints what the demo did. Enqueued and completed count this
+// run only; the statuses count every job in the demo's queue, which with a
+// database URL may include earlier runs' jobs.
+func (a *app) printSummary(c demoCounts, elapsed time.Duration) {
+	fmt.Fprintf(a.stdout, "\ndemo summary after %s:\n", elapsed.Round(100*time.Millisecond))
+	fmt.Fprintf(a.stdout, "  enqueued   %d\n", c.enqueued)
+	fmt.Fprintf(a.stdout, "  completed  %d\n", c.completed)
+	fmt.Fprintf(a.stdout, "  queue %q now holds: pending %d, running %d, completed %d, failed %d, canceled %d\n",
+		demoQueue, c.byStatus[db.TasukiJobStatusPending], c.byStatus[db.TasukiJobStatusRunning],
+		c.byStatus[db.TasukiJobStatusCompleted], c.byStatus[db.TasukiJobStatusFailed],
+		c.byStatus[db.TasukiJobStatusCanceled])
+}
+
+// durationOrForever is the duration as logged: "until Ctrl-C" for 0.
+func durationOrForever(d time.Duration) any {
+	if d == 0 {
+		return "until Ctrl-C"
+	}
+	return d
+}

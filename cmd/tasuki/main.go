@@ -1,0 +1,174 @@
+// Command tasuki runs tasuki's demo and manages its database schema.
+//
+//	tasuki demo                      # the demo, on a throwaway PostgreSQL cluster
+//	tasuki migrate up                # apply tasuki's migrations to $DATABASE_URL
+//	tasuki migrate status            # list migrations and whether they are applied
+//
+// Every command reads the database from --database-url or, when the flag
+// is not given, from the DATABASE_URL environment variable.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line args and returns the process's exit code.
+// An error is printed as one line, "tasuki: <error>", so that it reads
+// well in a terminal and in a log collector alike.
+func run(args []string, stdout, stderr io.Writer) int {
+	// Ctrl-C and SIGTERM cancel the command's context, so that every
+	// command stops cleanly; see app.releaseSignals for a second Ctrl-C.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	a := &app{
+		stdout:         stdout,
+		stderr:         stderr,
+		log:            newLogger(stderr),
+		releaseSignals: stop,
+	}
+	root := newRootCmd(a)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, errorLine(err))
+		return 1
+	}
+	return 0
+}
+
+// app is the state every subcommand shares: the global flags, where output
+// goes, and the logger. A subcommand lives in its own file as a
+// constructor func(*app) *cobra.Command, and is registered with one entry
+// in newRootCmd's AddCommand.
+type app struct {
+	// databaseURL is --database-url as given; use url(), which falls back
+	// to $DATABASE_URL.
+	databaseURL string
+	// stdout receives a command's results; stderr its logs and errors.
+	stdout, stderr io.Writer
+	// log writes text logs to stderr.
+	log *slog.Logger
+	// releaseSignals restores the default handling of SIGINT and SIGTERM.
+	// A long-running command calls it once it has begun to shut down, so
+	// that a second Ctrl-C ends the process at once instead of waiting.
+	releaseSignals func()
+}
+
+// url is the database URL: --database-url if given, else $DATABASE_URL,
+// else "". The environment is read here rather than as the flag's default
+// so that --help never prints a password.
+func (a *app) url() string {
+	if a.databaseURL != "" {
+		return a.databaseURL
+	}
+	return os.Getenv("DATABASE_URL")
+}
+
+func newRootCmd(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tasuki",
+		Short: "Run tasuki's demo and manage its database schema",
+		Long: `tasuki is a job queue on PostgreSQL. This command shows it at work
+(demo) and applies or rolls back its database schema (migrate).
+
+The database is given by --database-url or, when the flag is absent, by the
+DATABASE_URL environment variable, as a PostgreSQL URL or keyword/value
+string (postgres://user:password@host:5432/dbname). Passwords are never
+printed. The demo can run without one, on a throwaway cluster.`,
+		Example: `  tasuki demo --duration 30s
+  DATABASE_URL=postgres://app@localhost/app tasuki migrate up
+  tasuki migrate status --database-url postgres://app@localhost/app`,
+		// Errors are printed once, by run, as one line; a usage dump would
+		// bury them.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args:          cobra.ArbitraryArgs,
+		RunE:          groupRunE,
+	}
+	root.CompletionOptions.HiddenDefaultCmd = true
+	root.PersistentFlags().StringVar(&a.databaseURL, "database-url", "",
+		"PostgreSQL connection URL (default: $DATABASE_URL)")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
+	})
+	root.AddCommand(
+		newDemoCmd(a),
+		newMigrateCmd(a),
+	)
+	return root
+}
+
+// groupRunE runs a command that only groups subcommands: without
+// arguments it shows the help; with one it reports an unknown subcommand.
+// Cobra itself would show the help and succeed for "tasuki migrate nope".
+func groupRunE(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's own default
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+	}
+	return fmt.Errorf("%s; see '%s --help'", msg, cmd.CommandPath())
+}
+
+// errorLine formats err as the one line run prints. Errors from the tasuki
+// packages already start with "tasuki: ". Multi-line texts, such as pgx's
+// report of every address it tried, are joined with "; ", each distinct
+// line once: pgx repeats an address it tried with and without TLS.
+func errorLine(err error) string {
+	var b strings.Builder
+	seen := make(map[string]bool)
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || seen[line] {
+			continue
+		}
+		seen[line] = true
+		switch {
+		case b.Len() == 0:
+		case strings.HasSuffix(b.String(), ":"):
+			b.WriteString(" ")
+		default:
+			b.WriteString("; ")
+		}
+		b.WriteString(line)
+	}
+	msg := b.String()
+	if !strings.HasPrefix(msg, "tasuki: ") {
+		msg = "tasuki: " + msg
+	}
+	return msg
+}
+
+// newLogger returns the text logger every command uses. Times are shown as
+// a wall clock with milliseconds: the demo's logs are read by people
+// watching jobs start and end, not by machines.
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, attr slog.Attr) slog.Attr {
+			if attr.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.String(slog.TimeKey, attr.Value.Time().Format("15:04:05.000"))
+			}
+			return attr
+		},
+	}))
+}
