@@ -116,7 +116,7 @@ func JobFromRow[T any](row *db.TasukiJob) (*Job[T], error) {
 		FinishedAt:  row.FinishedAt,
 		Metadata:    json.RawMessage(row.Metadata),
 	}
-	if len(row.Errors) > 0 {
+	if len(row.Errors) > 2 { // "[]" is the empty history
 		if err := json.Unmarshal(row.Errors, &job.Errors); err != nil {
 			return job, fmt.Errorf("tasuki: error history of job %d: %w", row.ID, err)
 		}

@@ -75,7 +75,8 @@ type Worker[T any] struct {
 	running map[int64]*lease // leased, until the outcome is recorded
 
 	active   atomic.Int64   // handlers running
-	handlers sync.WaitGroup // handler goroutines
+	handlers sync.WaitGroup // runner goroutines
+	work     chan work      // leased jobs on their way to a runner
 	results  chan result    // outcomes on their way to the writer
 	wake     chan struct{}  // a notification or reconnect: look for jobs
 	slotFree chan struct{}  // a handler finished
@@ -90,6 +91,13 @@ type lease struct {
 	// abandoned: shutdown gave the job back while its handler was still
 	// running; the handler's late outcome is dropped.
 	abandoned bool
+}
+
+// work is a leased job handed to a runner.
+type work struct {
+	ctx   context.Context
+	lease *lease
+	row   *db.TasukiJob
 }
 
 // result is a handler's outcome, to be written by JobFinishMany.
@@ -121,6 +129,7 @@ func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T],
 		cfg:      cfg,
 		log:      cfg.Logger.With(slog.String("queue", cfg.Queue)),
 		running:  make(map[int64]*lease),
+		work:     make(chan work, cfg.Concurrency),
 		results:  make(chan result, cfg.Concurrency),
 		wake:     make(chan struct{}, 1),
 		slotFree: make(chan struct{}, 1),
@@ -167,7 +176,14 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 		w.listen(dbCtx, schema)
 	}()
 
+	// Long-lived runners, not a goroutine per job: a runner keeps the stack
+	// its handler grew, so a busy worker does not grow a fresh one per job.
+	for range w.cfg.Concurrency {
+		w.handlers.Add(1)
+		go w.runner()
+	}
 	w.fetchLoop(ctx, dbCtx, handlerCtx)
+	close(w.work)
 
 	w.log.Info("tasuki: worker stopping; waiting for running jobs", slog.Int64("running", w.active.Load()),
 		slog.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
@@ -274,9 +290,8 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		for i := range rows {
 			w.startJob(handlerCtx, &rows[i], sentAt)
 		}
-		// A rescue turns expired jobs back into pending ones that this same
-		// statement could not see: look again at once.
-		more = len(rows) == free || rescue
+		// Jobs a rescue returned to pending are leased by the next poll.
+		more = len(rows) == free
 	}
 }
 
@@ -300,11 +315,16 @@ func (w *Worker[T]) startJob(handlerCtx context.Context, row *db.TasukiJob, sent
 	jobCtx, cancel := context.WithCancelCause(handlerCtx)
 	l := w.register(row, cancel, sentAt)
 	w.active.Add(1)
-	w.handlers.Add(1)
-	go func() {
-		defer w.handlers.Done()
-		defer cancel(nil)
-		r, record := w.execute(jobCtx, l, row)
+	w.work <- work{ctx: jobCtx, lease: l, row: row} // never blocks: one slot per leased job
+}
+
+// runner runs leased jobs until the work channel closes.
+func (w *Worker[T]) runner() {
+	defer w.handlers.Done()
+	for wk := range w.work {
+		l := wk.lease
+		r, record := w.execute(wk.ctx, l, wk.row)
+		l.cancel(nil)
 		w.mu.Lock()
 		abandoned := l.abandoned
 		if !record && !abandoned {
@@ -319,7 +339,7 @@ func (w *Worker[T]) startJob(handlerCtx context.Context, row *db.TasukiJob, sent
 		case w.slotFree <- struct{}{}:
 		default:
 		}
-	}()
+	}
 }
 
 // execute runs the handler and turns what it returned into an outcome.

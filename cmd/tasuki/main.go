@@ -109,6 +109,7 @@ printed. The demo can run without one, on a throwaway cluster.`,
 	root.AddCommand(
 		newDemoCmd(a),
 		newMigrateCmd(a),
+		newBenchCmd(a),
 	)
 	return root
 }
