@@ -53,7 +53,37 @@ func run(m *testing.M) int {
 		serverURL = c.URL
 		defer c.Stop()
 	}
+	name := fmt.Sprintf("examples_%d", os.Getpid())
+	if err := execDDL("DROP SCHEMA IF EXISTS " + pgx.Identifier{name}.Sanitize() + " CASCADE; CREATE SCHEMA " + pgx.Identifier{name}.Sanitize()); err != nil {
+		fmt.Fprintln(os.Stderr, "testdb: examples schema:", err)
+		return 1
+	}
+	defer execDDL("DROP SCHEMA IF EXISTS " + pgx.Identifier{name}.Sanitize() + " CASCADE")
+	// Runnable examples read as a user's program would, with
+	// pgxpool.New(ctx, os.Getenv("DATABASE_URL")): for this process, that
+	// is a schema of their own.
+	os.Setenv("DATABASE_URL", withSearchPath(serverURL, name))
 	return m.Run()
+}
+
+func execDDL(sql string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+func withSearchPath(url, schema string) string {
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	return url + sep + "search_path=" + schema
 }
 
 // URL is the server's connection string, connecting to its default schema.
@@ -98,16 +128,7 @@ func Schema(t testing.TB) (name, url string) {
 			t.Logf("testdb: drop schema %s: %v", name, err)
 		}
 	})
-	cfg, err := pgx.ParseConfig(serverURL)
-	if err != nil {
-		t.Fatalf("testdb: %v", err)
-	}
-	url = cfg.ConnString()
-	sep := "?"
-	if strings.Contains(url, "?") {
-		sep = "&"
-	}
-	return name, url + sep + "search_path=" + name
+	return name, withSearchPath(serverURL, name)
 }
 
 // NewEmpty returns a pool on a fresh schema without tasuki's tables. It is
