@@ -49,6 +49,10 @@ candidates AS (
     SELECT c.id
     FROM tasuki_job c
     WHERE c.queue = $4
+      AND NOT EXISTS (
+          SELECT 1 FROM tasuki_queue pq
+          WHERE pq.name = $4 AND pq.paused_at IS NOT NULL
+      )
       AND c.status = 'pending'
       AND c.scheduled_at <= (SELECT now FROM clock)
     ORDER BY c.priority, c.scheduled_at, c.id
@@ -85,6 +89,9 @@ type JobLeaseParams struct {
 // to pending with the lost attempt recorded as an error, or failed when that
 // was the last attempt, so no job stays running forever. Rescued jobs are
 // leased by the next call, not this one (one statement sees one snapshot).
+//
+// A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
+// jobs are still rescued.
 func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]TasukiJob, error) {
 	rows, err := q.db.Query(ctx, jobLease,
 		arg.LeaseUs,

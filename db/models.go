@@ -96,3 +96,9 @@ type TasukiJob struct {
 	FinishedAt     *time.Time
 	Metadata       []byte
 }
+
+type TasukiQueue struct {
+	Name      string
+	PausedAt  *time.Time
+	UpdatedAt time.Time
+}

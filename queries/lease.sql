@@ -11,6 +11,9 @@
 -- to pending with the lost attempt recorded as an error, or failed when that
 -- was the last attempt, so no job stays running forever. Rescued jobs are
 -- leased by the next call, not this one (one statement sees one snapshot).
+--
+-- A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
+-- jobs are still rescued.
 WITH clock AS (
     SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
 ),
@@ -48,6 +51,10 @@ candidates AS (
     SELECT c.id
     FROM tasuki_job c
     WHERE c.queue = @queue
+      AND NOT EXISTS (
+          SELECT 1 FROM tasuki_queue pq
+          WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
+      )
       AND c.status = 'pending'
       AND c.scheduled_at <= (SELECT now FROM clock)
     ORDER BY c.priority, c.scheduled_at, c.id

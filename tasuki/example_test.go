@@ -28,12 +28,17 @@ func ExampleMigrate() {
 	if err := tasuki.Migrate(ctx, pool); err != nil {
 		log.Fatal(err)
 	}
-	version, err := tasuki.SchemaVersion(ctx, pool)
+	m, err := tasuki.NewMigrator(pool)
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("schema version", version)
-	// Output: schema version 1
+	defer m.Close()
+	current, latest, err := m.Version(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("schema is current:", current == latest)
+	// Output: schema is current: true
 }
 
 func ExampleClient_Insert() {
