@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
@@ -70,6 +72,16 @@ type Config struct {
 	// Logger receives the worker's logs. Payloads are never logged.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
+	// ListenURL is the connection string of the one connection the worker
+	// keeps for LISTEN. Defaults to the pool's own. Set it when the pool
+	// goes through a pooler in transaction mode (PgBouncer), which cannot
+	// keep a LISTEN: point it at PostgreSQL directly.
+	ListenURL string
+	// DisableListen turns LISTEN off: the worker finds new jobs by polling
+	// alone, every PollInterval, and cancellations reach running handlers
+	// at the next heartbeat. Defaults to false. For poolers in transaction
+	// mode when no direct connection is available.
+	DisableListen bool
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -111,6 +123,14 @@ func (c Config) withDefaults() (Config, error) {
 		c.ShutdownTimeout = 0
 	case c.ShutdownTimeout < 0:
 		return c, &tasuki.InvalidOptionError{Option: "Config.ShutdownTimeout", Value: c.ShutdownTimeout, Reason: "must be positive, 0 for the default (20s) or -1 to cancel handlers at once"}
+	}
+	if c.ListenURL != "" {
+		if _, err := pgx.ParseConfig(c.ListenURL); err != nil {
+			return c, &tasuki.InvalidOptionError{Option: "Config.ListenURL", Value: "(not shown: may hold a password)", Reason: "not a valid connection string: " + err.Error()}
+		}
+		if c.DisableListen {
+			return c, &tasuki.InvalidOptionError{Option: "Config.ListenURL", Value: "(not shown: may hold a password)", Reason: "set ListenURL or DisableListen, not both"}
+		}
 	}
 	if c.RetryPolicy == nil {
 		c.RetryPolicy = DefaultRetryPolicy

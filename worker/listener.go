@@ -39,6 +39,12 @@ func (w *Worker[T]) listen(ctx context.Context, schema string) {
 
 func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) error {
 	cfg := w.pool.Config().ConnConfig.Copy()
+	if w.cfg.ListenURL != "" {
+		var err error
+		if cfg, err = pgx.ParseConfig(w.cfg.ListenURL); err != nil {
+			return err
+		}
+	}
 	cfg.RuntimeParams["application_name"] = "tasuki-listener"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -173,7 +173,9 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	listenerDone := make(chan struct{})
 	go func() {
 		defer close(listenerDone)
-		w.listen(dbCtx, schema)
+		if !w.cfg.DisableListen {
+			w.listen(dbCtx, schema)
+		}
 	}()
 
 	// Long-lived runners, not a goroutine per job: a runner keeps the stack
