@@ -88,6 +88,8 @@ type lease struct {
 	token   pgtype.UUID
 	cancel  context.CancelCauseFunc
 	expires time.Time // local estimate: when the lease lapses unless renewed
+	// returned: the handler returned; its outcome is with the writer.
+	returned bool
 	// abandoned: shutdown gave the job back while its handler was still
 	// running; the handler's late outcome is dropped.
 	abandoned bool
@@ -211,10 +213,11 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 func (w *Worker[T]) start(ctx context.Context) (string, error) {
 	b := newBackoff()
 	for {
+		// Leasing nothing proves the tables are there.
 		_, err := w.queries.JobLease(ctx, db.JobLeaseParams{Queue: w.cfg.Queue, Max: 0, LeaseUs: 1})
+		var schema string
 		if err == nil {
-			schema, err := w.queries.CurrentSchema(ctx)
-			if err == nil {
+			if schema, err = w.queries.CurrentSchema(ctx); err == nil {
 				return schema, nil
 			}
 		}
@@ -301,6 +304,9 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 func (w *Worker[T]) giveBack(rows []db.TasukiJob, sentAt time.Time) {
 	for i := range rows {
 		l := w.register(&rows[i], func(error) {}, sentAt)
+		w.mu.Lock()
+		l.returned = true // no handler will run
+		w.mu.Unlock()
 		w.results <- result{lease: l, status: db.TasukiJobStatusPending, giveBack: true}
 	}
 }
@@ -328,6 +334,7 @@ func (w *Worker[T]) runner() {
 		r, record := w.execute(wk.ctx, l, wk.row)
 		l.cancel(nil)
 		w.mu.Lock()
+		l.returned = true
 		abandoned := l.abandoned
 		if !record && !abandoned {
 			delete(w.running, l.id)
@@ -431,7 +438,7 @@ func (w *Worker[T]) abandonRunning() {
 	var stuck []*lease
 	w.mu.Lock()
 	for _, l := range w.running {
-		if !l.abandoned {
+		if !l.returned && !l.abandoned {
 			l.abandoned = true
 			stuck = append(stuck, l)
 		}
