@@ -132,7 +132,9 @@ func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T],
 		log:      cfg.Logger.With(slog.String("queue", cfg.Queue)),
 		running:  make(map[int64]*lease),
 		work:     make(chan work, cfg.Concurrency),
-		results:  make(chan result, cfg.Concurrency),
+		// Room for a full batch of outcomes, so that handlers rarely wait for the
+		// writer and slots free as soon as handlers return.
+		results:  make(chan result, max(cfg.Concurrency, maxBatch)),
 		wake:     make(chan struct{}, 1),
 		slotFree: make(chan struct{}, 1),
 	}, nil
