@@ -1,0 +1,202 @@
+/*
+Operating tasuki: statistics, listing, bulk cancel and retry, deleting
+finished jobs, retention cleaning and pausing queues. Used by tasuki.Admin,
+the retention cleaner (internal/maintenance) and the tasuki command.
+
+Status filters arrive as text[] and are cast to tasuki_job_status[] here:
+pgx cannot encode an array of an enum type it has not loaded.
+*/
+
+-- name: QueueStats :many
+-- Per queue: jobs in each status, how long the runnable job that has waited
+-- longest (pending, scheduled at or before now) has been waiting, and
+-- whether the queue is paused. Every queue with jobs or with a tasuki_queue
+-- row appears; count(*) FILTER and coalesce make every column non-NULL,
+-- zeros included. It reads every job once.
+WITH clock AS (
+    SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
+),
+counts AS (
+    SELECT c.queue,
+           count(*) FILTER (WHERE c.status = 'pending') AS pending,
+           count(*) FILTER (WHERE c.status = 'running') AS running,
+           count(*) FILTER (WHERE c.status = 'completed') AS completed,
+           count(*) FILTER (WHERE c.status = 'failed') AS failed,
+           count(*) FILTER (WHERE c.status = 'canceled') AS canceled,
+           min(c.scheduled_at) FILTER (
+               WHERE c.status = 'pending' AND c.scheduled_at <= (SELECT now FROM clock)
+           ) AS oldest_runnable_at
+    FROM tasuki_job c
+    GROUP BY c.queue
+)
+SELECT coalesce(counts.queue, q.name)::text AS queue,
+       coalesce(counts.pending, 0)::bigint AS pending,
+       coalesce(counts.running, 0)::bigint AS running,
+       coalesce(counts.completed, 0)::bigint AS completed,
+       coalesce(counts.failed, 0)::bigint AS failed,
+       coalesce(counts.canceled, 0)::bigint AS canceled,
+       coalesce(floor(extract(epoch FROM (SELECT now FROM clock) - counts.oldest_runnable_at) * 1000000), 0)::bigint AS oldest_runnable_us,
+       q.paused_at
+FROM counts
+FULL OUTER JOIN tasuki_queue q ON q.name = counts.queue
+ORDER BY 1;
+
+-- name: JobList :many
+-- Jobs newest first (by id, which grows with insertion), filtered by queue,
+-- statuses and creation time, up to max. Paginated by keyset on the unique
+-- id: before_id is the last id of the previous page, or NULL for the first
+-- page, so jobs sharing a created_at are never skipped or repeated.
+SELECT *
+FROM tasuki_job j
+WHERE (sqlc.narg('queue')::text IS NULL OR j.queue = sqlc.narg('queue'))
+  AND (cardinality(sqlc.arg('statuses')::text[]) = 0
+       OR j.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[]))
+  AND (sqlc.narg('created_after')::timestamptz IS NULL OR j.created_at >= sqlc.narg('created_after'))
+  AND (sqlc.narg('created_before')::timestamptz IS NULL OR j.created_at < sqlc.narg('created_before'))
+  AND (sqlc.narg('before_id')::bigint IS NULL OR j.id < sqlc.narg('before_id'))
+ORDER BY j.id DESC
+LIMIT sqlc.arg('max')::integer;
+
+-- name: JobCancelMany :one
+-- Cancels the pending or running jobs that match every given filter (a NULL
+-- queue or an empty array matches all) and tells the workers running them,
+-- all in one statement. Finished jobs are never touched: the targets are
+-- locked and their status checked again first, so a job that finished
+-- meanwhile stays as it finished. The notifications are sent on commit;
+-- notified runs only because the final select reads it.
+WITH clock AS (
+    SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
+),
+targets AS (
+    SELECT t.id, t.status
+    FROM tasuki_job t
+    WHERE t.status IN ('pending', 'running')
+      AND t.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
+      AND (sqlc.narg('queue')::text IS NULL OR t.queue = sqlc.narg('queue'))
+      AND (cardinality(sqlc.arg('ids')::bigint[]) = 0 OR t.id = ANY(sqlc.arg('ids')::bigint[]))
+    FOR UPDATE
+),
+canceled AS (
+    UPDATE tasuki_job j
+    SET status = 'canceled',
+        finished_at = (SELECT now FROM clock),
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempts,
+            'at', (SELECT now FROM clock),
+            'error', 'canceled: ' || sqlc.arg('reason')::text)),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM targets
+    WHERE j.id = targets.id
+    RETURNING j.id, j.queue, targets.status AS previous_status
+),
+notified AS (
+    SELECT pg_notify('tasuki_jobs', json_build_object(
+        'k', 'cancel', 's', current_schema(), 'q', c.queue, 'id', c.id)::text)
+    FROM canceled c
+    WHERE c.previous_status = 'running'
+)
+SELECT (SELECT count(*) FROM canceled)::bigint AS canceled,
+       (SELECT count(*) FROM notified)::bigint AS notified;
+
+-- name: JobRetry :one
+-- Puts a failed or canceled job back to pending, runnable now, with its
+-- attempts reset and its error history kept. Another status returns no
+-- row. Follow it with NotifyInsert for its queue.
+UPDATE tasuki_job
+SET status = 'pending',
+    attempts = 0,
+    scheduled_at = coalesce(sqlc.narg('now')::timestamptz, now()),
+    finished_at = NULL
+WHERE id = @id
+  AND status IN ('failed', 'canceled')
+RETURNING *;
+
+-- name: JobRetryMany :one
+-- Retry for every failed or canceled job that matches every given filter
+-- (a NULL queue or an empty array matches all), in one statement that also
+-- wakes the workers of each queue concerned, on commit.
+WITH retried AS (
+    UPDATE tasuki_job j
+    SET status = 'pending',
+        attempts = 0,
+        scheduled_at = coalesce(sqlc.narg('now')::timestamptz, now()),
+        finished_at = NULL
+    WHERE j.status IN ('failed', 'canceled')
+      AND j.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
+      AND (sqlc.narg('queue')::text IS NULL OR j.queue = sqlc.narg('queue'))
+      AND (cardinality(sqlc.arg('ids')::bigint[]) = 0 OR j.id = ANY(sqlc.arg('ids')::bigint[]))
+    RETURNING j.queue
+),
+notified AS (
+    SELECT pg_notify('tasuki_jobs', json_build_object(
+        'k', 'insert', 's', current_schema(), 'q', r.queue)::text)
+    FROM (SELECT DISTINCT queue FROM retried) r
+)
+SELECT (SELECT count(*) FROM retried)::bigint AS retried,
+       (SELECT count(*) FROM notified)::bigint AS notified;
+
+-- name: JobDeleteFinished :one
+-- Deletes one finished job and returns it as it was; a pending or running
+-- job is left alone and no row is returned.
+DELETE FROM tasuki_job
+WHERE id = @id
+  AND status IN ('completed', 'failed', 'canceled')
+RETURNING *;
+
+-- name: JobDeleteFinishedBatch :execrows
+-- Deletes up to max finished jobs that finished before finished_before,
+-- with one of the given statuses, of one queue or (NULL) of all; returns
+-- how many it deleted. Call it until it deletes fewer than max. The literal
+-- status list lets it use tasuki_job_finished_idx; rows locked by someone
+-- else (a retry in progress) are skipped, not waited for.
+DELETE FROM tasuki_job
+WHERE id IN (
+    SELECT d.id
+    FROM tasuki_job d
+    WHERE d.status IN ('completed', 'failed', 'canceled')
+      AND d.finished_at < sqlc.arg('finished_before')::timestamptz
+      AND d.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
+      AND (sqlc.narg('queue')::text IS NULL OR d.queue = sqlc.narg('queue'))
+    LIMIT sqlc.arg('max')::integer
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: JobCountFinishedBefore :one
+-- How many jobs JobDeleteFinishedBatch would delete, in all its batches,
+-- with the same arguments.
+SELECT count(*)::bigint AS count
+FROM tasuki_job d
+WHERE d.status IN ('completed', 'failed', 'canceled')
+  AND d.finished_at < sqlc.arg('finished_before')::timestamptz
+  AND d.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
+  AND (sqlc.narg('queue')::text IS NULL OR d.queue = sqlc.narg('queue'));
+
+-- name: CleanerTryLock :one
+-- Makes this transaction the retention cleaner's leader if no other session
+-- is: true when it got the lock, which it holds until it commits or rolls
+-- back (or its connection drops). The key is tasuki's cleaner key together
+-- with the schema, so installations in different schemas of one database
+-- clean independently.
+SELECT pg_try_advisory_xact_lock(
+    1953721187, -- 0x74736b63, "tskc"
+    hashtext(coalesce(current_schema(), ''))
+)::boolean AS locked;
+
+-- name: QueuePause :exec
+-- Pauses a queue: its workers lease nothing new; running jobs go on. A
+-- queue already paused keeps the time it was paused at.
+INSERT INTO tasuki_queue (name, paused_at, updated_at)
+VALUES (@name, now(), now())
+ON CONFLICT (name) DO UPDATE
+SET paused_at = coalesce(tasuki_queue.paused_at, excluded.paused_at),
+    updated_at = excluded.updated_at;
+
+-- name: QueueResume :exec
+-- Resumes a paused queue; a queue that is not paused is left as it is.
+-- Follow it with NotifyInsert so that idle workers lease at once.
+UPDATE tasuki_queue
+SET paused_at = NULL,
+    updated_at = now()
+WHERE name = @name
+  AND paused_at IS NOT NULL;

@@ -1,0 +1,537 @@
+package tasuki
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/dberr"
+)
+
+// Defaults and limits of the Admin's parameters.
+const (
+	// DefaultListLimit is how many jobs List returns per page by default.
+	DefaultListLimit = 100
+	// MaxListLimit is the most jobs List returns per page.
+	MaxListLimit = 10_000
+	// DefaultCleanBatchSize is how many jobs Clean deletes per statement by
+	// default.
+	DefaultCleanBatchSize = 1000
+	// MaxCleanBatchSize is the most jobs Clean deletes per statement.
+	MaxCleanBatchSize = 100_000
+)
+
+// adminReason is recorded in the history of a job an Admin cancels.
+const adminReason = "by request"
+
+// Admin reads and manages the jobs of every queue, whatever their payload
+// type: statistics, listing, cancel, retry, deletion, cleaning and pausing
+// queues. Payloads are returned undecoded, as json.RawMessage. It is what
+// the tasuki command's stats, list, show, cancel, retry, clean, pause and
+// resume use. It is safe for concurrent use.
+type Admin struct {
+	pool    *pgxpool.Pool
+	queries *db.Queries
+}
+
+// NewAdmin returns an Admin that uses pool. It does not touch the database.
+func NewAdmin(pool *pgxpool.Pool) (*Admin, error) {
+	if pool == nil {
+		return nil, &InvalidOptionError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
+	}
+	return &Admin{pool: pool, queries: db.New(pool)}, nil
+}
+
+// JobStatusError says that an operation does not apply to a job in its
+// current status: retrying a job that is not failed or canceled, or
+// deleting one that is not finished. Nothing was changed. Canceling a
+// finished job gives a *JobFinishedError instead.
+type JobStatusError struct {
+	// JobID is the job.
+	JobID int64
+	// Status is its status when the operation was refused.
+	Status Status
+	// Op is the refused operation: "retry" or "delete".
+	Op string
+}
+
+func (e *JobStatusError) Error() string {
+	switch e.Op {
+	case "retry":
+		return fmt.Sprintf("tasuki: cannot retry job %d: it is %s; only failed or canceled jobs can be retried", e.JobID, e.Status)
+	case "delete":
+		return fmt.Sprintf("tasuki: cannot delete job %d: it is %s; only finished (completed, failed or canceled) jobs can be deleted; cancel it first", e.JobID, e.Status)
+	}
+	return fmt.Sprintf("tasuki: cannot %s job %d: it is %s", e.Op, e.JobID, e.Status)
+}
+
+// jobNotFoundError names the job that was not found; it matches
+// ErrJobNotFound with errors.Is.
+type jobNotFoundError struct{ id int64 }
+
+func (e *jobNotFoundError) Error() string        { return fmt.Sprintf("tasuki: job %d not found", e.id) }
+func (e *jobNotFoundError) Is(target error) bool { return target == ErrJobNotFound }
+
+// QueueStats describes one queue at one moment.
+type QueueStats struct {
+	// Queue is the queue's name.
+	Queue string
+	// Pending, Running, Completed, Failed and Canceled count the queue's
+	// jobs in each status; 0 when there are none.
+	Pending, Running, Completed, Failed, Canceled int64
+	// OldestRunnableAge is how long the runnable job that has waited
+	// longest (pending, with its scheduled time passed) has been waiting
+	// since its scheduled time, by the database clock; 0 when no job is
+	// runnable. A growing value means the queue's workers fall behind, or
+	// that there are none, or that the queue is paused.
+	OldestRunnableAge time.Duration
+	// Paused reports whether the queue is paused: its workers lease nothing
+	// new.
+	Paused bool
+	// PausedAt is when the queue was paused; nil when it is not.
+	PausedAt *time.Time
+}
+
+// Total is the number of the queue's jobs in any status.
+func (s QueueStats) Total() int64 {
+	return s.Pending + s.Running + s.Completed + s.Failed + s.Canceled
+}
+
+// Stats returns every queue that has jobs or has been paused (or resumed),
+// ordered by name, with its jobs counted by status. An empty database gives
+// an empty slice. It reads every job, so on a table of many millions it
+// takes a while; it takes no locks that would hold up workers.
+func (a *Admin) Stats(ctx context.Context) ([]QueueStats, error) {
+	rows, err := a.queries.QueueStats(ctx, nil)
+	if err != nil {
+		return nil, dberr.Wrap("tasuki: read queue statistics", err)
+	}
+	out := make([]QueueStats, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, QueueStats{
+			Queue:             r.Queue,
+			Pending:           r.Pending,
+			Running:           r.Running,
+			Completed:         r.Completed,
+			Failed:            r.Failed,
+			Canceled:          r.Canceled,
+			OldestRunnableAge: time.Duration(r.OldestRunnableUs) * time.Microsecond,
+			Paused:            r.PausedAt != nil,
+			PausedAt:          r.PausedAt,
+		})
+	}
+	return out, nil
+}
+
+// ListParams selects the jobs List returns. The zero value lists the newest
+// 100 jobs of every queue.
+type ListParams struct {
+	// Queue keeps only the jobs of this queue. Defaults to "", every queue.
+	Queue string
+	// Statuses keeps only jobs in one of these statuses. Defaults to none,
+	// every status.
+	Statuses []Status
+	// CreatedAfter, when not zero, keeps only jobs created at or after it.
+	CreatedAfter time.Time
+	// CreatedBefore, when not zero, keeps only jobs created before it.
+	CreatedBefore time.Time
+	// Limit is the most jobs on one page: 1 to 10000. Defaults to 100.
+	Limit int
+	// After is the cursor: the Next of the previous page. Defaults to 0,
+	// the first page, which starts with the newest job.
+	After int64
+}
+
+// ListPage is one page of List's result.
+type ListPage struct {
+	// Jobs are the page's jobs, newest first.
+	Jobs []*Job[json.RawMessage]
+	// Next is the cursor for the next page, to pass as ListParams.After
+	// with the same filters; 0 when this is the last page.
+	Next int64
+}
+
+// List returns jobs newest first (in the order of their ids, which grow
+// with insertion), one page at a time. Pages are cut by id, so every job
+// that exists throughout a walk through the pages appears on exactly one
+// page, whatever the jobs' creation times; jobs inserted during the walk
+// appear only if the first page is read again.
+func (a *Admin) List(ctx context.Context, p ListParams) (ListPage, error) {
+	switch {
+	case p.Limit == 0:
+		p.Limit = DefaultListLimit
+	case p.Limit < 0 || p.Limit > MaxListLimit:
+		return ListPage{}, &InvalidOptionError{Option: "ListParams.Limit", Value: p.Limit, Reason: "must be between 1 and 10000 (0 means the default, 100)"}
+	}
+	if p.After < 0 {
+		return ListPage{}, &InvalidOptionError{Option: "ListParams.After", Value: p.After, Reason: "must be the Next of a previous page, or 0 for the first page"}
+	}
+	if !p.CreatedAfter.IsZero() && !p.CreatedBefore.IsZero() && !p.CreatedAfter.Before(p.CreatedBefore) {
+		return ListPage{}, &InvalidOptionError{Option: "ListParams.CreatedAfter", Value: p.CreatedAfter,
+			Reason: fmt.Sprintf("must be before CreatedBefore (%s)", p.CreatedBefore.Format(time.RFC3339))}
+	}
+	statuses, err := statusFilter("ListParams.Statuses", p.Statuses, allStatuses, nil)
+	if err != nil {
+		return ListPage{}, err
+	}
+	params := db.JobListParams{
+		Queue:    optionalText(p.Queue),
+		Statuses: statuses,
+		Max:      int32(p.Limit + 1), // one more tells whether a next page exists
+	}
+	if !p.CreatedAfter.IsZero() {
+		params.CreatedAfter = &p.CreatedAfter
+	}
+	if !p.CreatedBefore.IsZero() {
+		params.CreatedBefore = &p.CreatedBefore
+	}
+	if p.After != 0 {
+		params.BeforeID = pgtype.Int8{Int64: p.After, Valid: true}
+	}
+	rows, err := a.queries.JobList(ctx, params)
+	if err != nil {
+		return ListPage{}, dberr.Wrap("tasuki: list jobs", err)
+	}
+	var page ListPage
+	if len(rows) > p.Limit {
+		rows = rows[:p.Limit]
+		page.Next = rows[len(rows)-1].ID
+	}
+	page.Jobs = make([]*Job[json.RawMessage], 0, len(rows))
+	for i := range rows {
+		job, err := JobFromRow[json.RawMessage](&rows[i])
+		if err != nil {
+			return ListPage{}, err
+		}
+		page.Jobs = append(page.Jobs, job)
+	}
+	return page, nil
+}
+
+// Get returns the job with the given id, with its error history; an error
+// wrapping ErrJobNotFound when there is none.
+func (a *Admin) Get(ctx context.Context, id int64) (*Job[json.RawMessage], error) {
+	row, err := a.queries.JobGet(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, &jobNotFoundError{id: id}
+	}
+	if err != nil {
+		return nil, dberr.Wrap(fmt.Sprintf("tasuki: get job %d", id), err)
+	}
+	return JobFromRow[json.RawMessage](&row)
+}
+
+// Cancel cancels a pending or running job and returns it as stored, with
+// "canceled: by request" added to its history. A running job's handler
+// sees its context canceled promptly (through a NOTIFY; at worst at its
+// worker's next heartbeat), and its late result cannot overwrite the
+// cancellation. A finished job is left unchanged and gives a
+// *JobFinishedError; an unknown id an error wrapping ErrJobNotFound.
+func (a *Admin) Cancel(ctx context.Context, id int64) (*Job[json.RawMessage], error) {
+	var row db.TasukiJob
+	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		q := a.queries.WithTx(tx)
+		var err error
+		row, err = q.JobCancel(ctx, db.JobCancelParams{ID: id, Reason: adminReason})
+		if err != nil {
+			return err
+		}
+		// Sent on commit, after the cancellation is visible.
+		return q.NotifyJobCanceled(ctx, db.NotifyJobCanceledParams{Queue: row.Queue, ID: row.ID})
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		job, err := a.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &JobFinishedError{JobID: id, Status: job.Status}
+	}
+	if err != nil {
+		return nil, dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), err)
+	}
+	return JobFromRow[json.RawMessage](&row)
+}
+
+// JobFilter selects jobs for CancelMany and RetryMany. A job must match
+// every field that is set; at least Queue or IDs must be set, so that an
+// empty filter never touches every job of every queue by mistake.
+type JobFilter struct {
+	// Queue keeps only the jobs of this queue. "" means every queue.
+	Queue string
+	// Statuses keeps only jobs in one of these statuses. Each operation
+	// allows some and defaults to all of those: pending and running for
+	// CancelMany, failed and canceled for RetryMany.
+	Statuses []Status
+	// IDs keeps only the jobs with these ids. Empty means any id.
+	IDs []int64
+}
+
+func (f JobFilter) check(allowed []Status) (queue pgtype.Text, statuses []string, ids []int64, err error) {
+	if f.Queue == "" && len(f.IDs) == 0 {
+		return queue, nil, nil, &InvalidOptionError{Option: "JobFilter", Value: f,
+			Reason: "set Queue or IDs (or both): an empty filter would match the jobs of every queue"}
+	}
+	statuses, err = statusFilter("JobFilter.Statuses", f.Statuses, allowed, allowed)
+	if err != nil {
+		return queue, nil, nil, err
+	}
+	ids = f.IDs
+	if ids == nil {
+		ids = []int64{}
+	}
+	return optionalText(f.Queue), statuses, ids, nil
+}
+
+// CancelMany cancels every pending or running job that matches f, in one
+// statement, and returns how many it canceled. Handlers of running jobs
+// are told as by Cancel. Finished jobs are never changed, even those that
+// finish while CancelMany runs. f.Statuses may hold pending and running.
+func (a *Admin) CancelMany(ctx context.Context, f JobFilter) (int64, error) {
+	queue, statuses, ids, err := f.check([]Status{StatusPending, StatusRunning})
+	if err != nil {
+		return 0, err
+	}
+	r, err := a.queries.JobCancelMany(ctx, db.JobCancelManyParams{
+		Statuses: statuses,
+		Queue:    queue,
+		Ids:      ids,
+		Reason:   adminReason,
+	})
+	if err != nil {
+		return 0, dberr.Wrap("tasuki: cancel jobs", err)
+	}
+	return r.Canceled, nil
+}
+
+// Retry puts a failed or canceled job back to pending, runnable at once,
+// and returns it as stored: its attempts start again from 0 (it gets its
+// full MaxAttempts), its finish time is cleared and its error history is
+// kept. Workers of its queue are woken. A job in another status gives a
+// *JobStatusError; an unknown id an error wrapping ErrJobNotFound.
+func (a *Admin) Retry(ctx context.Context, id int64) (*Job[json.RawMessage], error) {
+	var row db.TasukiJob
+	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		q := a.queries.WithTx(tx)
+		var err error
+		row, err = q.JobRetry(ctx, db.JobRetryParams{ID: id})
+		if err != nil {
+			return err
+		}
+		return q.NotifyInsert(ctx, row.Queue)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		job, err := a.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &JobStatusError{JobID: id, Status: job.Status, Op: "retry"}
+	}
+	if err != nil {
+		return nil, dberr.Wrap(fmt.Sprintf("tasuki: retry job %d", id), err)
+	}
+	return JobFromRow[json.RawMessage](&row)
+}
+
+// RetryMany retries, as Retry does, every failed or canceled job that
+// matches f, in one statement, and returns how many it retried. The
+// workers of every queue concerned are woken. f.Statuses may hold failed
+// and canceled.
+func (a *Admin) RetryMany(ctx context.Context, f JobFilter) (int64, error) {
+	queue, statuses, ids, err := f.check([]Status{StatusFailed, StatusCanceled})
+	if err != nil {
+		return 0, err
+	}
+	r, err := a.queries.JobRetryMany(ctx, db.JobRetryManyParams{
+		Statuses: statuses,
+		Queue:    queue,
+		Ids:      ids,
+	})
+	if err != nil {
+		return 0, dberr.Wrap("tasuki: retry jobs", err)
+	}
+	return r.Retried, nil
+}
+
+// Delete deletes a finished job and returns it as it was. A pending or
+// running job is left alone and gives a *JobStatusError (cancel it first);
+// an unknown id gives an error wrapping ErrJobNotFound.
+func (a *Admin) Delete(ctx context.Context, id int64) (*Job[json.RawMessage], error) {
+	row, err := a.queries.JobDeleteFinished(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		job, err := a.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &JobStatusError{JobID: id, Status: job.Status, Op: "delete"}
+	}
+	if err != nil {
+		return nil, dberr.Wrap(fmt.Sprintf("tasuki: delete job %d", id), err)
+	}
+	return JobFromRow[json.RawMessage](&row)
+}
+
+// CleanParams selects the finished jobs Clean deletes.
+type CleanParams struct {
+	// Queue keeps only the jobs of this queue. Defaults to "", every queue.
+	Queue string
+	// Statuses keeps only jobs in one of these finished statuses. Defaults
+	// to all three: completed, failed and canceled.
+	Statuses []Status
+	// FinishedBefore deletes only jobs that finished before this time.
+	// Required: to delete every finished job, pass time.Now() or later.
+	FinishedBefore time.Time
+	// BatchSize is the most jobs one statement deletes: 1 to 100000.
+	// Smaller batches hold locks for less time. Defaults to 1000.
+	BatchSize int
+	// OnBatch, when set, is called after each batch that deleted jobs, with
+	// the number deleted so far. It runs on Clean's goroutine.
+	OnBatch func(deleted int64)
+}
+
+func (p CleanParams) check() (db.JobDeleteFinishedBatchParams, error) {
+	if p.FinishedBefore.IsZero() {
+		return db.JobDeleteFinishedBatchParams{}, &InvalidOptionError{Option: "CleanParams.FinishedBefore", Value: p.FinishedBefore,
+			Reason: "is required: jobs that finished before it are deleted (time.Now() deletes every finished job)"}
+	}
+	switch {
+	case p.BatchSize == 0:
+		p.BatchSize = DefaultCleanBatchSize
+	case p.BatchSize < 0 || p.BatchSize > MaxCleanBatchSize:
+		return db.JobDeleteFinishedBatchParams{}, &InvalidOptionError{Option: "CleanParams.BatchSize", Value: p.BatchSize,
+			Reason: "must be between 1 and 100000 (0 means the default, 1000)"}
+	}
+	finished := []Status{StatusCompleted, StatusFailed, StatusCanceled}
+	statuses, err := statusFilter("CleanParams.Statuses", p.Statuses, finished, finished)
+	if err != nil {
+		return db.JobDeleteFinishedBatchParams{}, err
+	}
+	return db.JobDeleteFinishedBatchParams{
+		FinishedBefore: p.FinishedBefore,
+		Statuses:       statuses,
+		Queue:          optionalText(p.Queue),
+		Max:            int32(p.BatchSize),
+	}, nil
+}
+
+// Clean deletes the finished jobs p selects, in batches of p.BatchSize,
+// each its own statement, so that no lock is held for long and the work
+// done survives an interruption. It returns how many jobs it deleted, also
+// when it stops early because ctx ended or the database failed. Pending
+// and running jobs are never deleted.
+func (a *Admin) Clean(ctx context.Context, p CleanParams) (int64, error) {
+	params, err := p.check()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, fmt.Errorf("tasuki: clean: stopped after deleting %d jobs: %w", total, err)
+		}
+		n, err := a.queries.JobDeleteFinishedBatch(ctx, params)
+		if err != nil {
+			return total, dberr.Wrap(fmt.Sprintf("tasuki: clean: stopped after deleting %d jobs", total), err)
+		}
+		total += n
+		if n > 0 && p.OnBatch != nil {
+			p.OnBatch(total)
+		}
+		if n < int64(params.Max) {
+			return total, nil
+		}
+	}
+}
+
+// CleanCount returns how many jobs Clean with the same p would delete if
+// it ran now. p.BatchSize and p.OnBatch are ignored.
+func (a *Admin) CleanCount(ctx context.Context, p CleanParams) (int64, error) {
+	params, err := p.check()
+	if err != nil {
+		return 0, err
+	}
+	n, err := a.queries.JobCountFinishedBefore(ctx, db.JobCountFinishedBeforeParams{
+		FinishedBefore: params.FinishedBefore,
+		Statuses:       params.Statuses,
+		Queue:          params.Queue,
+	})
+	if err != nil {
+		return 0, dberr.Wrap("tasuki: count jobs to clean", err)
+	}
+	return n, nil
+}
+
+// PauseQueue pauses a queue in every worker process: its workers lease no
+// new job until ResumeQueue, while the jobs they are running finish as
+// usual and inserts go on. Pausing a paused queue changes nothing. A queue
+// needs no jobs to be paused.
+func (a *Admin) PauseQueue(ctx context.Context, name string) error {
+	if err := ValidateQueue("queue", name); err != nil {
+		return err
+	}
+	if err := a.queries.QueuePause(ctx, name); err != nil {
+		return dberr.Wrap(fmt.Sprintf("tasuki: pause queue %q", name), err)
+	}
+	return nil
+}
+
+// ResumeQueue resumes a paused queue and wakes its idle workers, so that
+// they lease at once rather than at their next poll. Resuming a queue that
+// is not paused changes nothing.
+func (a *Admin) ResumeQueue(ctx context.Context, name string) error {
+	if err := ValidateQueue("queue", name); err != nil {
+		return err
+	}
+	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		q := a.queries.WithTx(tx)
+		if err := q.QueueResume(ctx, name); err != nil {
+			return err
+		}
+		// Sent on commit, once the lease query sees the queue resumed.
+		return q.NotifyInsert(ctx, name)
+	})
+	if err != nil {
+		return dberr.Wrap(fmt.Sprintf("tasuki: resume queue %q", name), err)
+	}
+	return nil
+}
+
+// allStatuses is every status, in the order of a job's life.
+var allStatuses = []Status{StatusPending, StatusRunning, StatusCompleted, StatusFailed, StatusCanceled}
+
+// statusFilter checks that every given status is one of allowed and returns
+// them as text for a query; none given returns def.
+func statusFilter(option string, given, allowed, def []Status) ([]string, error) {
+	if len(given) == 0 {
+		given = def
+	}
+	out := make([]string, 0, len(given))
+	for _, s := range given {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || s == a
+		}
+		if !ok {
+			names := make([]string, len(allowed))
+			for i, a := range allowed {
+				names[i] = string(a)
+			}
+			return nil, &InvalidOptionError{Option: option, Value: string(s),
+				Reason: "allowed statuses here: " + strings.Join(names, ", ")}
+		}
+		out = append(out, string(s))
+	}
+	return out, nil
+}
+
+// optionalText is NULL for "" and the text otherwise.
+func optionalText(s string) pgtype.Text {
+	return pgtype.Text{String: s, Valid: s != ""}
+}
