@@ -63,3 +63,35 @@ func (q *Queries) JobHeartbeatMany(ctx context.Context, arg JobHeartbeatManyPara
 	}
 	return items, nil
 }
+
+const jobStatusMany = `-- name: JobStatusMany :many
+SELECT id, status FROM tasuki_job WHERE id = ANY($1::bigint[])
+`
+
+type JobStatusManyRow struct {
+	ID     int64
+	Status TasukiJobStatus
+}
+
+// The statuses of jobs a heartbeat no longer found running under this
+// worker's token: canceled ones were canceled from outside, the others' lease
+// was lost.
+func (q *Queries) JobStatusMany(ctx context.Context, ids []int64) ([]JobStatusManyRow, error) {
+	rows, err := q.db.Query(ctx, jobStatusMany, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []JobStatusManyRow
+	for rows.Next() {
+		var i JobStatusManyRow
+		if err := rows.Scan(&i.ID, &i.Status); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

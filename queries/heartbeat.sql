@@ -16,3 +16,9 @@ WHERE j.id = t.id
   AND j.lease_token = t.token
   AND j.status = 'running'
 RETURNING j.id;
+
+-- name: JobStatusMany :many
+-- The statuses of jobs a heartbeat no longer found running under this
+-- worker's token: canceled ones were canceled from outside, the others' lease
+-- was lost.
+SELECT id, status FROM tasuki_job WHERE id = ANY(sqlc.arg('ids')::bigint[]);

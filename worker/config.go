@@ -120,7 +120,6 @@ func (c Config) withDefaults() (Config, error) {
 	case c.ShutdownTimeout == 0:
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	case c.ShutdownTimeout == -1:
-		c.ShutdownTimeout = 0
 	case c.ShutdownTimeout < 0:
 		return c, &tasuki.InvalidOptionError{Option: "Config.ShutdownTimeout", Value: c.ShutdownTimeout, Reason: "must be positive, 0 for the default (20s) or -1 to cancel handlers at once"}
 	}

@@ -59,8 +59,13 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 		return err
 	}
 	b.reset()
-	// Anything inserted while the listener was away went unannounced.
+	// Anything inserted or canceled while the listener was away went
+	// unannounced: look for jobs, and check the held ones at once.
 	w.signalWake()
+	select {
+	case w.heartbeatNow <- struct{}{}:
+	default:
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {

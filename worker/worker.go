@@ -69,7 +69,10 @@ type Worker[T any] struct {
 	work     chan work      // leased jobs on their way to a runner
 	results  chan result    // outcomes on their way to the writer
 	wake     chan struct{}  // a notification or reconnect: look for jobs
-	slotFree chan struct{}  // a handler finished
+	// heartbeatNow asks the writer for a heartbeat at once: after the
+	// listener (re)connects, to catch cancellations it could not hear.
+	heartbeatNow chan struct{}
+	slotFree     chan struct{} // a handler finished
 }
 
 // lease is one leased job held by this worker.
@@ -107,7 +110,7 @@ func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T],
 	if pool == nil {
 		return nil, &tasuki.InvalidOptionError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
 	}
-	if handler == nil {
+	if f, ok := handler.(HandlerFunc[T]); handler == nil || ok && f == nil {
 		return nil, &tasuki.InvalidOptionError{Option: "handler", Value: nil, Reason: "a Handler is required"}
 	}
 	cfg, err := cfg.withDefaults()
@@ -115,18 +118,19 @@ func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T],
 		return nil, err
 	}
 	return &Worker[T]{
-		pool:     pool,
-		queries:  db.New(pool),
-		handler:  handler,
-		cfg:      cfg,
-		log:      cfg.Logger.With(slog.String("queue", cfg.Queue)),
-		running:  make(map[int64]*lease),
-		work:     make(chan work, cfg.Concurrency),
+		pool:    pool,
+		queries: db.New(pool),
+		handler: handler,
+		cfg:     cfg,
+		log:     cfg.Logger.With(slog.String("queue", cfg.Queue)),
+		running: make(map[int64]*lease),
+		work:    make(chan work, cfg.Concurrency),
 		// Room for a full batch of outcomes, so that handlers rarely wait for the
 		// writer and slots free as soon as handlers return.
-		results:  make(chan result, max(cfg.Concurrency, maxBatch)),
-		wake:     make(chan struct{}, 1),
-		slotFree: make(chan struct{}, 1),
+		results:      make(chan result, max(cfg.Concurrency, maxBatch)),
+		wake:         make(chan struct{}, 1),
+		heartbeatNow: make(chan struct{}, 1),
+		slotFree:     make(chan struct{}, 1),
 	}, nil
 }
 
@@ -183,7 +187,7 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 
 	w.log.Info("tasuki: worker stopping; waiting for running jobs", slog.Int64("running", w.active.Load()),
 		slog.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
-	if !w.waitHandlers(w.cfg.ShutdownTimeout) {
+	if !w.waitHandlers(max(w.cfg.ShutdownTimeout, 0)) {
 		w.log.Warn("tasuki: shutdown timeout passed; canceling running jobs", slog.Int64("running", w.active.Load()))
 		cancelHandlers(ErrShutdown)
 		// Handlers that ignore their context are left behind: their jobs go
@@ -322,40 +326,69 @@ func (w *Worker[T]) startJob(handlerCtx context.Context, row *db.TasukiJob, sent
 func (w *Worker[T]) runner() {
 	defer w.handlers.Done()
 	for wk := range w.work {
-		l := wk.lease
-		r, record := w.execute(wk.ctx, l, wk.row)
-		l.cancel(nil)
-		w.mu.Lock()
-		l.returned = true
-		abandoned := l.abandoned
-		if !record && !abandoned {
-			delete(w.running, l.id)
-		}
-		w.mu.Unlock()
-		if record && !abandoned {
-			w.results <- r // blocks while the writer's backlog is full
-		}
-		w.active.Add(-1)
-		select {
-		case w.slotFree <- struct{}{}:
-		default:
-		}
+		w.runOne(wk)
 	}
 }
 
-// execute runs the handler and turns what it returned into an outcome.
-// record is false when the worker no longer holds the job: any write would
-// be refused.
-func (w *Worker[T]) execute(ctx context.Context, l *lease, row *db.TasukiJob) (r result, record bool) {
-	r = result{lease: l}
-	job, err := tasuki.JobFromRow[T](row)
+// ErrHandlerExited is recorded when a handler ends its goroutine with
+// runtime.Goexit (t.FailNow, log.Fatal-like helpers) instead of returning.
+// The attempt counts as failed.
+var ErrHandlerExited = errors.New("tasuki: handler called runtime.Goexit instead of returning")
+
+// runOne runs one job and hands its outcome to the writer.
+func (w *Worker[T]) runOne(wk work) {
+	l := wk.lease
+	var job *tasuki.Job[T]
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		// runtime.Goexit in the handler: it is unwinding this runner. Record
+		// the attempt as failed and put a new runner in its place.
+		r, record := w.classify(wk.ctx, l, job, ErrHandlerExited)
+		w.finishJob(l, r, record)
+		w.handlers.Add(1)
+		go w.runner()
+	}()
+	job, err := tasuki.JobFromRow[T](wk.row)
+	var r result
+	var record bool
 	if err != nil {
 		// Retrying cannot make a payload decode: fail it now.
-		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", row.ID), slog.Any("error", err))
-		r.status, r.err = db.TasukiJobStatusFailed, err.Error()
-		return r, true
+		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", wk.row.ID), slog.Any("error", err))
+		r, record = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error()}, true
+	} else {
+		r, record = w.classify(wk.ctx, l, job, w.call(wk.ctx, job))
 	}
-	err = w.call(ctx, job)
+	returned = true
+	w.finishJob(l, r, record)
+}
+
+// finishJob hands an outcome to the writer and frees the job's slot.
+func (w *Worker[T]) finishJob(l *lease, r result, record bool) {
+	l.cancel(nil)
+	w.mu.Lock()
+	l.returned = true
+	abandoned := l.abandoned
+	if !record && !abandoned {
+		delete(w.running, l.id)
+	}
+	w.mu.Unlock()
+	if record && !abandoned {
+		w.results <- r // blocks while the writer's backlog is full
+	}
+	w.active.Add(-1)
+	select {
+	case w.slotFree <- struct{}{}:
+	default:
+	}
+}
+
+// classify turns what a handler returned into an outcome. record is false
+// when the worker no longer holds the job: any write would be refused.
+func (w *Worker[T]) classify(ctx context.Context, l *lease, job *tasuki.Job[T], err error) (r result, record bool) {
+	r = result{lease: l}
 	switch cause := context.Cause(ctx); {
 	case errors.Is(cause, ErrLeaseLost), errors.Is(cause, ErrJobCanceled):
 		return r, false

@@ -53,6 +53,8 @@ func (w *Worker[T]) writeLoop(ctx context.Context, stop <-chan struct{}) {
 			flush()
 		case <-heartbeat.C:
 			w.heartbeat(ctx)
+		case <-w.heartbeatNow:
+			w.heartbeat(ctx)
 		case <-stop:
 			w.final(ctx, w.drain(pending))
 			return
@@ -161,12 +163,13 @@ func (w *Worker[T]) heartbeat(ctx context.Context) {
 	renewed, err := w.queries.JobHeartbeatMany(ctx, p)
 	if err != nil {
 		w.log.Warn("tasuki: heartbeat failed", slog.Any("error", dberr.Wrap("tasuki: heartbeat", err)), slog.Int("jobs", len(held)))
-		// A lease that could not be renewed lapses: stop the handler before
-		// another worker starts the same job.
-		now := time.Now()
+		// A lease that will have lapsed before the next heartbeat can renew
+		// it is given up now, before another worker can rescue the job and
+		// run it a second time.
+		deadline := time.Now().Add(w.cfg.HeartbeatInterval)
 		w.mu.Lock()
 		for _, l := range held {
-			if now.After(l.expires) {
+			if deadline.After(l.expires) {
 				l.cancel(ErrLeaseLost)
 			}
 		}
@@ -177,13 +180,40 @@ func (w *Worker[T]) heartbeat(ctx context.Context) {
 	for _, id := range renewed {
 		ok[id] = struct{}{}
 	}
+	var lost []*lease
 	w.mu.Lock()
 	for _, l := range held {
 		if _, renewed := ok[l.id]; renewed {
 			l.expires = sentAt.Add(w.cfg.LeaseDuration)
 		} else {
-			l.cancel(ErrLeaseLost)
+			lost = append(lost, l)
 		}
 	}
 	w.mu.Unlock()
+	if len(lost) > 0 {
+		w.stopLost(ctx, lost)
+	}
+}
+
+// stopLost cancels the handlers of jobs this worker no longer holds, with
+// ErrJobCanceled for jobs canceled from outside and ErrLeaseLost for the
+// rest.
+func (w *Worker[T]) stopLost(ctx context.Context, lost []*lease) {
+	ids := make([]int64, len(lost))
+	for i, l := range lost {
+		ids[i] = l.id
+	}
+	canceled := make(map[int64]bool, len(lost))
+	if rows, err := w.queries.JobStatusMany(ctx, ids); err == nil {
+		for _, r := range rows {
+			canceled[r.ID] = r.Status == db.TasukiJobStatusCanceled
+		}
+	}
+	for _, l := range lost {
+		if canceled[l.id] {
+			l.cancel(ErrJobCanceled)
+		} else {
+			l.cancel(ErrLeaseLost)
+		}
+	}
 }
