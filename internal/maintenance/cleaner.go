@@ -1,0 +1,222 @@
+// Package maintenance runs the upkeep a tasuki database needs in the
+// background. Its Cleaner deletes finished jobs once they are older than a
+// retention period, so that the job table does not grow without end.
+//
+// Every worker process may run a Cleaner: an advisory lock elects one of
+// them per round, and another takes over at its next round when that one
+// stops, crashes or loses its connection.
+package maintenance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/tasuki"
+)
+
+// Defaults of CleanerConfig.
+const (
+	// DefaultCompletedRetention is how long completed jobs are kept.
+	DefaultCompletedRetention = 24 * time.Hour
+	// DefaultCanceledRetention is how long canceled jobs are kept.
+	DefaultCanceledRetention = 7 * 24 * time.Hour
+	// DefaultFailedRetention is how long failed jobs are kept.
+	DefaultFailedRetention = 7 * 24 * time.Hour
+	// DefaultCleanInterval is how often a Cleaner looks for jobs to delete.
+	DefaultCleanInterval = time.Minute
+	// DefaultBatchSize is how many jobs one statement deletes.
+	DefaultBatchSize = tasuki.DefaultCleanBatchSize
+	// KeepForever, as a retention, keeps the jobs of that status forever.
+	KeepForever time.Duration = -1
+)
+
+// CleanerConfig configures a [Cleaner]. The zero value is valid: every
+// field has a default.
+type CleanerConfig struct {
+	// CompletedRetention is how long after they finished completed jobs
+	// are deleted. Defaults to 24 h. Set to -1 (KeepForever) to keep them.
+	CompletedRetention time.Duration
+	// CanceledRetention is the same for canceled jobs. Defaults to 7 days.
+	// Set to -1 (KeepForever) to keep them.
+	CanceledRetention time.Duration
+	// FailedRetention is the same for failed jobs. Defaults to 7 days. Set
+	// to -1 (KeepForever) to keep them.
+	FailedRetention time.Duration
+	// Interval is how often the Cleaner runs a round. At least 10 ms.
+	// Defaults to 1 minute.
+	Interval time.Duration
+	// BatchSize is the most jobs one statement, in its own short
+	// transaction, deletes: 1 to 100000. Defaults to 1000.
+	BatchSize int
+	// Logger receives the Cleaner's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c CleanerConfig) withDefaults() (CleanerConfig, error) {
+	for _, r := range []struct {
+		option string
+		value  *time.Duration
+		def    time.Duration
+	}{
+		{"CleanerConfig.CompletedRetention", &c.CompletedRetention, DefaultCompletedRetention},
+		{"CleanerConfig.CanceledRetention", &c.CanceledRetention, DefaultCanceledRetention},
+		{"CleanerConfig.FailedRetention", &c.FailedRetention, DefaultFailedRetention},
+	} {
+		switch {
+		case *r.value == 0:
+			*r.value = r.def
+		case *r.value < 0 && *r.value != KeepForever:
+			return c, &tasuki.InvalidOptionError{Option: r.option, Value: *r.value,
+				Reason: fmt.Sprintf("must be positive, 0 for the default (%s) or -1 to keep such jobs forever", r.def)}
+		}
+	}
+	switch {
+	case c.Interval == 0:
+		c.Interval = DefaultCleanInterval
+	case c.Interval < 10*time.Millisecond:
+		return c, &tasuki.InvalidOptionError{Option: "CleanerConfig.Interval", Value: c.Interval, Reason: "must be at least 10ms (0 means the default, 1m)"}
+	}
+	switch {
+	case c.BatchSize == 0:
+		c.BatchSize = DefaultBatchSize
+	case c.BatchSize < 0 || c.BatchSize > tasuki.MaxCleanBatchSize:
+		return c, &tasuki.InvalidOptionError{Option: "CleanerConfig.BatchSize", Value: c.BatchSize, Reason: "must be between 1 and 100000 (0 means the default, 1000)"}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// Cleaner deletes finished jobs older than their status's retention. Many
+// processes may run one against the same database: in each batch it first
+// takes a transaction-scoped advisory lock, and when another process holds
+// it, that process is cleaning and this one skips the round. The lock ends
+// with its transaction, or with its connection if the process dies, so
+// another process takes over at its next round. Installations in different
+// schemas of one database clean independently.
+type Cleaner struct {
+	pool    *pgxpool.Pool
+	queries *db.Queries
+	cfg     CleanerConfig
+}
+
+// NewCleaner returns a Cleaner that uses pool. The configuration is checked
+// here; an invalid one returns a *tasuki.InvalidOptionError.
+func NewCleaner(pool *pgxpool.Pool, cfg CleanerConfig) (*Cleaner, error) {
+	if pool == nil {
+		return nil, &tasuki.InvalidOptionError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Cleaner{pool: pool, queries: db.New(pool), cfg: cfg}, nil
+}
+
+// Config returns the Cleaner's configuration with the defaults filled in.
+func (c *Cleaner) Config() CleanerConfig { return c.cfg }
+
+// Run runs a round at once and then every Interval until ctx ends, and
+// returns nil then. A failed round is logged and retried at the next one;
+// only a database without tasuki's schema ends Run early, with an error
+// wrapping tasuki.ErrSchemaMissing.
+func (c *Cleaner) Run(ctx context.Context) error {
+	ticker := time.NewTicker(c.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		deleted, err := c.RunOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case errors.Is(err, tasuki.ErrSchemaMissing):
+			return err
+		case err != nil:
+			c.cfg.Logger.Warn("tasuki: cleaning finished jobs failed; retrying at the next round",
+				slog.Any("error", err), slog.Int64("deleted", deleted), slog.Duration("retry_in", c.cfg.Interval))
+		case deleted > 0:
+			c.cfg.Logger.Info("tasuki: deleted finished jobs past their retention", slog.Int64("deleted", deleted))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// RunOnce runs one round: it deletes, in batches, every completed, canceled
+// and failed job that finished longer ago than its retention, by the
+// database clock, and returns how many it deleted, also when it fails
+// midway. When another process is cleaning it stops at once; what it had
+// deleted until then counts.
+func (c *Cleaner) RunOnce(ctx context.Context) (deleted int64, err error) {
+	rounds := []struct {
+		status    tasuki.Status
+		retention time.Duration
+	}{
+		{tasuki.StatusCompleted, c.cfg.CompletedRetention},
+		{tasuki.StatusCanceled, c.cfg.CanceledRetention},
+		{tasuki.StatusFailed, c.cfg.FailedRetention},
+	}
+	var now time.Time
+	for _, r := range rounds {
+		if r.retention == KeepForever {
+			continue
+		}
+		if now.IsZero() {
+			if now, err = c.queries.DatabaseNow(ctx, nil); err != nil {
+				return deleted, dberr.Wrap("tasuki: cleaner: read the database clock", err)
+			}
+		}
+		params := db.JobDeleteFinishedBatchParams{
+			FinishedBefore: now.Add(-r.retention),
+			Statuses:       []string{string(r.status)},
+			Max:            int32(c.cfg.BatchSize),
+		}
+		for {
+			n, leader, err := c.batch(ctx, params)
+			deleted += n
+			if err != nil {
+				return deleted, dberr.Wrap(fmt.Sprintf("tasuki: cleaner: delete %s jobs", r.status), err)
+			}
+			if !leader {
+				c.cfg.Logger.Debug("tasuki: another process is cleaning finished jobs; skipping this round")
+				return deleted, nil
+			}
+			if n < int64(params.Max) {
+				break
+			}
+		}
+	}
+	return deleted, nil
+}
+
+// batch deletes one batch in a transaction that first takes the cleaner's
+// advisory lock; leader is false, and nothing is deleted, when another
+// transaction holds it.
+func (c *Cleaner) batch(ctx context.Context, params db.JobDeleteFinishedBatchParams) (n int64, leader bool, err error) {
+	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		q := c.queries.WithTx(tx)
+		locked, err := q.CleanerTryLock(ctx)
+		if err != nil || !locked {
+			return err
+		}
+		leader = true
+		n, err = q.JobDeleteFinishedBatch(ctx, params)
+		return err
+	})
+	if err != nil {
+		return 0, leader, err
+	}
+	return n, leader, nil
+}

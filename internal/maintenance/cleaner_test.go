@@ -1,0 +1,352 @@
+package maintenance_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/maintenance"
+	"github.com/tasukiq/tasuki/internal/testdb"
+	"github.com/tasukiq/tasuki/tasuki"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newCleaner(t *testing.T, pool *pgxpool.Pool, cfg maintenance.CleanerConfig) *maintenance.Cleaner {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quiet()
+	}
+	c, err := maintenance.NewCleaner(pool, cfg)
+	require.NoError(t, err)
+	return c
+}
+
+// addJobs inserts n jobs with one COPY and sets them to status, finished
+// ago before now when the status is a finished one. It returns their ids.
+func addJobs(t *testing.T, pool *pgxpool.Pool, n int, status tasuki.Status, ago time.Duration) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	c, err := tasuki.NewClient[int](pool, tasuki.ClientConfig{Queue: "q"})
+	require.NoError(t, err)
+	var first int64
+	require.NoError(t, pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) + 1 FROM tasuki_job").Scan(&first))
+	_, err = c.InsertMany(ctx, make([]int, n), nil)
+	require.NoError(t, err)
+	ids := make([]int64, 0, n)
+	rows, err := pool.Query(ctx, "SELECT id FROM tasuki_job WHERE id >= $1 ORDER BY id", first)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id int64
+		require.NoError(t, rows.Scan(&id))
+		ids = append(ids, id)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, ids, n)
+	switch {
+	case status == tasuki.StatusRunning:
+		_, err = pool.Exec(ctx, `UPDATE tasuki_job SET status = 'running', attempts = 1,
+			lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 hour'
+			WHERE id = ANY($1)`, ids)
+	case status.Finished():
+		_, err = pool.Exec(ctx, `UPDATE tasuki_job SET status = $2::tasuki_job_status, attempts = 1,
+			finished_at = now() - $3 * interval '1 microsecond' WHERE id = ANY($1)`, ids, string(status), ago.Microseconds())
+	}
+	require.NoError(t, err)
+	// Old pending and running jobs too: age alone never deletes a job.
+	_, err = pool.Exec(ctx, "UPDATE tasuki_job SET created_at = now() - interval '365 days' WHERE id = ANY($1)", ids)
+	require.NoError(t, err)
+	return ids
+}
+
+func remaining(t *testing.T, pool *pgxpool.Pool) []int64 {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), "SELECT id FROM tasuki_job ORDER BY id")
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	return ids
+}
+
+func sorted(groups ...[]int64) []int64 {
+	out := []int64{}
+	for _, g := range groups {
+		out = append(out, g...)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+func TestNewCleanerConfig(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	c, err := maintenance.NewCleaner(pool, maintenance.CleanerConfig{})
+	require.NoError(t, err)
+	cfg := c.Config()
+	assert.Equal(t, 24*time.Hour, cfg.CompletedRetention)
+	assert.Equal(t, 7*24*time.Hour, cfg.CanceledRetention)
+	assert.Equal(t, 7*24*time.Hour, cfg.FailedRetention)
+	assert.Equal(t, time.Minute, cfg.Interval)
+	assert.Equal(t, 1000, cfg.BatchSize)
+	assert.Equal(t, slog.Default(), cfg.Logger)
+
+	c, err = maintenance.NewCleaner(pool, maintenance.CleanerConfig{CompletedRetention: maintenance.KeepForever, FailedRetention: time.Hour})
+	require.NoError(t, err)
+	assert.Equal(t, time.Duration(-1), c.Config().CompletedRetention)
+	assert.Equal(t, time.Hour, c.Config().FailedRetention)
+
+	_, err = maintenance.NewCleaner(nil, maintenance.CleanerConfig{})
+	var invalid *tasuki.InvalidOptionError
+	require.ErrorAs(t, err, &invalid)
+	for _, cfg := range []maintenance.CleanerConfig{
+		{CompletedRetention: -2},
+		{CanceledRetention: -time.Hour},
+		{FailedRetention: -2 * time.Second},
+		{Interval: -1},
+		{Interval: time.Millisecond},
+		{BatchSize: -1},
+		{BatchSize: 100_001},
+	} {
+		_, err := maintenance.NewCleaner(pool, cfg)
+		require.ErrorAs(t, err, &invalid, "%+v", cfg)
+		assert.Contains(t, invalid.Option, "CleanerConfig.")
+	}
+}
+
+// TestCleanerRetention deletes exactly the finished jobs past their
+// status's retention, and never a pending or running one, however old.
+func TestCleanerRetention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	day := 24 * time.Hour
+
+	oldCompleted := addJobs(t, pool, 3, tasuki.StatusCompleted, 25*time.Hour)
+	youngCompleted := addJobs(t, pool, 2, tasuki.StatusCompleted, 23*time.Hour)
+	oldCanceled := addJobs(t, pool, 2, tasuki.StatusCanceled, 8*day)
+	youngCanceled := addJobs(t, pool, 2, tasuki.StatusCanceled, 6*day)
+	oldFailed := addJobs(t, pool, 2, tasuki.StatusFailed, 8*day)
+	youngFailed := addJobs(t, pool, 2, tasuki.StatusFailed, 6*day)
+	pending := addJobs(t, pool, 2, tasuki.StatusPending, 0)
+	running := addJobs(t, pool, 2, tasuki.StatusRunning, 0)
+
+	c := newCleaner(t, pool, maintenance.CleanerConfig{BatchSize: 2})
+	n, err := c.RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(len(oldCompleted)+len(oldCanceled)+len(oldFailed)), n)
+	assert.Equal(t, sorted(youngCompleted, youngCanceled, youngFailed, pending, running), remaining(t, pool))
+
+	n, err = c.RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+}
+
+func TestCleanerKeepForever(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+
+	completed := addJobs(t, pool, 3, tasuki.StatusCompleted, 1000*24*time.Hour)
+	addJobs(t, pool, 3, tasuki.StatusFailed, 1000*24*time.Hour)
+	addJobs(t, pool, 3, tasuki.StatusCanceled, 2*time.Hour)
+
+	c := newCleaner(t, pool, maintenance.CleanerConfig{
+		CompletedRetention: maintenance.KeepForever,
+		CanceledRetention:  time.Hour,
+	})
+	n, err := c.RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(6), n)
+	assert.Equal(t, completed, remaining(t, pool))
+
+	// Everything kept forever: nothing to do, not even a query.
+	c = newCleaner(t, pool, maintenance.CleanerConfig{
+		CompletedRetention: -1, CanceledRetention: -1, FailedRetention: -1,
+	})
+	n, err = c.RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	assert.Equal(t, completed, remaining(t, pool))
+}
+
+// TestCleanersRace runs two cleaners, each with a pool of its own like two
+// worker processes, at the same time, several times over: between them
+// they delete every eligible job exactly once, and nothing else.
+func TestCleanersRace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, url := testdb.Schema(t)
+	setup := testdb.Pool(t, url)
+	testdb.MigrateUp(t, setup)
+	cleaners := []*maintenance.Cleaner{
+		newCleaner(t, testdb.Pool(t, url), maintenance.CleanerConfig{BatchSize: 50}),
+		newCleaner(t, testdb.Pool(t, url), maintenance.CleanerConfig{BatchSize: 50}),
+	}
+
+	for round := range 5 {
+		eligible := addJobs(t, setup, 400, tasuki.StatusCompleted, 48*time.Hour)
+		eligible = append(eligible, addJobs(t, setup, 300, tasuki.StatusFailed, 30*24*time.Hour)...)
+		keep := sorted(
+			addJobs(t, setup, 20, tasuki.StatusCompleted, time.Hour),
+			addJobs(t, setup, 20, tasuki.StatusFailed, 24*time.Hour),
+			addJobs(t, setup, 20, tasuki.StatusPending, 0),
+			addJobs(t, setup, 20, tasuki.StatusRunning, 0),
+		)
+
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		deleted := make([]int64, len(cleaners))
+		errs := make([]error, len(cleaners))
+		for i, c := range cleaners {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				deleted[i], errs[i] = c.RunOnce(ctx)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		assert.Equal(t, int64(len(eligible)), deleted[0]+deleted[1], "round %d: deleted %v", round, deleted)
+		t.Logf("round %d: deleted %v", round, deleted)
+		assert.Equal(t, keep, remaining(t, setup), "round %d", round)
+
+		_, err := setup.Exec(ctx, "DELETE FROM tasuki_job")
+		require.NoError(t, err)
+	}
+}
+
+// TestCleanerSkipsWhileAnotherLeads holds the cleaner's lock in an open
+// transaction, as a cleaning process would: the Cleaner deletes nothing,
+// and once that transaction ends it cleans.
+func TestCleanerSkipsWhileAnotherLeads(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	eligible := addJobs(t, pool, 10, tasuki.StatusCompleted, 48*time.Hour)
+	c := newCleaner(t, pool, maintenance.CleanerConfig{BatchSize: 3})
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	locked, err := db.New(tx).CleanerTryLock(ctx)
+	require.NoError(t, err)
+	require.True(t, locked)
+
+	n, err := c.RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	assert.Equal(t, eligible, remaining(t, pool))
+
+	require.NoError(t, tx.Rollback(ctx))
+	n, err = c.RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(len(eligible)), n)
+	assert.Empty(t, remaining(t, pool))
+}
+
+// TestCleanerTakesOverFromDeadLeader kills the connection of a process that
+// holds the lock, as a crash would: the lock goes with it.
+func TestCleanerTakesOverFromDeadLeader(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	addJobs(t, pool, 5, tasuki.StatusFailed, 30*24*time.Hour)
+	c := newCleaner(t, pool, maintenance.CleanerConfig{})
+
+	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	locked, err := db.New(tx).CleanerTryLock(ctx)
+	require.NoError(t, err)
+	require.True(t, locked)
+	n, err := c.RunOnce(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	var ok bool
+	require.NoError(t, pool.QueryRow(ctx, "SELECT pg_terminate_backend($1)", int32(conn.PgConn().PID())).Scan(&ok))
+	require.True(t, ok)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n, err = c.RunOnce(ctx)
+		require.NoError(t, err)
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // the backend is still exiting
+	}
+	assert.Equal(t, int64(5), n)
+	assert.Empty(t, remaining(t, pool))
+}
+
+// TestCleanerSchemas checks that the lock is per schema: a leader in one
+// schema does not stop the cleaner of another.
+func TestCleanerSchemas(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	other := testdb.New(t)
+	tx, err := other.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	locked, err := db.New(tx).CleanerTryLock(ctx)
+	require.NoError(t, err)
+	require.True(t, locked)
+
+	pool := testdb.New(t)
+	addJobs(t, pool, 4, tasuki.StatusCompleted, 48*time.Hour)
+	n, err := newCleaner(t, pool, maintenance.CleanerConfig{}).RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(4), n)
+}
+
+func TestCleanerRun(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	c := newCleaner(t, pool, maintenance.CleanerConfig{Interval: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+
+	// Jobs that become eligible while it runs are deleted at a later round.
+	addJobs(t, pool, 7, tasuki.StatusCompleted, 48*time.Hour)
+	keep := addJobs(t, pool, 2, tasuki.StatusCompleted, time.Hour)
+	deadline := time.Now().Add(60 * time.Second)
+	for len(remaining(t, pool)) > len(keep) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.Equal(t, keep, remaining(t, pool))
+
+	cancel()
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+func TestCleanerRunSchemaMissing(t *testing.T) {
+	t.Parallel()
+	c := newCleaner(t, testdb.NewEmpty(t), maintenance.CleanerConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := c.Run(ctx)
+	assert.ErrorIs(t, err, tasuki.ErrSchemaMissing)
+	assert.NoError(t, ctx.Err(), "Run returns at once")
+}
