@@ -110,6 +110,14 @@ printed. The demo can run without one, on a throwaway cluster.`,
 		newDemoCmd(a),
 		newMigrateCmd(a),
 		newBenchCmd(a),
+		newStatsCmd(a),
+		newListCmd(a),
+		newShowCmd(a),
+		newCancelCmd(a),
+		newRetryCmd(a),
+		newCleanCmd(a),
+		newPauseCmd(a),
+		newResumeCmd(a),
 	)
 	return root
 }
