@@ -42,6 +42,8 @@ targets AS (
       AND t.status = ANY($2::text[]::tasuki_job_status[])
       AND ($3::text IS NULL OR t.queue = $3)
       AND (cardinality($4::bigint[]) = 0 OR t.id = ANY($4::bigint[]))
+    -- Locked in id order, so that two bulk cancels cannot deadlock.
+    ORDER BY t.id
     FOR UPDATE
 ),
 canceled AS (

@@ -74,6 +74,8 @@ targets AS (
       AND t.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
       AND (sqlc.narg('queue')::text IS NULL OR t.queue = sqlc.narg('queue'))
       AND (cardinality(sqlc.arg('ids')::bigint[]) = 0 OR t.id = ANY(sqlc.arg('ids')::bigint[]))
+    -- Locked in id order, so that two bulk cancels cannot deadlock.
+    ORDER BY t.id
     FOR UPDATE
 ),
 canceled AS (

@@ -978,3 +978,59 @@ func runWorker[T any](t *testing.T, w *worker.Worker[T]) (stop func()) {
 	t.Cleanup(stop)
 	return stop
 }
+
+// TestAdminCancelManyRacesCompletion is the other half of the Rust
+// original's defect 6: a bulk cancel that waits for a worker's completion
+// to commit finds the job finished and leaves it completed.
+func TestAdminCancelManyRacesCompletion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	a := newAdmin(t, pool)
+	id := jobIn(t, pool, "q", tasuki.StatusRunning)
+	row, err := db.New(pool).JobGet(ctx, id)
+	require.NoError(t, err)
+
+	// The worker's outcome, written but not yet committed.
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	done, err := db.New(tx).JobFinishMany(ctx, db.JobFinishManyParams{
+		Ids: []int64{id}, Tokens: []pgtype.UUID{row.LeaseToken}, Statuses: []string{"completed"},
+		DelaysUs: []int64{0}, Errors: []string{""}, GiveBack: []bool{false},
+	})
+	require.NoError(t, err)
+	require.Equal(t, []int64{id}, done)
+
+	type result struct {
+		n   int64
+		err error
+	}
+	canceled := make(chan result, 1)
+	go func() {
+		n, err := a.CancelMany(ctx, tasuki.JobFilter{Queue: "q"})
+		canceled <- result{n, err}
+	}()
+	// Wait until the cancel is blocked on the job's row lock.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var waiting bool
+		require.NoError(t, pool.QueryRow(ctx, `
+			SELECT EXISTS (SELECT FROM pg_stat_activity
+			               WHERE wait_event_type = 'Lock' AND query LIKE '-- name: JobCancelMany%'
+			                 AND pid <> pg_backend_pid())`).Scan(&waiting))
+		if waiting {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the cancel never waited for the row")
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.NoError(t, tx.Commit(ctx))
+
+	r := <-canceled
+	require.NoError(t, r.err)
+	assert.Zero(t, r.n)
+	job := adminGet(t, a, id)
+	assert.Equal(t, tasuki.StatusCompleted, job.Status)
+	assert.Empty(t, job.Errors)
+}
