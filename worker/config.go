@@ -72,6 +72,20 @@ type Config struct {
 	// Logger receives the worker's logs. Payloads are never logged.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
+	// CompletedRetention is how long completed jobs are kept before the
+	// worker's cleaner deletes them. Defaults to 24 h. Set to -1 to keep
+	// them forever. With many workers, one at a time cleans (an advisory
+	// lock elects it each round).
+	CompletedRetention time.Duration
+	// CanceledRetention is the same for canceled jobs. Defaults to 7 days.
+	// Set to -1 to keep them forever.
+	CanceledRetention time.Duration
+	// FailedRetention is the same for failed jobs. Defaults to 7 days. Set
+	// to -1 to keep them forever.
+	FailedRetention time.Duration
+	// CleanInterval is how often the cleaner looks for jobs past their
+	// retention, in every queue. Defaults to 1 minute.
+	CleanInterval time.Duration
 	// ListenURL is the connection string of the one connection the worker
 	// keeps for LISTEN. Defaults to the pool's own. Set it when the pool
 	// goes through a pooler in transaction mode (PgBouncer), which cannot

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/internal/maintenance"
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
@@ -60,6 +61,7 @@ type Worker[T any] struct {
 	cfg     Config
 	log     *slog.Logger
 	started atomic.Bool
+	cleaner *maintenance.Cleaner
 
 	mu      sync.Mutex
 	running map[int64]*lease // leased, until the outcome is recorded
@@ -117,7 +119,26 @@ func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T],
 	if err != nil {
 		return nil, err
 	}
+	cleaner, err := maintenance.NewCleaner(pool, maintenance.CleanerConfig{
+		CompletedRetention: cfg.CompletedRetention,
+		CanceledRetention:  cfg.CanceledRetention,
+		FailedRetention:    cfg.FailedRetention,
+		Interval:           cfg.CleanInterval,
+		Logger:             cfg.Logger,
+	})
+	if err != nil {
+		var oe *tasuki.InvalidOptionError
+		if errors.As(err, &oe) {
+			oe.Option = strings.Replace(oe.Option, "CleanerConfig.", "Config.", 1)
+			oe.Option = strings.Replace(oe.Option, "Config.Interval", "Config.CleanInterval", 1)
+		}
+		return nil, err
+	}
+	cc := cleaner.Config()
+	cfg.CompletedRetention, cfg.CanceledRetention, cfg.FailedRetention, cfg.CleanInterval =
+		cc.CompletedRetention, cc.CanceledRetention, cc.FailedRetention, cc.Interval
 	return &Worker[T]{
+		cleaner: cleaner,
 		pool:    pool,
 		queries: db.New(pool),
 		handler: handler,
@@ -168,6 +189,13 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 		defer close(writerDone)
 		w.writeLoop(dbCtx, writerStop)
 	}()
+	cleanerDone := make(chan struct{})
+	go func() {
+		defer close(cleanerDone)
+		if err := w.cleaner.Run(ctx); err != nil {
+			w.log.Error("tasuki: retention cleaner stopped", slog.Any("error", err))
+		}
+	}()
 	listenerDone := make(chan struct{})
 	go func() {
 		defer close(listenerDone)
@@ -198,6 +226,7 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	}
 	close(writerStop)
 	<-writerDone
+	<-cleanerDone
 	stopDB()
 	<-listenerDone
 	w.log.Info("tasuki: worker stopped")
