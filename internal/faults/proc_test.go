@@ -40,7 +40,10 @@ func startWorker(t *testing.T, url, name string, cfg roleConfig) *proc {
 	logFile, err := os.Create(p.logPath)
 	require.NoError(t, err)
 	p.cmd = exec.Command(exe)
-	p.cmd.Env = append(os.Environ(), roleEnv+"=worker", urlEnv+"="+url, nameEnv+"="+name, configEnv+"="+string(conf))
+	p.cmd.Env = append(os.Environ(), roleEnv+"=worker", urlEnv+"="+url, nameEnv+"="+name, configEnv+"="+string(conf),
+		// Under -race, a process sleeps a second before it exits, to let
+		// the race detector report; exit times are measured here.
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.stdin, err = p.cmd.StdinPipe()
 	require.NoError(t, err)
