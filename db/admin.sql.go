@@ -118,11 +118,13 @@ func (q *Queries) JobDeleteQueueBatch(ctx context.Context, arg JobDeleteQueueBat
 }
 
 const jobGet = `-- name: JobGet :one
+/*
+Reading and managing jobs from outside a worker.
+*/
 
 SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata FROM tasuki_job WHERE id = $1
 `
 
-// Reading and managing jobs from outside a worker.
 func (q *Queries) JobGet(ctx context.Context, id int64) (TasukiJob, error) {
 	row := q.db.QueryRow(ctx, jobGet, id)
 	var i TasukiJob

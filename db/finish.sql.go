@@ -13,6 +13,9 @@ import (
 )
 
 const jobFinishMany = `-- name: JobFinishMany :many
+/*
+State transitions a worker makes when its handlers return.
+*/
 
 WITH clock AS (
     SELECT coalesce($7::timestamptz, now()) AS now
@@ -58,7 +61,6 @@ type JobFinishManyParams struct {
 	Now      *time.Time
 }
 
-// State transitions a worker makes when its handlers return.
 // Records the outcomes of many attempts in one statement. For each job:
 //
 //	status     completed, failed or canceled (finished), or pending (retry);

@@ -13,6 +13,9 @@ import (
 )
 
 const jobHeartbeatMany = `-- name: JobHeartbeatMany :many
+/*
+Heartbeats: keeping leases alive.
+*/
 
 UPDATE tasuki_job j
 SET lease_expires_at = coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond'
@@ -33,7 +36,6 @@ type JobHeartbeatManyParams struct {
 	Tokens  []pgtype.UUID
 }
 
-// Heartbeats: keeping leases alive.
 // Extends the leases of many running jobs in one statement. Only jobs still
 // running under the given token are extended and returned: a job missing
 // from the result was canceled or its lease was lost, and its handler must

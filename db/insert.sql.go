@@ -26,6 +26,12 @@ func (q *Queries) DatabaseNow(ctx context.Context, now *time.Time) (time.Time, e
 }
 
 const jobInsert = `-- name: JobInsert :one
+/*
+Inserting jobs. Each insert sends the NOTIFY that wakes workers in the
+inserting transaction, so it is delivered only if that commits. The
+payload names the schema, so installations in different schemas of one
+database ignore each other's wake-ups.
+*/
 
 WITH clock AS (
     SELECT coalesce($1::timestamptz, now()) AS now
@@ -84,10 +90,6 @@ type JobInsertRow struct {
 	Metadata       []byte
 }
 
-// Inserting jobs. Each insert sends the NOTIFY that wakes workers in the
-// inserting transaction, so it is delivered only if that commits. The
-// payload names the schema, so installations in different schemas of one
-// database ignore each other's wake-ups.
 // Inserts one job and, when it is runnable now, wakes the queue's workers in
 // the same round trip. Its scheduled time is run_at if given, else the
 // database clock (or the now override) plus delay_us microseconds.

@@ -11,6 +11,9 @@ import (
 )
 
 const jobLease = `-- name: JobLease :many
+/*
+Leasing: how a worker takes jobs.
+*/
 
 WITH clock AS (
     SELECT coalesce($2::timestamptz, now()) AS now
@@ -78,7 +81,6 @@ type JobLeaseParams struct {
 	Max     int32
 }
 
-// Leasing: how a worker takes jobs.
 // Leases up to max runnable jobs of one queue, in priority, scheduled time
 // and id order. Each leased job becomes running with attempts raised by one,
 // a fresh lease token and a lease that expires lease_us microseconds from now.

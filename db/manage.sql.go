@@ -19,6 +19,7 @@ SELECT pg_try_advisory_xact_lock(
 )::boolean AS locked
 `
 
+// The same lock JobCleanRetained takes; it must keep the same key.
 // Makes this transaction the retention cleaner's leader if no other session
 // is: true when it got the lock, which it holds until it commits or rolls
 // back (or its connection drops). The key is tasuki's cleaner key together
@@ -100,6 +101,54 @@ func (q *Queries) JobCancelMany(ctx context.Context, arg JobCancelManyParams) (J
 	var i JobCancelManyRow
 	err := row.Scan(&i.Canceled, &i.Notified)
 	return i, err
+}
+
+const jobCleanRetained = `-- name: JobCleanRetained :execrows
+WITH leader AS (
+    SELECT pg_try_advisory_xact_lock(
+        1953721187, -- 0x74736b63, "tskc"
+        hashtext(coalesce(current_schema(), ''))
+    ) AS locked
+)
+DELETE FROM tasuki_job
+WHERE id IN (
+    SELECT d.id
+    FROM tasuki_job d
+    WHERE (SELECT locked FROM leader)
+      AND d.status IN ('completed', 'failed', 'canceled')
+      AND (   (d.status = 'completed' AND d.finished_at < now() - $1::bigint * interval '1 microsecond')
+           OR (d.status = 'canceled'  AND d.finished_at < now() - $2::bigint * interval '1 microsecond')
+           OR (d.status = 'failed'    AND d.finished_at < now() - $3::bigint * interval '1 microsecond'))
+    LIMIT $4::integer
+    FOR UPDATE SKIP LOCKED
+)
+`
+
+type JobCleanRetainedParams struct {
+	CompletedUs pgtype.Int8
+	CanceledUs  pgtype.Int8
+	FailedUs    pgtype.Int8
+	Max         int32
+}
+
+// One round's batch of the retention cleaner, in one statement and so one
+// transaction: when this transaction gets the cleaner's advisory lock (see
+// CleanerTryLock), it deletes up to max finished jobs that finished longer
+// ago than their status's retention, in microseconds by the database clock
+// (NULL keeps that status forever). It deletes nothing when another
+// process is cleaning. Call it until it deletes fewer than max: an idle
+// round costs one statement.
+func (q *Queries) JobCleanRetained(ctx context.Context, arg JobCleanRetainedParams) (int64, error) {
+	result, err := q.db.Exec(ctx, jobCleanRetained,
+		arg.CompletedUs,
+		arg.CanceledUs,
+		arg.FailedUs,
+		arg.Max,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const jobCountFinishedBefore = `-- name: JobCountFinishedBefore :one

@@ -23,11 +23,13 @@ func (q *Queries) CurrentSchema(ctx context.Context) (string, error) {
 }
 
 const listenJobs = `-- name: ListenJobs :exec
+/*
+LISTEN/NOTIFY: how workers hear about new and canceled jobs.
+*/
 
 LISTEN tasuki_jobs
 `
 
-// LISTEN/NOTIFY: how workers hear about new and canceled jobs.
 // Subscribes the connection to the channel the insert trigger and job
 // cancellation notify on.
 func (q *Queries) ListenJobs(ctx context.Context) error {

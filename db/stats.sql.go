@@ -10,6 +10,10 @@ import (
 )
 
 const jobAnyUnfinished = `-- name: JobAnyUnfinished :one
+/*
+Counters read by monitoring and the benchmark.
+*/
+
 SELECT EXISTS (
     SELECT 1 FROM tasuki_job u
     WHERE u.queue = $1 AND u.status IN ('pending', 'running')
@@ -22,22 +26,4 @@ func (q *Queries) JobAnyUnfinished(ctx context.Context, queue string) (bool, err
 	var unfinished bool
 	err := row.Scan(&unfinished)
 	return unfinished, err
-}
-
-const jobCountUnfinished = `-- name: JobCountUnfinished :one
-
-SELECT (
-    (SELECT count(*) FROM tasuki_job p WHERE p.queue = $1 AND p.status = 'pending')
-  + (SELECT count(*) FROM tasuki_job r WHERE r.queue = $1 AND r.status = 'running')
-)::bigint AS count
-`
-
-// Counters read by monitoring and the benchmark.
-// Jobs of a queue not yet finished (pending or running). Both statuses have
-// a partial index, so this stays cheap while the finished jobs pile up.
-func (q *Queries) JobCountUnfinished(ctx context.Context, queue string) (int64, error) {
-	row := q.db.QueryRow(ctx, jobCountUnfinished, queue)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
 }

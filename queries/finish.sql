@@ -1,4 +1,6 @@
--- State transitions a worker makes when its handlers return.
+/*
+State transitions a worker makes when its handlers return.
+*/
 
 -- name: JobFinishMany :many
 -- Records the outcomes of many attempts in one statement. For each job:

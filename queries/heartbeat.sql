@@ -1,4 +1,6 @@
--- Heartbeats: keeping leases alive.
+/*
+Heartbeats: keeping leases alive.
+*/
 
 -- name: JobHeartbeatMany :many
 -- Extends the leases of many running jobs in one statement. Only jobs still

@@ -1,7 +1,9 @@
--- Inserting jobs. Each insert sends the NOTIFY that wakes workers in the
--- inserting transaction, so it is delivered only if that commits. The
--- payload names the schema, so installations in different schemas of one
--- database ignore each other's wake-ups.
+/*
+Inserting jobs. Each insert sends the NOTIFY that wakes workers in the
+inserting transaction, so it is delivered only if that commits. The
+payload names the schema, so installations in different schemas of one
+database ignore each other's wake-ups.
+*/
 
 -- name: JobInsert :one
 -- Inserts one job and, when it is runnable now, wakes the queue's workers in

@@ -1,4 +1,6 @@
--- Leasing: how a worker takes jobs.
+/*
+Leasing: how a worker takes jobs.
+*/
 
 -- name: JobLease :many
 -- Leases up to max runnable jobs of one queue, in priority, scheduled time

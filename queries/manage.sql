@@ -175,6 +175,7 @@ WHERE d.status IN ('completed', 'failed', 'canceled')
   AND (sqlc.narg('queue')::text IS NULL OR d.queue = sqlc.narg('queue'));
 
 -- name: CleanerTryLock :one
+-- The same lock JobCleanRetained takes; it must keep the same key.
 -- Makes this transaction the retention cleaner's leader if no other session
 -- is: true when it got the lock, which it holds until it commits or rolls
 -- back (or its connection drops). The key is tasuki's cleaner key together
@@ -202,3 +203,30 @@ SET paused_at = NULL,
     updated_at = now()
 WHERE name = @name
   AND paused_at IS NOT NULL;
+
+-- name: JobCleanRetained :execrows
+-- One round's batch of the retention cleaner, in one statement and so one
+-- transaction: when this transaction gets the cleaner's advisory lock (see
+-- CleanerTryLock), it deletes up to max finished jobs that finished longer
+-- ago than their status's retention, in microseconds by the database clock
+-- (NULL keeps that status forever). It deletes nothing when another
+-- process is cleaning. Call it until it deletes fewer than max: an idle
+-- round costs one statement.
+WITH leader AS (
+    SELECT pg_try_advisory_xact_lock(
+        1953721187, -- 0x74736b63, "tskc"
+        hashtext(coalesce(current_schema(), ''))
+    ) AS locked
+)
+DELETE FROM tasuki_job
+WHERE id IN (
+    SELECT d.id
+    FROM tasuki_job d
+    WHERE (SELECT locked FROM leader)
+      AND d.status IN ('completed', 'failed', 'canceled')
+      AND (   (d.status = 'completed' AND d.finished_at < now() - sqlc.narg('completed_us')::bigint * interval '1 microsecond')
+           OR (d.status = 'canceled'  AND d.finished_at < now() - sqlc.narg('canceled_us')::bigint * interval '1 microsecond')
+           OR (d.status = 'failed'    AND d.finished_at < now() - sqlc.narg('failed_us')::bigint * interval '1 microsecond'))
+    LIMIT sqlc.arg('max')::integer
+    FOR UPDATE SKIP LOCKED
+);

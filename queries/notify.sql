@@ -1,4 +1,6 @@
--- LISTEN/NOTIFY: how workers hear about new and canceled jobs.
+/*
+LISTEN/NOTIFY: how workers hear about new and canceled jobs.
+*/
 
 -- name: ListenJobs :exec
 -- Subscribes the connection to the channel the insert trigger and job

@@ -303,7 +303,7 @@ func (c *Client[T]) copyJobs(ctx context.Context, q *db.Queries, rows []db.JobIn
 func (c *Client[T]) Get(ctx context.Context, id int64) (*Job[T], error) {
 	row, err := c.queries.JobGet(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("tasuki: get job %d: %w", id, ErrJobNotFound)
+		return nil, &jobNotFoundError{id: id}
 	}
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: get job %d", id), err)

@@ -14,7 +14,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
@@ -157,66 +157,29 @@ func (c *Cleaner) Run(ctx context.Context) error {
 // RunOnce runs one round: it deletes, in batches, every completed, canceled
 // and failed job that finished longer ago than its retention, by the
 // database clock, and returns how many it deleted, also when it fails
-// midway. When another process is cleaning it stops at once; what it had
-// deleted until then counts.
+// midway. When another process is cleaning it deletes nothing. An idle
+// round is one statement.
 func (c *Cleaner) RunOnce(ctx context.Context) (deleted int64, err error) {
-	rounds := []struct {
-		status    tasuki.Status
-		retention time.Duration
-	}{
-		{tasuki.StatusCompleted, c.cfg.CompletedRetention},
-		{tasuki.StatusCanceled, c.cfg.CanceledRetention},
-		{tasuki.StatusFailed, c.cfg.FailedRetention},
+	retention := func(d time.Duration) pgtype.Int8 {
+		return pgtype.Int8{Int64: d.Microseconds(), Valid: d != KeepForever}
 	}
-	var now time.Time
-	for _, r := range rounds {
-		if r.retention == KeepForever {
-			continue
+	params := db.JobCleanRetainedParams{
+		CompletedUs: retention(c.cfg.CompletedRetention),
+		CanceledUs:  retention(c.cfg.CanceledRetention),
+		FailedUs:    retention(c.cfg.FailedRetention),
+		Max:         int32(c.cfg.BatchSize),
+	}
+	if !params.CompletedUs.Valid && !params.CanceledUs.Valid && !params.FailedUs.Valid {
+		return 0, nil
+	}
+	for {
+		n, err := c.queries.JobCleanRetained(ctx, params)
+		deleted += n
+		if err != nil {
+			return deleted, dberr.Wrap("tasuki: cleaner: delete finished jobs", err)
 		}
-		if now.IsZero() {
-			if now, err = c.queries.DatabaseNow(ctx, nil); err != nil {
-				return deleted, dberr.Wrap("tasuki: cleaner: read the database clock", err)
-			}
-		}
-		params := db.JobDeleteFinishedBatchParams{
-			FinishedBefore: now.Add(-r.retention),
-			Statuses:       []string{string(r.status)},
-			Max:            int32(c.cfg.BatchSize),
-		}
-		for {
-			n, leader, err := c.batch(ctx, params)
-			deleted += n
-			if err != nil {
-				return deleted, dberr.Wrap(fmt.Sprintf("tasuki: cleaner: delete %s jobs", r.status), err)
-			}
-			if !leader {
-				c.cfg.Logger.Debug("tasuki: another process is cleaning finished jobs; skipping this round")
-				return deleted, nil
-			}
-			if n < int64(params.Max) {
-				break
-			}
+		if n < int64(params.Max) {
+			return deleted, nil
 		}
 	}
-	return deleted, nil
-}
-
-// batch deletes one batch in a transaction that first takes the cleaner's
-// advisory lock; leader is false, and nothing is deleted, when another
-// transaction holds it.
-func (c *Cleaner) batch(ctx context.Context, params db.JobDeleteFinishedBatchParams) (n int64, leader bool, err error) {
-	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		q := c.queries.WithTx(tx)
-		locked, err := q.CleanerTryLock(ctx)
-		if err != nil || !locked {
-			return err
-		}
-		leader = true
-		n, err = q.JobDeleteFinishedBatch(ctx, params)
-		return err
-	})
-	if err != nil {
-		return 0, leader, err
-	}
-	return n, leader, nil
 }
