@@ -1,8 +1,12 @@
-// Command tasuki runs tasuki's demo and manages its database schema.
+// Command tasuki operates a tasuki queue: it applies the schema, shows and
+// fixes jobs and queues, and runs the demo and the benchmark.
 //
 //	tasuki demo                      # the demo, on a throwaway PostgreSQL cluster
+//	tasuki bench                     # measure drain rate, latency and insert speed
 //	tasuki migrate up                # apply tasuki's migrations to $DATABASE_URL
-//	tasuki migrate status            # list migrations and whether they are applied
+//	tasuki stats                     # jobs per queue and status
+//	tasuki list --status failed      # find jobs; show, cancel, retry, clean them
+//	tasuki pause emails              # stop a queue's workers leasing; resume it
 //
 // Every command reads the database from --database-url or, when the flag
 // is not given, from the DATABASE_URL environment variable.
@@ -82,14 +86,17 @@ func (a *app) url() string {
 func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "tasuki",
-		Short: "Run tasuki's demo and manage its database schema",
-		Long: `tasuki is a job queue on PostgreSQL. This command shows it at work
-(demo) and applies or rolls back its database schema (migrate).
+		Short: "Operate a tasuki job queue",
+		Long: `tasuki is a job queue on PostgreSQL. This command applies or rolls back
+its schema (migrate); shows and fixes jobs and queues (stats, list, show,
+cancel, retry, clean, pause, resume); and shows it at work (demo) and
+measures it (bench).
 
 The database is given by --database-url or, when the flag is absent, by the
 DATABASE_URL environment variable, as a PostgreSQL URL or keyword/value
 string (postgres://user:password@host:5432/dbname). Passwords are never
-printed. The demo can run without one, on a throwaway cluster.`,
+printed. The demo and the benchmark can run without one, on a throwaway
+cluster.`,
 		Example: `  tasuki demo --duration 30s
   DATABASE_URL=postgres://app@localhost/app tasuki migrate up
   tasuki migrate status --database-url postgres://app@localhost/app`,
