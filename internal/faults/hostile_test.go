@@ -35,6 +35,9 @@ const (
 		"1<<31 fails in the database (check constraint, SQLSTATE 23514) and 1<<32+3 is silently stored as 3"
 	bugRunAtRange = "Client.resolve (tasuki/client.go) accepts a RunAt outside PostgreSQL's timestamptz range " +
 		"(4713 BC to 294276 AD): Insert fails with a raw SQLSTATE 22008 error instead of *InvalidOptionError"
+	bugListenURLPanics = "worker.New (worker/config.go) validates Config.ListenURL with pgx.ParseConfig, which panics " +
+		"(pgx v5.7.6 pgconn/config.go parseKeywordValueSettings, slice bounds out of range) when a quoted value ends in a " +
+		"backslash (host='\\): worker.New panics instead of returning *InvalidOptionError"
 	bugJSONBRejects = "Client.encode (tasuki/client.go) catches only \\u0000 among the JSON that jsonb rejects: a lone " +
 		"surrogate escape (\\ud800) or a number beyond numeric's range (1e1000000), possible with json.RawMessage or " +
 		"a custom MarshalJSON, fails in the database (SQLSTATE 22P02 / 22003) instead of giving *InvalidPayloadError"
@@ -199,9 +202,19 @@ func TestInvalidOptionsWriteNothing(t *testing.T) {
 			{name: "listen URL not a URL", option: "Config.ListenURL", cfg: worker.Config{ListenURL: "postgres://u:hunter2@host:notaport/db"}},
 			{name: "listen URL bad setting", option: "Config.ListenURL", cfg: worker.Config{ListenURL: "host=x password=hunter2 sslmode=bogus"}},
 			{name: "listen URL and listen disabled", option: "Config.ListenURL", cfg: worker.Config{ListenURL: "postgres://u:hunter2@localhost/db", DisableListen: true}},
+			{name: "listen URL with a quoted value ending in a backslash", option: "Config.ListenURL", cfg: worker.Config{ListenURL: `password=hunter2 host='\`}, bug: bugListenURLPanics},
 		} {
 			t.Run(c.name, func(t *testing.T) {
-				w, err := worker.New(e.pool, worker.HandlerFunc[faultJob](nop[faultJob]), c.cfg)
+				var w *worker.Worker[faultJob]
+				var err error
+				func() {
+					defer func() {
+						if p := recover(); p != nil {
+							expect(t, false, c.bug, "worker.New panicked: %v", p)
+						}
+					}()
+					w, err = worker.New(e.pool, worker.HandlerFunc[faultJob](nop[faultJob]), c.cfg)
+				}()
 				var opt *tasuki.InvalidOptionError
 				expect(t, errors.As(err, &opt), c.bug, "worker.New accepted %s (%v)", c.name, w != nil)
 				assert.Equal(t, c.option, opt.Option)
