@@ -52,11 +52,12 @@ func TestShutdownUnderLoadGivesBackInterruptedJobs(t *testing.T) {
 	took := time.Since(sent)
 	t.Logf("SIGTERM with %d short and %d long jobs running: exited after %s (shutdown timeout %s)",
 		short, long, took.Round(time.Millisecond), shutdownTimeout)
-	// Drained within its timeout: a little over, for the outcomes to be
-	// written and the process to exit; far below the lease it could have
-	// waited for instead. The bound only catches a worker that waits for
-	// its long handlers.
-	assert.Less(t, took, shutdownTimeout+3*time.Second, "the worker drained within its shutdown timeout")
+	// It waited for its long handlers as long as its shutdown timeout
+	// said, and no longer: far less than their 60 s of work or a lease.
+	// The upper bound is generous; it only tells "waited for the
+	// timeout" from "waited for the handlers".
+	assert.GreaterOrEqual(t, took, shutdownTimeout, "the worker gave its handlers the shutdown timeout")
+	assert.Less(t, took, 20*time.Second, "the worker did not wait for its long handlers")
 	assert.Len(t, busy.logRecords("shutdown timeout passed"), 1, "the long handlers were canceled")
 	assert.Empty(t, busy.logRecords("handlers did not return"), "every handler returned once canceled")
 
