@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ func TestKilledWorkersJobsRunAgain(t *testing.T) {
 	)
 	e := newEnv(t)
 	var recoveries, reruns []time.Duration
+	leaseEnds := map[int64]time.Time{}
 	for round := range rounds {
 		queue := fmt.Sprintf("kill-%d", round)
 		cfg := roleConfig{Queue: queue, Concurrency: inFlight, LeaseMS: int(lease.Milliseconds()), RecordEnd: true}
@@ -45,6 +47,19 @@ func TestKilledWorkersJobsRunAgain(t *testing.T) {
 		waitUntil(t, "the rescuer to start", bound, func() bool {
 			return e.count(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rescuer'`) > 0
 		})
+
+		// The leases as the database holds them at the kill: nobody may
+		// run these jobs again before they expire.
+		rows, err := e.pool.Query(context.Background(),
+			`SELECT id, lease_expires_at FROM tasuki_job WHERE queue = $1 AND status = 'running'`, queue)
+		require.NoError(t, err)
+		for rows.Next() {
+			var id int64
+			var at time.Time
+			require.NoError(t, rows.Scan(&id, &at))
+			leaseEnds[id] = at
+		}
+		require.NoError(t, rows.Err())
 
 		killed := time.Now()
 		victim.kill()
@@ -83,6 +98,10 @@ func TestKilledWorkersJobsRunAgain(t *testing.T) {
 			assert.Nil(t, x[0].FinishedAt, "job %d: the victim never finished it", id)
 			assert.Contains(t, x[1].Worker, "rescuer", "job %d", id)
 			assert.Equal(t, 2, x[1].Attempt, "job %d", id)
+			// A heartbeat between that read and the kill only moved the
+			// lease further out: the rerun comes after what was read.
+			assert.True(t, x[1].StartedAt.After(leaseEnds[id]), "job %d ran again at %s, before its lease ended at %s",
+				id, x[1].StartedAt, leaseEnds[id])
 		}
 	}
 }
