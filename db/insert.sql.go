@@ -7,6 +7,7 @@ package db
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -65,11 +66,11 @@ type JobInsertParams struct {
 	Now         *time.Time
 	Queue       string
 	Priority    int16
-	Payload     []byte
+	Payload     json.RawMessage
 	MaxAttempts int32
 	RunAt       *time.Time
 	DelayUs     int64
-	Metadata    []byte
+	Metadata    json.RawMessage
 }
 
 type JobInsertRow struct {
@@ -77,7 +78,7 @@ type JobInsertRow struct {
 	Queue          string
 	Status         TasukiJobStatus
 	Priority       int16
-	Payload        []byte
+	Payload        json.RawMessage
 	Attempts       int32
 	MaxAttempts    int32
 	ScheduledAt    time.Time
@@ -85,9 +86,9 @@ type JobInsertRow struct {
 	AttemptedAt    *time.Time
 	LeaseExpiresAt *time.Time
 	LeaseToken     pgtype.UUID
-	Errors         []byte
+	Errors         json.RawMessage
 	FinishedAt     *time.Time
-	Metadata       []byte
+	Metadata       json.RawMessage
 }
 
 // Inserts one job and, when it is runnable now, wakes the queue's workers in
@@ -130,10 +131,10 @@ func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (JobInsert
 type JobInsertCopyParams struct {
 	Queue       string
 	Priority    int16
-	Payload     []byte
+	Payload     json.RawMessage
 	MaxAttempts int32
 	ScheduledAt time.Time
-	Metadata    []byte
+	Metadata    json.RawMessage
 }
 
 const notifyInsert = `-- name: NotifyInsert :exec

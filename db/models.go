@@ -6,6 +6,7 @@ package db
 
 import (
 	"database/sql/driver"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -84,7 +85,7 @@ type TasukiJob struct {
 	Queue          string
 	Status         TasukiJobStatus
 	Priority       int16
-	Payload        []byte
+	Payload        json.RawMessage
 	Attempts       int32
 	MaxAttempts    int32
 	ScheduledAt    time.Time
@@ -92,9 +93,9 @@ type TasukiJob struct {
 	AttemptedAt    *time.Time
 	LeaseExpiresAt *time.Time
 	LeaseToken     pgtype.UUID
-	Errors         []byte
+	Errors         json.RawMessage
 	FinishedAt     *time.Time
-	Metadata       []byte
+	Metadata       json.RawMessage
 }
 
 type TasukiQueue struct {

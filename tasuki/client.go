@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -28,6 +30,13 @@ const (
 	MaxQueueLength = 128
 	// MaxPriority is the largest priority (the least urgent).
 	MaxPriority = 32767
+)
+
+// PostgreSQL's timestamptz range: from 4714-11-24 BC (Go's year -4713) up
+// to, not including, 294277-01-01 AD.
+var (
+	minRunAt = time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC)
+	endRunAt = time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
 // ClientConfig configures a [Client]. The zero value is valid.
@@ -85,8 +94,8 @@ func NewClient[T any](pool *pgxpool.Pool, cfg ClientConfig) (*Client[T], error) 
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
-	if cfg.MaxAttempts < 1 {
-		return nil, &InvalidOptionError{Option: "ClientConfig.MaxAttempts", Value: cfg.MaxAttempts, Reason: "must be at least 1 (0 means the default, 25)"}
+	if err := validateMaxAttempts("ClientConfig.MaxAttempts", cfg.MaxAttempts); err != nil {
+		return nil, err
 	}
 	switch {
 	case cfg.MaxPayloadBytes == 0:
@@ -124,10 +133,10 @@ func (c *Client[T]) resolve(opts *InsertOpts) (insertion, error) {
 		return in, &InvalidOptionError{Option: "InsertOpts.Priority", Value: opts.Priority, Reason: "must be between 0 (most urgent, the default) and 32767"}
 	}
 	in.priority = int16(opts.Priority)
-	if opts.MaxAttempts < 0 {
-		return in, &InvalidOptionError{Option: "InsertOpts.MaxAttempts", Value: opts.MaxAttempts, Reason: "must be at least 1 (0 means the client's default)"}
-	}
-	if opts.MaxAttempts > 0 {
+	if opts.MaxAttempts != 0 {
+		if err := validateMaxAttempts("InsertOpts.MaxAttempts", opts.MaxAttempts); err != nil {
+			return in, err
+		}
 		in.maxAttempts = int32(opts.MaxAttempts)
 	}
 	if opts.Delay < 0 {
@@ -137,6 +146,9 @@ func (c *Client[T]) resolve(opts *InsertOpts) (insertion, error) {
 		return in, &InvalidOptionError{Option: "InsertOpts.RunAt", Value: opts.RunAt, Reason: "set RunAt or Delay, not both"}
 	}
 	in.delay = opts.Delay
+	if !opts.RunAt.IsZero() && (opts.RunAt.Before(minRunAt) || !opts.RunAt.Before(endRunAt)) {
+		return in, &InvalidOptionError{Option: "InsertOpts.RunAt", Value: opts.RunAt, Reason: "must be within PostgreSQL's timestamptz range, 4714 BC to 294276 AD"}
+	}
 	if !opts.RunAt.IsZero() {
 		t := opts.RunAt
 		in.runAt = &t
@@ -150,6 +162,17 @@ func ValidateQueue(option, queue string) error {
 	if n := utf8.RuneCountInString(queue); n == 0 || n > MaxQueueLength {
 		return &InvalidOptionError{Option: option, Value: queue, Reason: "a queue name has 1 to 128 characters"}
 	}
+	if !utf8.ValidString(queue) || strings.ContainsRune(queue, 0) {
+		return &InvalidOptionError{Option: option, Value: queue, Reason: "a queue name is valid UTF-8 without NUL characters"}
+	}
+	return nil
+}
+
+// validateMaxAttempts checks a max attempts value already known to be set.
+func validateMaxAttempts(option string, n int) error {
+	if n < 1 || n > math.MaxInt32 {
+		return &InvalidOptionError{Option: option, Value: n, Reason: "must be between 1 and 2147483647 (0 means the default)"}
+	}
 	return nil
 }
 
@@ -162,27 +185,89 @@ func (c *Client[T]) encode(payload T) ([]byte, error) {
 	if c.cfg.MaxPayloadBytes > 0 && len(b) > c.cfg.MaxPayloadBytes {
 		return nil, &InvalidPayloadError{Type: typeName[T](), Reason: fmt.Sprintf("it encodes to %d bytes, over the limit of %d (ClientConfig.MaxPayloadBytes)", len(b), c.cfg.MaxPayloadBytes)}
 	}
-	if hasEscapedNUL(b) {
-		return nil, &InvalidPayloadError{Type: typeName[T](), Reason: `it holds a NUL character (\u0000), which PostgreSQL's jsonb cannot store; encode binary data as base64 ([]byte does this)`}
+	if reason := unstorableJSON(b); reason != "" {
+		return nil, &InvalidPayloadError{Type: typeName[T](), Reason: reason}
 	}
 	return b, nil
 }
 
-// hasEscapedNUL reports whether JSON text holds the escape \u0000. A
-// backslash occurs in JSON only inside strings, as the start of an escape,
-// so stepping over escapes finds every one.
-func hasEscapedNUL(b []byte) bool {
+// unstorableJSON says why valid JSON text cannot be stored as jsonb, or
+// returns "": jsonb rejects the escape \u0000, unpaired UTF-16 surrogate
+// escapes, and numbers beyond the range of PostgreSQL's numeric type. One
+// pass, tracking whether it is inside a string.
+func unstorableJSON(b []byte) string {
+	inString := false
 	for i := 0; i < len(b); i++ {
-		if b[i] != '\\' || i+1 >= len(b) {
+		c := b[i]
+		if inString {
+			switch c {
+			case '"':
+				inString = false
+			case '\\':
+				if i+1 < len(b) && b[i+1] == 'u' && i+5 < len(b) {
+					r := hex4(b[i+2 : i+6])
+					switch {
+					case r == 0:
+						return `it holds a NUL character (\u0000), which PostgreSQL's jsonb cannot store; encode binary data as base64 ([]byte does this)`
+					case r >= 0xD800 && r <= 0xDBFF:
+						if i+11 >= len(b) || b[i+6] != '\\' || b[i+7] != 'u' || !isLowSurrogate(hex4(b[i+8:i+12])) {
+							return "it holds an unpaired UTF-16 surrogate escape, which PostgreSQL's jsonb cannot store"
+						}
+						i += 6
+					case isLowSurrogate(r):
+						return "it holds an unpaired UTF-16 surrogate escape, which PostgreSQL's jsonb cannot store"
+					}
+					i += 5
+				} else {
+					i++ // the escaped character
+				}
+			}
 			continue
 		}
-		if b[i+1] == 'u' && i+5 < len(b) && string(b[i+2:i+6]) == "0000" {
-			return true
+		switch {
+		case c == '"':
+			inString = true
+		case (c == 'e' || c == 'E') && i > 0 && b[i-1] >= '0' && b[i-1] <= '9':
+			// An exponent: numeric holds up to 131072 digits before the
+			// point and 16383 after.
+			j := i + 1
+			negative := j < len(b) && b[j] == '-'
+			if j < len(b) && (b[j] == '+' || b[j] == '-') {
+				j++
+			}
+			exp := 0
+			for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+				if exp < 1_000_000 {
+					exp = exp*10 + int(b[j]-'0')
+				}
+			}
+			if !negative && exp > 131000 || negative && exp > 16000 {
+				return "it holds a number whose exponent is beyond the range of PostgreSQL's numeric type"
+			}
+			i = j - 1
 		}
-		i++ // skip the escaped character
 	}
-	return false
+	return ""
 }
+
+func hex4(h []byte) rune {
+	var r rune
+	for _, c := range h {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return -1
+		}
+	}
+	return r
+}
+
+func isLowSurrogate(r rune) bool { return r >= 0xDC00 && r <= 0xDFFF }
 
 // Insert adds one job and returns it as stored. Workers are woken by a
 // NOTIFY sent with the insert.

@@ -23,31 +23,12 @@ import (
 // FuzzInsertOpts ./tasuki/` explores. The promise they check: an input is
 // either stored exactly or rejected with *tasuki.InvalidOptionError or
 // *tasuki.InvalidPayloadError, writing nothing.
-//
-// Inputs that meet a known defect are skipped with "BUG: …" (see
-// fuzzKnownBug); once the defect is fixed they pass.
-
-// Known defects met by the fuzz targets; internal/faults' hostile-input
-// tests name them too.
-const (
-	fuzzBugQueueBytes  = "tasuki.ValidateQueue accepts NUL bytes and invalid UTF-8 in queue names, which PostgreSQL text rejects (SQLSTATE 22021)"
-	fuzzBugMaxAttempts = "Client.resolve converts MaxAttempts to int32 unchecked: values above 2147483647 wrap"
-	fuzzBugRunAt       = "Client.resolve accepts a RunAt outside PostgreSQL's timestamptz range (SQLSTATE 22008)"
-	fuzzBugJSONB       = "Client.encode lets through JSON that jsonb rejects (lone surrogate escapes, numbers beyond numeric's range)"
-)
 
 // fuzzQueueOK is the documented rule for a queue name: 1 to 128 characters
 // of text PostgreSQL can store.
 func fuzzQueueOK(q string) bool {
 	n := utf8.RuneCountInString(q)
 	return n >= 1 && n <= tasuki.MaxQueueLength && utf8.ValidString(q) && !strings.ContainsRune(q, 0)
-}
-
-// fuzzQueueKnownBug reports whether q is rejected by the rule only for
-// bytes PostgreSQL cannot store, which tasuki does not check yet.
-func fuzzQueueKnownBug(q string) bool {
-	n := utf8.RuneCountInString(q)
-	return n >= 1 && n <= tasuki.MaxQueueLength && !fuzzQueueOK(q)
 }
 
 // fuzzLazyPool is a pool that never connects: constructors only validate.
@@ -73,18 +54,11 @@ func FuzzClientConfig(f *testing.F) {
 	pool := fuzzLazyPool(f)
 	f.Fuzz(func(t *testing.T, queue string, maxAttempts, maxPayloadBytes int) {
 		invalid := map[string]bool{}
-		var bugs []string // invalid fields tasuki does not catch yet
 		if queue != "" && !fuzzQueueOK(queue) {
 			invalid["ClientConfig.Queue"] = true
-			if fuzzQueueKnownBug(queue) {
-				bugs = append(bugs, fuzzBugQueueBytes)
-			}
 		}
 		if maxAttempts < 0 || maxAttempts > math.MaxInt32 {
 			invalid["ClientConfig.MaxAttempts"] = true
-			if maxAttempts > math.MaxInt32 {
-				bugs = append(bugs, fuzzBugMaxAttempts)
-			}
 		}
 		if maxPayloadBytes < -1 {
 			invalid["ClientConfig.MaxPayloadBytes"] = true
@@ -101,9 +75,6 @@ func FuzzClientConfig(f *testing.F) {
 		}
 		var opt *tasuki.InvalidOptionError
 		if !errors.As(err, &opt) {
-			if len(bugs) == len(invalid) {
-				t.Skipf("BUG: %s (queue %q, max attempts %d)", strings.Join(bugs, "; "), queue, maxAttempts)
-			}
 			t.Fatalf("want *InvalidOptionError for %v, got %v", invalid, err)
 		}
 		assert.True(t, invalid[opt.Option], "names an invalid field: %s not in %v", opt.Option, invalid)
@@ -160,21 +131,14 @@ func FuzzInsertOpts(f *testing.F) {
 			opts.RunAt = time.Unix(runAtSec, runAtNsec%1e9).UTC()
 		}
 		invalid := map[string]bool{}
-		var bugs []string
 		if queue != "" && !fuzzQueueOK(queue) {
 			invalid["InsertOpts.Queue"] = true
-			if fuzzQueueKnownBug(queue) {
-				bugs = append(bugs, fuzzBugQueueBytes)
-			}
 		}
 		if priority < 0 || priority > tasuki.MaxPriority {
 			invalid["InsertOpts.Priority"] = true
 		}
 		if maxAttempts < 0 || maxAttempts > math.MaxInt32 {
 			invalid["InsertOpts.MaxAttempts"] = true
-			if maxAttempts > math.MaxInt32 {
-				bugs = append(bugs, fuzzBugMaxAttempts)
-			}
 		}
 		if delay < 0 {
 			invalid["InsertOpts.Delay"] = true
@@ -183,11 +147,8 @@ func FuzzInsertOpts(f *testing.F) {
 			invalid["InsertOpts.RunAt"] = true
 		}
 		outOfRange := setRunAt && !opts.RunAt.IsZero() && (opts.RunAt.Before(fuzzMinTime) || !opts.RunAt.Before(fuzzEndTime))
-		// Only invalid for reasons tasuki does not check yet?
-		onlyBugs := len(invalid) == len(bugs)
 		if outOfRange {
 			invalid["InsertOpts.RunAt"] = true
-			bugs = append(bugs, fuzzBugRunAt)
 		}
 
 		before := fuzzCount(t, pool)
@@ -218,9 +179,6 @@ func FuzzInsertOpts(f *testing.F) {
 		if errors.As(err, &opt) && written == 0 {
 			assert.True(t, invalid[opt.Option], "names an invalid field: %s not in %v", opt.Option, invalid)
 			return
-		}
-		if len(bugs) > 0 && onlyBugs {
-			t.Skipf("BUG: %s (got %d written, %v)", strings.Join(bugs, "; "), written, err)
 		}
 		t.Fatalf("want *InvalidOptionError for %v and nothing written; got %d written and %v", invalid, written, err)
 	})
@@ -293,11 +251,12 @@ func FuzzRawPayload(f *testing.F) {
 		switch {
 		case errors.As(err, &payloadErr):
 			require.Zero(t, written)
-			// Rejected: it must be invalid JSON, too large, or hold a NUL.
+			// Rejected: it must be invalid JSON, too large, or JSON that
+			// PostgreSQL's jsonb itself rejects.
 			if json.Valid(raw) && len(raw) <= 4096 {
-				var v any
-				require.NoError(t, json.Unmarshal(raw, &v))
-				assert.True(t, fuzzHoldsNUL(v), "rejected valid JSON without a NUL: %s", err)
+				var ok bool
+				pgErr := pool.QueryRow(ctx, `SELECT $1::text::jsonb IS NOT NULL`, string(raw)).Scan(&ok)
+				assert.Error(t, pgErr, "rejected JSON that jsonb stores: %s", err)
 			}
 		case err != nil:
 			require.Zero(t, written)
@@ -305,7 +264,7 @@ func FuzzRawPayload(f *testing.F) {
 			// said so with *InvalidPayloadError.
 			var ok bool
 			if pgErr := pool.QueryRow(ctx, `SELECT $1::text::jsonb IS NOT NULL`, string(raw)).Scan(&ok); pgErr != nil {
-				t.Skipf("BUG: %s: %v", fuzzBugJSONB, err)
+				t.Fatalf("JSON that jsonb rejects gave %v, want *InvalidPayloadError", err)
 			}
 			t.Fatalf("valid, storable JSON rejected: %v", err)
 		default:

@@ -2,8 +2,11 @@ package tasuki
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/tasukiq/tasuki/db"
@@ -96,6 +99,28 @@ func (e *PayloadDecodeError) Error() string {
 }
 
 func (e *PayloadDecodeError) Unwrap() error { return e.Err }
+
+// LogValue describes the error for log/slog without any of the payload:
+// encoding/json's messages quote the values they could not decode.
+func (e *PayloadDecodeError) LogValue() slog.Value {
+	var cause string
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(e.Err, &typeErr):
+		kind, _, _ := strings.Cut(typeErr.Value, " ")
+		cause = fmt.Sprintf("a JSON %s cannot decode into %s (field %q)", kind, typeErr.Type, typeErr.Field)
+	case errors.As(e.Err, &syntaxErr):
+		cause = fmt.Sprintf("invalid JSON at offset %d", syntaxErr.Offset)
+	default:
+		cause = fmt.Sprintf("%T", e.Err)
+	}
+	return slog.GroupValue(
+		slog.Int64("job_id", e.JobID),
+		slog.String("type", e.Type),
+		slog.String("cause", cause),
+	)
+}
 
 // JobFromRow converts a row of the generated query layer into a Job,
 // decoding its payload into T. It is the one place where stored rows become

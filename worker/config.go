@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -138,7 +139,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, &tasuki.InvalidOptionError{Option: "Config.ShutdownTimeout", Value: c.ShutdownTimeout, Reason: "must be positive, 0 for the default (20s) or -1 to cancel handlers at once"}
 	}
 	if c.ListenURL != "" {
-		if _, err := pgx.ParseConfig(c.ListenURL); err != nil {
+		if err := parseConnString(c.ListenURL); err != nil {
 			return c, &tasuki.InvalidOptionError{Option: "Config.ListenURL", Value: "(not shown: may hold a password)", Reason: "not a valid connection string: " + err.Error()}
 		}
 		if c.DisableListen {
@@ -152,4 +153,16 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.Default()
 	}
 	return c, nil
+}
+
+// parseConnString checks a connection string. It recovers from a panic in
+// the parser, which some malformed strings cause.
+func parseConnString(s string) (err error) {
+	defer func() {
+		if recover() != nil {
+			err = errors.New("malformed connection string")
+		}
+	}()
+	_, err = pgx.ParseConfig(s)
+	return err
 }

@@ -380,7 +380,7 @@ func TestUnrenewableLeaseStopsHandlerBeforeAnotherWorkerCanTakeIt(t *testing.T) 
 		return true
 	})
 	assert.True(t, stopped.Load(),
-		"BUG: another worker took job %d (attempt %d) while the first worker's handler was still running", id, taken.Attempts)
+		"another worker took job %d (attempt %d) while the first worker's handler was still running", id, taken.Attempts)
 	assert.ErrorIs(t, receive(t, causes, "handler's context canceled"), worker.ErrLeaseLost)
 }
 

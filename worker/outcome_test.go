@@ -358,7 +358,7 @@ func TestCancelWhileListenerIsAway(t *testing.T) {
 
 	cause := receive(t, causes, "handler's context canceled")
 	assert.ErrorIs(t, cause, worker.ErrJobCanceled,
-		"BUG: a cancellation missed while the listener was away reaches the handler only at the next heartbeat, as ErrLeaseLost")
+		"a cancellation missed while the listener was away reaches the handler only at the next heartbeat, as ErrLeaseLost")
 	stop()
 	assert.Equal(t, tasuki.StatusCanceled, jobStatus(t, client, id))
 }
@@ -481,7 +481,7 @@ func TestHandlerGoexitEndsTheAttempt(t *testing.T) {
 
 	job := getJob(t, client, id)
 	assert.NotEqual(t, tasuki.StatusRunning, job.Status,
-		"BUG: the attempt that called Goexit never ended: the job stays running (its lease renewed while the worker lives), and the worker lost the slot")
+		"the attempt that called Goexit never ended: the job stays running (its lease renewed while the worker lives), and the worker lost the slot")
 	if assert.Len(t, job.Errors, 1, "the ended attempt is recorded as an error") {
 		assert.Equal(t, 1, job.Errors[0].Attempt)
 	}

@@ -152,8 +152,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 // Restart restarts the server in fast mode (pg_ctl restart -m fast): every
 // connection is dropped. Fault tests use it.
 func (c *Cluster) Restart(ctx context.Context) error {
-	out, err := c.command(ctx, "pg_ctl", "-D", filepath.Join(c.Dir, "data"), "-w", "-t", "60",
-		"-m", "fast", "restart").CombinedOutput()
+	// -l: without a log file the restarted server inherits pg_ctl's output
+	// pipe, and reading that output would never end.
+	out, err := c.command(ctx, "pg_ctl", "-D", filepath.Join(c.Dir, "data"), "-l", filepath.Join(c.Dir, "server.log"),
+		"-w", "-t", "60", "-m", "fast", "restart").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pgtemp: pg_ctl restart: %w\n%s", err, out)
 	}
