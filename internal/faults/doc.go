@@ -2,7 +2,7 @@
 // PostgreSQL: worker processes killed, frozen and shut down under load, the
 // server restarted, connections terminated, heartbeats blocked, hostile
 // input, a least-privilege role and PgBouncer in transaction mode. It holds
-// only tests; RELIABILITY.md beside this file says what they show.
+// only tests; the Reliability section of the README says what they show.
 //
 // The tests start worker processes by running their own test binary again
 // with TASUKI_FAULT_ROLE set (see role_test.go), so a fault such as SIGKILL
