@@ -11,6 +11,11 @@ import (
 // for it with errors.Is.
 var ErrSchemaMissing = dberr.ErrSchemaMissing
 
+// ErrPermissionDenied is wrapped by every error that comes from the
+// connecting role lacking a privilege tasuki needs; test for it with
+// errors.Is. A worker does not start without the privileges it needs.
+var ErrPermissionDenied = dberr.ErrPermissionDenied
+
 // InvalidOptionError says that an option or configuration field holds a
 // value tasuki cannot use. Nothing was written to the database.
 type InvalidOptionError struct {

@@ -162,8 +162,9 @@ func (w *Worker[T]) Config() Config { return w.cfg }
 // leasing, waits up to ShutdownTimeout for running handlers, cancels the
 // rest (their jobs go back to pending, the attempt given back), records
 // every outcome and returns. It returns early only if the database lacks
-// tasuki's schema (an error wrapping tasuki.ErrSchemaMissing); database
-// outages are logged and waited out. Run may be called once.
+// tasuki's schema or the role lacks a privilege (an error wrapping
+// tasuki.ErrSchemaMissing or tasuki.ErrPermissionDenied); database outages
+// are logged and waited out. Run may be called once.
 func (w *Worker[T]) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("tasuki: Worker.Run called twice; create a new Worker")
@@ -247,8 +248,8 @@ func (w *Worker[T]) start(ctx context.Context) (string, error) {
 			}
 		}
 		err = dberr.Wrap("tasuki: worker start", err)
-		if errors.Is(err, tasuki.ErrSchemaMissing) {
-			return "", err
+		if errors.Is(err, tasuki.ErrSchemaMissing) || errors.Is(err, tasuki.ErrPermissionDenied) {
+			return "", err // waiting cannot fix these
 		}
 		if ctx.Err() != nil {
 			return "", nil

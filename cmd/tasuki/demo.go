@@ -102,7 +102,7 @@ func (a *app) runDemo(ctx context.Context, duration time.Duration, concurrency i
 	queries := db.New(pool)
 	// Fail now, with the advice to migrate, rather than in every insert.
 	if _, err := queries.JobCountByStatus(ctx); err != nil {
-		if err := dberr.Wrap("demo", err); dberr.IsSchemaMissing(err) {
+		if err := dberr.Wrap("demo", err); errors.Is(err, tasuki.ErrSchemaMissing) {
 			return fmt.Errorf("%w; the demo needs it in %s", tasuki.ErrSchemaMissing, redactURL(a.url()))
 		}
 		return fmt.Errorf("demo: read job counts: %w", err)

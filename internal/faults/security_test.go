@@ -272,11 +272,27 @@ func TestLeastPrivilegeGrantsAreEachNeeded(t *testing.T) {
 				PollInterval: 50 * time.Millisecond, CleanInterval: 50 * time.Millisecond, Logger: logger})
 			require.NoError(t, err)
 			runCtx, stop := context.WithCancel(ctx)
+			defer stop()
 			done := make(chan error, 1)
 			go func() { done <- w.Run(runCtx) }()
+			// Either the worker refuses to start (a privilege its own
+			// statements need), or it runs and logs the failure (the
+			// cleaner's DELETE).
+			var runErr error
+			returned := false
 			waitUntil(t, "a permission error", 30*time.Second, func() bool {
-				return strings.Contains(logs.String(), "permission denied")
+				select {
+				case runErr = <-done:
+					returned = true
+				default:
+				}
+				return returned || strings.Contains(logs.String(), "permission denied")
 			})
+			if returned {
+				require.ErrorIs(t, runErr, tasuki.ErrPermissionDenied)
+				t.Logf("without %s the worker does not start: %v", missing, runErr)
+				return
+			}
 			stop()
 			require.NoError(t, <-done)
 			for _, line := range strings.Split(logs.String(), "\n") {
