@@ -38,4 +38,3 @@ func Wrap(op string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
-
