@@ -17,11 +17,15 @@ const jobHeartbeatMany = `-- name: JobHeartbeatMany :many
 Heartbeats: keeping leases alive.
 */
 
+WITH clock AS (
+    SELECT coalesce($4::timestamptz, now()) AS now,
+           set_config('synchronous_commit', 'off', true) AS async_commit
+)
 UPDATE tasuki_job j
-SET lease_expires_at = coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond'
+SET lease_expires_at = (SELECT now FROM clock) + $1::bigint * interval '1 microsecond'
 FROM (
-    SELECT unnest($3::bigint[]) AS id,
-           unnest($4::uuid[]) AS token
+    SELECT unnest($2::bigint[]) AS id,
+           unnest($3::uuid[]) AS token
 ) AS t
 WHERE j.id = t.id
   AND j.lease_token = t.token
@@ -30,23 +34,24 @@ RETURNING j.id
 `
 
 type JobHeartbeatManyParams struct {
-	Now     *time.Time
 	LeaseUs int64
 	Ids     []int64
 	Tokens  []pgtype.UUID
+	Now     *time.Time
 }
 
 // Extends the leases of many running jobs in one statement. Only jobs still
 // running under the given token are extended and returned: a job missing
 // from the result was canceled or its lease was lost, and its handler must
 // stop. Only lease_expires_at changes, an unindexed column, so the update
-// can be HOT.
+// can be HOT. Like a lease, a renewal need not outlive a database crash,
+// so its commit does not wait for the WAL flush.
 func (q *Queries) JobHeartbeatMany(ctx context.Context, arg JobHeartbeatManyParams) ([]int64, error) {
 	rows, err := q.db.Query(ctx, jobHeartbeatMany,
-		arg.Now,
 		arg.LeaseUs,
 		arg.Ids,
 		arg.Tokens,
+		arg.Now,
 	)
 	if err != nil {
 		return nil, err

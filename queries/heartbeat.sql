@@ -7,9 +7,14 @@ Heartbeats: keeping leases alive.
 -- running under the given token are extended and returned: a job missing
 -- from the result was canceled or its lease was lost, and its handler must
 -- stop. Only lease_expires_at changes, an unindexed column, so the update
--- can be HOT.
+-- can be HOT. Like a lease, a renewal need not outlive a database crash,
+-- so its commit does not wait for the WAL flush.
+WITH clock AS (
+    SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now,
+           set_config('synchronous_commit', 'off', true) AS async_commit
+)
 UPDATE tasuki_job j
-SET lease_expires_at = coalesce(sqlc.narg('now')::timestamptz, now()) + sqlc.arg('lease_us')::bigint * interval '1 microsecond'
+SET lease_expires_at = (SELECT now FROM clock) + sqlc.arg('lease_us')::bigint * interval '1 microsecond'
 FROM (
     SELECT unnest(sqlc.arg('ids')::bigint[]) AS id,
            unnest(sqlc.arg('tokens')::uuid[]) AS token

@@ -421,3 +421,50 @@ func TestPollOnlyWorker(t *testing.T) {
 	assert.Equal(t, tasuki.StatusCanceled, jobStatus(t, client, blocking))
 	assert.Zero(t, tap.connections(), "no listener connection was opened")
 }
+
+// Leases and heartbeats commit without waiting for the WAL flush; the
+// setting is local to their own transaction and never leaks to the next
+// statement on the connection.
+func TestAsyncCommitStaysInLeaseTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	client, err := tasuki.NewClient[task](pool, tasuki.ClientConfig{})
+	require.NoError(t, err)
+	_, err = client.Insert(ctx, task{N: 1}, nil)
+	require.NoError(t, err)
+
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	// The test cluster runs with synchronous_commit off; this session not.
+	_, err = conn.Exec(ctx, "SET synchronous_commit = on")
+	require.NoError(t, err)
+	q := db.New(conn)
+	rows, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds(), Rescue: true})
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	var setting string
+	require.NoError(t, conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&setting))
+	assert.Equal(t, "on", setting, "after a lease")
+
+	_, err = q.JobHeartbeatMany(ctx, db.JobHeartbeatManyParams{Ids: []int64{rows[0].ID}, Tokens: []pgtype.UUID{rows[0].LeaseToken}, LeaseUs: time.Minute.Microseconds()})
+	require.NoError(t, err)
+	require.NoError(t, conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&setting))
+	assert.Equal(t, "on", setting, "after a heartbeat")
+
+	// Inside the lease's own transaction the setting is off.
+	_, err = client.Insert(ctx, task{N: 2}, nil)
+	require.NoError(t, err)
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	rows, err = q.WithTx(tx).JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds()})
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	require.NoError(t, tx.QueryRow(ctx, "SHOW synchronous_commit").Scan(&setting))
+	assert.Equal(t, "off", setting, "in the lease's transaction")
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&setting))
+	assert.Equal(t, "on", setting, "after the lease's transaction")
+	conn.Conn().Close(ctx) // the SET must not reach the pool's next user
+}
