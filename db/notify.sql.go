@@ -30,7 +30,7 @@ LISTEN/NOTIFY: how workers hear about new and canceled jobs.
 LISTEN tasuki_jobs
 `
 
-// Subscribes the connection to the channel the insert trigger and job
+// Subscribes the connection to the channel that inserts and job
 // cancellation notify on.
 func (q *Queries) ListenJobs(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, listenJobs)

@@ -12,7 +12,7 @@ import (
 )
 
 // notification is the payload sent on the tasuki_jobs channel by the insert
-// trigger and by job cancellation.
+// insert statements and by job cancellation.
 type notification struct {
 	Kind   string `json:"k"`
 	Schema string `json:"s"`

@@ -2,7 +2,7 @@
 // migrations applied, on the server named by TEST_DATABASE_URL or, when that
 // is unset, on a throwaway cluster started once per test binary. Tests in
 // different schemas run in parallel without seeing each other's jobs; the
-// insert trigger's NOTIFY names its schema, so their wake-ups do not mix
+// inserts' NOTIFY names its schema, so their wake-ups do not mix
 // either.
 //
 // It is test support: only _test.go files import it.
