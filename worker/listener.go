@@ -11,8 +11,8 @@ import (
 	"github.com/tasukiq/tasuki/db"
 )
 
-// notification is the payload sent on the tasuki_jobs channel by the insert
-// insert statements and by job cancellation.
+// notification is the payload sent on the tasuki_jobs channel by inserts and
+// by job cancellation.
 type notification struct {
 	Kind   string `json:"k"`
 	Schema string `json:"s"`
