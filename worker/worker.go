@@ -297,12 +297,14 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		sentAt := time.Now()
 		// dbCtx, not ctx: a lease statement interrupted by shutdown could
 		// commit without its rows reaching us; they are given back below.
-		rows, err := w.queries.JobLease(dbCtx, db.JobLeaseParams{
+		leaseCtx, cancel := context.WithTimeout(dbCtx, w.cfg.LeaseDuration/2)
+		rows, err := w.queries.JobLease(leaseCtx, db.JobLeaseParams{
 			Queue:   w.cfg.Queue,
 			Max:     int32(free),
 			LeaseUs: w.cfg.LeaseDuration.Microseconds(),
 			Rescue:  rescue,
 		})
+		cancel()
 		if err != nil {
 			d := b.next()
 			w.log.Warn("tasuki: leasing jobs failed; retrying", slog.Any("error", dberr.Wrap("lease", err)), slog.Duration("retry_in", d))
@@ -340,6 +342,11 @@ func (w *Worker[T]) giveBack(rows []db.TasukiJob, sentAt time.Time) {
 func (w *Worker[T]) register(row *db.TasukiJob, cancel context.CancelCauseFunc, sentAt time.Time) *lease {
 	l := &lease{id: row.ID, token: row.LeaseToken, cancel: cancel, expires: sentAt.Add(w.cfg.LeaseDuration)}
 	w.mu.Lock()
+	if old := w.running[row.ID]; old != nil {
+		// This worker leased the job again: the old lease is gone, and a
+		// handler still running under it must stop.
+		old.cancel(ErrLeaseLost)
+	}
 	w.running[row.ID] = l
 	w.mu.Unlock()
 	return l
@@ -374,10 +381,20 @@ func (w *Worker[T]) runOne(wk work) {
 		if returned {
 			return
 		}
-		// runtime.Goexit in the handler: it is unwinding this runner. Record
-		// the attempt as failed and put a new runner in its place.
-		r, record := w.classify(wk.ctx, l, job, ErrHandlerExited)
-		w.finishJob(l, r, record)
+		cause := ErrHandlerExited // runtime.Goexit in the handler
+		if v := recover(); v != nil {
+			// A panic outside the handler's own call, e.g. in the Error
+			// method of the error it returned, or in the retry policy.
+			cause = &PanicError{Value: v, Stack: string(debug.Stack())}
+			w.log.Error("tasuki: panic while recording a job's outcome", slog.Int64("job_id", l.id), slog.Any("panic", v))
+		}
+		// Record the attempt as failed (no retry policy: it may be what
+		// panicked) and put a new runner in place of this one.
+		r := result{lease: l, status: db.TasukiJobStatusPending, err: cause.Error(), delay: time.Minute}
+		if job == nil || job.Attempt >= job.MaxAttempts {
+			r.status, r.delay = db.TasukiJobStatusFailed, 0
+		}
+		w.finishJob(l, r, true)
 		w.handlers.Add(1)
 		go w.runner()
 	}()
@@ -401,7 +418,7 @@ func (w *Worker[T]) finishJob(l *lease, r result, record bool) {
 	w.mu.Lock()
 	l.returned = true
 	abandoned := l.abandoned
-	if !record && !abandoned {
+	if !record && !abandoned && w.running[l.id] == l {
 		delete(w.running, l.id)
 	}
 	w.mu.Unlock()
@@ -420,9 +437,13 @@ func (w *Worker[T]) finishJob(l *lease, r result, record bool) {
 func (w *Worker[T]) classify(ctx context.Context, l *lease, job *tasuki.Job[T], err error) (r result, record bool) {
 	r = result{lease: l}
 	switch cause := context.Cause(ctx); {
-	case errors.Is(cause, ErrLeaseLost), errors.Is(cause, ErrJobCanceled):
+	case errors.Is(cause, ErrJobCanceled):
+		// Canceled from outside: the job is canceled already, and the
+		// token check would refuse any write.
 		return r, false
 	case err == nil:
+		// Also after ErrLeaseLost: a heartbeat that failed does not prove
+		// the lease is gone, and the token check refuses the write if it is.
 		r.status = db.TasukiJobStatusCompleted
 		return r, true
 	case errors.Is(cause, ErrShutdown):

@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -111,6 +113,9 @@ func (w *Worker[T]) flush(ctx context.Context, pending []result) ([]result, erro
 		Errors:   make([]string, n),
 		GiveBack: make([]bool, n),
 	}
+	// Rows are locked in id order, as every bulk statement of tasuki does,
+	// so two of them never wait for each other in a cycle.
+	slices.SortFunc(pending, func(a, b result) int { return cmp.Compare(a.lease.id, b.lease.id) })
 	for i, r := range pending {
 		p.Ids[i] = r.lease.id
 		p.Tokens[i] = r.lease.token
@@ -119,7 +124,11 @@ func (w *Worker[T]) flush(ctx context.Context, pending []result) ([]result, erro
 		p.Errors[i] = sanitizeError(r.err)
 		p.GiveBack[i] = r.giveBack
 	}
-	changed, err := w.queries.JobFinishMany(ctx, p)
+	// Bounded, so that a connection that hangs cannot keep heartbeats
+	// (which share this goroutine) away for long.
+	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
+	changed, err := w.queries.JobFinishMany(stmtCtx, p)
+	cancel()
 	if err != nil {
 		return pending, dberr.Wrap("tasuki: record outcomes", err)
 	}
@@ -151,6 +160,7 @@ func (w *Worker[T]) heartbeat(ctx context.Context) {
 	if len(held) == 0 {
 		return
 	}
+	slices.SortFunc(held, func(a, b *lease) int { return cmp.Compare(a.id, b.id) })
 	p := db.JobHeartbeatManyParams{
 		Ids:     make([]int64, len(held)),
 		Tokens:  make([]pgtype.UUID, len(held)),
@@ -160,7 +170,9 @@ func (w *Worker[T]) heartbeat(ctx context.Context) {
 		p.Ids[i], p.Tokens[i] = l.id, l.token
 	}
 	sentAt := time.Now()
-	renewed, err := w.queries.JobHeartbeatMany(ctx, p)
+	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.HeartbeatInterval)
+	renewed, err := w.queries.JobHeartbeatMany(stmtCtx, p)
+	cancel()
 	if err != nil {
 		w.log.Warn("tasuki: heartbeat failed", slog.Any("error", dberr.Wrap("tasuki: heartbeat", err)), slog.Int("jobs", len(held)))
 		// A lease that will have lapsed before the next heartbeat can renew
