@@ -273,11 +273,24 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 	for {
 		free := w.cfg.Concurrency - int(w.active.Load())
 		if free <= 0 {
+			rescueDue := time.NewTimer(time.Until(nextRescue))
 			select {
 			case <-ctx.Done():
+				rescueDue.Stop()
 				return
 			case <-w.slotFree:
+			case <-rescueDue.C:
+				// Busy, but expired leases (of dead workers) are still
+				// rescued on time: a lease of no jobs runs only the rescue.
+				leaseCtx, cancel := context.WithTimeout(dbCtx, w.cfg.LeaseDuration/2)
+				_, err := w.queries.JobLease(leaseCtx, db.JobLeaseParams{Queue: w.cfg.Queue, Max: 0, LeaseUs: 1, Rescue: true})
+				cancel()
+				if err != nil {
+					w.log.Warn("tasuki: rescuing expired jobs failed", slog.Any("error", dberr.Wrap("rescue", err)))
+				}
+				nextRescue = time.Now().Add(rescueEvery)
 			}
+			rescueDue.Stop()
 			continue
 		}
 		if !more {

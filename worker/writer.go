@@ -3,10 +3,12 @@ package worker
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tasukiq/tasuki/db"
@@ -101,6 +103,11 @@ func (w *Worker[T]) final(ctx context.Context, pending []result) {
 // flush writes pending outcomes in one statement and returns what is left:
 // nothing on success, everything on error.
 func (w *Worker[T]) flush(ctx context.Context, pending []result) ([]result, error) {
+	return w.write(ctx, pending, false)
+}
+
+// write is flush; single says it is already writing one row at a time.
+func (w *Worker[T]) write(ctx context.Context, pending []result, single bool) ([]result, error) {
 	if len(pending) == 0 {
 		return pending, nil
 	}
@@ -129,6 +136,12 @@ func (w *Worker[T]) flush(ctx context.Context, pending []result) ([]result, erro
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
 	changed, err := w.queries.JobFinishMany(stmtCtx, p)
 	cancel()
+	if err != nil && rowError(err) && !single {
+		// Not the connection or the server's state: something in one row
+		// (a trigger of the application's, a limit). Write the rows one by
+		// one, so that one bad row cannot hold back all the others.
+		return w.flushEach(ctx, pending, err)
+	}
 	if err != nil {
 		return pending, dberr.Wrap("tasuki: record outcomes", err)
 	}
@@ -143,6 +156,41 @@ func (w *Worker[T]) flush(ctx context.Context, pending []result) ([]result, erro
 		}
 	}
 	w.mu.Unlock()
+	return pending[:0], nil
+}
+
+// rowError reports whether err is an error the database raised for the
+// data of a statement, which retrying the same batch would raise again.
+func rowError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "08", "40", "53", "55", "57", "58": // connection, rollback, resources, state, operator, system
+		return false
+	}
+	return true
+}
+
+// flushEach writes outcomes one statement each, after a batch failed for a
+// row's data. An outcome that fails alone is dropped and logged: its job's
+// lease expires and the job runs again.
+func (w *Worker[T]) flushEach(ctx context.Context, pending []result, batchErr error) ([]result, error) {
+	for i, r := range pending {
+		if _, err := w.write(ctx, []result{r}, true); err != nil {
+			if !rowError(err) {
+				return pending[i:], err // the database went away: retry the rest later
+			}
+			w.log.Error("tasuki: could not record a job's outcome; the job will run again when its lease expires",
+				slog.Int64("job_id", r.lease.id), slog.Any("error", err), slog.Any("batch_error", batchErr))
+			w.mu.Lock()
+			if w.running[r.lease.id] == r.lease {
+				delete(w.running, r.lease.id)
+			}
+			w.mu.Unlock()
+		}
+	}
 	return pending[:0], nil
 }
 
