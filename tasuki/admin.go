@@ -29,7 +29,7 @@ const (
 	MaxCleanBatchSize = 100_000
 )
 
-// adminReason is recorded in the history of a job an Admin cancels.
+// adminReason is recorded in the history of a job canceled through the API.
 const adminReason = "by request"
 
 // Admin reads and manages the jobs of every queue, whatever their payload
@@ -236,28 +236,11 @@ func (a *Admin) Get(ctx context.Context, id int64) (*Job[json.RawMessage], error
 // cancellation. A finished job is left unchanged and gives a
 // *JobFinishedError; an unknown id an error wrapping ErrJobNotFound.
 func (a *Admin) Cancel(ctx context.Context, id int64) (*Job[json.RawMessage], error) {
-	var row db.TasukiJob
-	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
-		q := a.queries.WithTx(tx)
-		var err error
-		row, err = q.JobCancel(ctx, db.JobCancelParams{ID: id, Reason: adminReason})
-		if err != nil {
-			return err
-		}
-		// Sent on commit, after the cancellation is visible.
-		return q.NotifyJobCanceled(ctx, db.NotifyJobCanceledParams{Queue: row.Queue, ID: row.ID})
-	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		job, err := a.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		return nil, &JobFinishedError{JobID: id, Status: job.Status}
-	}
+	row, err := cancelJob(ctx, a.pool, a.queries, id, adminReason)
 	if err != nil {
-		return nil, dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), err)
+		return nil, err
 	}
-	return JobFromRow[json.RawMessage](&row)
+	return JobFromRow[json.RawMessage](row)
 }
 
 // JobFilter selects jobs for CancelMany and RetryMany. A job must match

@@ -415,11 +415,22 @@ func (e *JobFinishedError) Error() string {
 // cannot overwrite the cancellation. A finished job is left unchanged and
 // gives a *JobFinishedError; an unknown id an error wrapping ErrJobNotFound.
 func (c *Client[T]) Cancel(ctx context.Context, id int64) (*Job[T], error) {
+	row, err := cancelJob(ctx, c.pool, c.queries, id, adminReason)
+	if err != nil {
+		return nil, err
+	}
+	return JobFromRow[T](row)
+}
+
+// cancelJob cancels a pending or running job and, in the same transaction,
+// tells its worker. A job that is not there gives ErrJobNotFound; a
+// finished one a *JobFinishedError, and stays as it was.
+func cancelJob(ctx context.Context, pool *pgxpool.Pool, queries *db.Queries, id int64, reason string) (*db.TasukiJob, error) {
 	var row db.TasukiJob
-	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		q := c.queries.WithTx(tx)
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		q := queries.WithTx(tx)
 		var err error
-		row, err = q.JobCancel(ctx, db.JobCancelParams{ID: id, Reason: "by request"})
+		row, err = q.JobCancel(ctx, db.JobCancelParams{ID: id, Reason: reason})
 		if err != nil {
 			return err
 		}
@@ -427,14 +438,17 @@ func (c *Client[T]) Cancel(ctx context.Context, id int64) (*Job[T], error) {
 		return q.NotifyJobCanceled(ctx, db.NotifyJobCanceledParams{Queue: row.Queue, ID: row.ID})
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
-		job, getErr := c.Get(ctx, id)
-		if getErr != nil {
-			return nil, getErr
+		stored, getErr := queries.JobGet(ctx, id)
+		if errors.Is(getErr, pgx.ErrNoRows) {
+			return nil, &jobNotFoundError{id: id}
 		}
-		return nil, &JobFinishedError{JobID: id, Status: job.Status}
+		if getErr != nil {
+			return nil, dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), getErr)
+		}
+		return nil, &JobFinishedError{JobID: id, Status: Status(stored.Status)}
 	}
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), err)
 	}
-	return JobFromRow[T](&row)
+	return &row, nil
 }
