@@ -7,7 +7,6 @@ package db
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -39,16 +38,19 @@ WITH clock AS (
 ),
 inserted AS (
     INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
+    -- payload and metadata arrive as text: pgx's exec and simple_protocol
+    -- query modes (used behind PgBouncer) would send bytes as bytea, which
+    -- is not jsonb.
     VALUES (
         $2,
         $3,
-        $4,
+        $4::text::jsonb,
         $5,
         coalesce(
             $6::timestamptz,
             (SELECT now FROM clock) + $7::bigint * interval '1 microsecond'
         ),
-        $8
+        $8::text::jsonb
     )
     RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
 ),
@@ -66,11 +68,11 @@ type JobInsertParams struct {
 	Now         *time.Time
 	Queue       string
 	Priority    int16
-	Payload     json.RawMessage
+	Payload     string
 	MaxAttempts int32
 	RunAt       *time.Time
 	DelayUs     int64
-	Metadata    json.RawMessage
+	Metadata    string
 }
 
 type JobInsertRow struct {
@@ -78,7 +80,7 @@ type JobInsertRow struct {
 	Queue          string
 	Status         TasukiJobStatus
 	Priority       int16
-	Payload        json.RawMessage
+	Payload        []byte
 	Attempts       int32
 	MaxAttempts    int32
 	ScheduledAt    time.Time
@@ -86,9 +88,9 @@ type JobInsertRow struct {
 	AttemptedAt    *time.Time
 	LeaseExpiresAt *time.Time
 	LeaseToken     pgtype.UUID
-	Errors         json.RawMessage
+	Errors         []byte
 	FinishedAt     *time.Time
-	Metadata       json.RawMessage
+	Metadata       []byte
 }
 
 // Inserts one job and, when it is runnable now, wakes the queue's workers in
@@ -131,10 +133,10 @@ func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (JobInsert
 type JobInsertCopyParams struct {
 	Queue       string
 	Priority    int16
-	Payload     json.RawMessage
+	Payload     []byte
 	MaxAttempts int32
 	ScheduledAt time.Time
-	Metadata    json.RawMessage
+	Metadata    []byte
 }
 
 const notifyInsert = `-- name: NotifyInsert :exec

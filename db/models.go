@@ -6,7 +6,6 @@ package db
 
 import (
 	"database/sql/driver"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -85,7 +84,7 @@ type TasukiJob struct {
 	Queue          string
 	Status         TasukiJobStatus
 	Priority       int16
-	Payload        json.RawMessage
+	Payload        []byte
 	Attempts       int32
 	MaxAttempts    int32
 	ScheduledAt    time.Time
@@ -93,9 +92,9 @@ type TasukiJob struct {
 	AttemptedAt    *time.Time
 	LeaseExpiresAt *time.Time
 	LeaseToken     pgtype.UUID
-	Errors         json.RawMessage
+	Errors         []byte
 	FinishedAt     *time.Time
-	Metadata       json.RawMessage
+	Metadata       []byte
 }
 
 type TasukiQueue struct {

@@ -14,16 +14,19 @@ WITH clock AS (
 ),
 inserted AS (
     INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
+    -- payload and metadata arrive as text: pgx's exec and simple_protocol
+    -- query modes (used behind PgBouncer) would send bytes as bytea, which
+    -- is not jsonb.
     VALUES (
         @queue,
         @priority,
-        @payload,
+        sqlc.arg('payload')::text::jsonb,
         @max_attempts,
         coalesce(
             sqlc.narg('run_at')::timestamptz,
             (SELECT now FROM clock) + sqlc.arg('delay_us')::bigint * interval '1 microsecond'
         ),
-        @metadata
+        sqlc.arg('metadata')::text::jsonb
     )
     RETURNING *
 ),

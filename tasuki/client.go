@@ -293,11 +293,11 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 	row, err := q.JobInsert(ctx, db.JobInsertParams{
 		Queue:       in.queue,
 		Priority:    in.priority,
-		Payload:     b,
+		Payload:     string(b),
 		MaxAttempts: in.maxAttempts,
 		RunAt:       in.runAt,
 		DelayUs:     in.delay.Microseconds(),
-		Metadata:    []byte("{}"),
+		Metadata:    "{}",
 	})
 	if err != nil {
 		return nil, dberr.Wrap("tasuki: insert job", err)
