@@ -68,6 +68,7 @@ type Worker[T any] struct {
 
 	active   atomic.Int64   // handlers running
 	handlers sync.WaitGroup // runner goroutines
+	sending  sync.WaitGroup // outcomes on their way into results
 	work     chan work      // leased jobs on their way to a runner
 	results  chan result    // outcomes on their way to the writer
 	wake     chan struct{}  // a notification or reconnect: look for jobs
@@ -225,6 +226,8 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 			w.abandonRunning()
 		}
 	}
+	// Every outcome not abandoned reaches the writer before its last drain.
+	w.sending.Wait()
 	close(writerStop)
 	<-writerDone
 	<-cleanerDone
@@ -434,9 +437,14 @@ func (w *Worker[T]) finishJob(l *lease, r result, record bool) {
 	if !record && !abandoned && w.running[l.id] == l {
 		delete(w.running, l.id)
 	}
+	send := record && !abandoned
+	if send {
+		w.sending.Add(1) // under mu: shutdown waits for it after abandoning
+	}
 	w.mu.Unlock()
-	if record && !abandoned {
+	if send {
 		w.results <- r // blocks while the writer's backlog is full
+		w.sending.Done()
 	}
 	w.active.Add(-1)
 	select {
