@@ -410,34 +410,29 @@ func (w *Worker[T]) runOne(wk work) {
 		if job == nil || job.Attempt >= job.MaxAttempts {
 			r.status, r.delay = db.TasukiJobStatusFailed, 0
 		}
-		w.finishJob(l, r, true)
+		w.finishJob(l, r)
 		w.handlers.Add(1)
 		go w.runner()
 	}()
 	job, err := tasuki.JobFromRow[T](wk.row)
 	var r result
-	var record bool
 	if err != nil {
 		// Retrying cannot make a payload decode: fail it now.
 		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", wk.row.ID), slog.Any("error", err))
-		r, record = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error()}, true
+		r = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error()}
 	} else {
-		r, record = w.classify(wk.ctx, l, job, w.call(wk.ctx, job))
+		r = w.classify(wk.ctx, l, job, w.call(wk.ctx, job))
 	}
 	returned = true
-	w.finishJob(l, r, record)
+	w.finishJob(l, r)
 }
 
 // finishJob hands an outcome to the writer and frees the job's slot.
-func (w *Worker[T]) finishJob(l *lease, r result, record bool) {
+func (w *Worker[T]) finishJob(l *lease, r result) {
 	l.cancel(nil)
 	w.mu.Lock()
 	l.returned = true
-	abandoned := l.abandoned
-	if !record && !abandoned && w.running[l.id] == l {
-		delete(w.running, l.id)
-	}
-	send := record && !abandoned
+	send := !l.abandoned
 	if send {
 		w.sending.Add(1) // under mu: shutdown waits for it after abandoning
 	}
@@ -453,34 +448,31 @@ func (w *Worker[T]) finishJob(l *lease, r result, record bool) {
 	}
 }
 
-// classify turns what a handler returned into an outcome. record is false
-// when the worker no longer holds the job: any write would be refused.
-func (w *Worker[T]) classify(ctx context.Context, l *lease, job *tasuki.Job[T], err error) (r result, record bool) {
+// classify turns what a handler returned into an outcome.
+func (w *Worker[T]) classify(ctx context.Context, l *lease, job *tasuki.Job[T], err error) (r result) {
 	r = result{lease: l}
+	// The outcome is written whatever canceled the context: the token check
+	// refuses it when the job was canceled or its lease really lost, and
+	// keeps it when the cause was stale (a failed heartbeat, or a cancel
+	// notification that arrived after the job was retried and leased again).
 	switch cause := context.Cause(ctx); {
-	case errors.Is(cause, ErrJobCanceled):
-		// Canceled from outside: the job is canceled already, and the
-		// token check would refuse any write.
-		return r, false
 	case err == nil:
-		// Also after ErrLeaseLost: a heartbeat that failed does not prove
-		// the lease is gone, and the token check refuses the write if it is.
 		r.status = db.TasukiJobStatusCompleted
-		return r, true
+		return r
 	case errors.Is(cause, ErrShutdown):
 		r.status, r.giveBack = db.TasukiJobStatusPending, true
-		return r, true
+		return r
 	}
 	r.err = err.Error()
 	var cancelErr *tasuki.CancelError
 	if errors.As(err, &cancelErr) {
 		r.status = db.TasukiJobStatusCanceled
-		return r, true
+		return r
 	}
 	if job.Attempt >= job.MaxAttempts {
 		r.status = db.TasukiJobStatusFailed
 		w.log.Warn("tasuki: job failed: out of attempts", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt), slog.Any("error", err))
-		return r, true
+		return r
 	}
 	r.status = db.TasukiJobStatusPending
 	var retryErr *tasuki.RetryAfterError
@@ -491,7 +483,7 @@ func (w *Worker[T]) classify(ctx context.Context, l *lease, job *tasuki.Job[T], 
 	}
 	w.log.Info("tasuki: job attempt failed; will retry", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt),
 		slog.Duration("retry_in", r.delay), slog.Any("error", err))
-	return r, true
+	return r
 }
 
 // PanicError is a handler's recovered panic, recorded as the attempt's
