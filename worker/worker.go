@@ -217,12 +217,17 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 
 	w.log.Info("tasuki: worker stopping; waiting for running jobs", slog.Int64("running", w.active.Load()),
 		slog.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
-	if !w.waitHandlers(max(w.cfg.ShutdownTimeout, 0)) {
+	handlersDone := make(chan struct{})
+	go func() {
+		w.handlers.Wait() // outlives Run only while a handler ignores its context
+		close(handlersDone)
+	}()
+	if !waitFor(handlersDone, max(w.cfg.ShutdownTimeout, 0)) {
 		w.log.Warn("tasuki: shutdown timeout passed; canceling running jobs", slog.Int64("running", w.active.Load()))
 		cancelHandlers(ErrShutdown)
 		// Handlers that ignore their context are left behind: their jobs go
 		// back to pending now, and what they return later is dropped.
-		if !w.waitHandlers(5 * time.Second) {
+		if !waitFor(handlersDone, 5*time.Second) {
 			w.abandonRunning()
 		}
 	}
@@ -507,17 +512,14 @@ func (w *Worker[T]) call(ctx context.Context, job *tasuki.Job[T]) (err error) {
 	return w.handler.Work(ctx, job)
 }
 
-// waitHandlers waits up to d for every handler to return.
-func (w *Worker[T]) waitHandlers(d time.Duration) bool {
-	done := make(chan struct{})
-	go func() {
-		w.handlers.Wait()
-		close(done)
-	}()
+// waitFor waits up to d for done to close.
+func waitFor(done <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-done:
 		return true
-	case <-time.After(d):
+	case <-t.C:
 		return false
 	}
 }
