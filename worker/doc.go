@@ -12,5 +12,6 @@
 // A worker needs one pool connection at a time for leasing, one for
 // writing outcomes and heartbeats, and keeps one more connection of its own
 // for LISTEN (see Config.ListenURL and Config.DisableListen for poolers).
-// An idle worker sends one statement per PollInterval.
+// An idle worker sends one statement per PollInterval, and its retention
+// cleaner one more per CleanInterval.
 package worker

@@ -83,7 +83,6 @@ func TestPgBouncerTransactionPooling(t *testing.T) {
 
 			client, err := tasuki.NewClient[faultJob](pool, tasuki.ClientConfig{})
 			require.NoError(t, err)
-			single := client // for Insert and InsertTx
 			_, insertErr := client.Insert(ctx, faultJob{N: 1}, nil)
 			require.NoError(t, insertErr, "Insert through PgBouncer with default_query_exec_mode=%s", s.execMode)
 			var txErr error
@@ -94,7 +93,7 @@ func TestPgBouncerTransactionPooling(t *testing.T) {
 			require.ErrorIs(t, err, txErr)
 			if txErr != nil {
 				require.NotNil(t, insertErr, "InsertTx fails only where Insert does: %v", txErr)
-				_, err := single.Insert(ctx, faultJob{N: 2}, nil)
+				_, err := client.Insert(ctx, faultJob{N: 2}, nil)
 				require.NoError(t, err)
 			}
 			batch := make([]faultJob, 50)
@@ -108,7 +107,7 @@ func TestPgBouncerTransactionPooling(t *testing.T) {
 			got, err := client.Get(ctx, ids[0])
 			require.NoError(t, err)
 			assert.Equal(t, 1, got.Payload.N)
-			doomed, err := single.Insert(ctx, faultJob{N: 3}, &tasuki.InsertOpts{Delay: time.Hour})
+			doomed, err := client.Insert(ctx, faultJob{N: 3}, &tasuki.InsertOpts{Delay: time.Hour})
 			require.NoError(t, err)
 			canceled, err := client.Cancel(ctx, doomed.ID)
 			require.NoError(t, err)
@@ -147,7 +146,7 @@ func TestPgBouncerTransactionPooling(t *testing.T) {
 			}
 			pickupStart := time.Now()
 			for k := range 5 {
-				_, err := single.Insert(ctx, faultJob{N: 100 + k, SleepMS: 1000}, nil)
+				_, err := client.Insert(ctx, faultJob{N: 100 + k, SleepMS: 1000}, nil)
 				require.NoError(t, err)
 			}
 			total += 5
