@@ -23,7 +23,11 @@ WITH clock AS (
            -- transaction's commit does not wait for the WAL flush, which
            -- takes a disk sync off the path from insert to handler start.
            -- Outcomes are committed synchronously, as usual.
-           set_config('synchronous_commit', 'off', true) AS async_commit
+           set_config('synchronous_commit', 'off', true) AS async_commit,
+           -- One token for the whole batch: a token with a job id names one
+           -- lease, since a batch leases a job at most once, and a random
+           -- UUID per row would cost more than the rest of a lease.
+           gen_random_uuid() AS token
 ),
 expired AS (
     SELECT e.id
@@ -73,7 +77,7 @@ UPDATE tasuki_job j
 SET status = 'running',
     attempts = j.attempts + 1,
     attempted_at = (SELECT now FROM clock),
-    lease_token = gen_random_uuid(),
+    lease_token = (SELECT token FROM clock),
     lease_expires_at = (SELECT now FROM clock) + $1::bigint * interval '1 microsecond'
 FROM candidates
 WHERE j.id = candidates.id
@@ -90,7 +94,8 @@ type JobLeaseParams struct {
 
 // Leases up to max runnable jobs of one queue, in priority, scheduled time
 // and id order. Each leased job becomes running with attempts raised by one,
-// a fresh lease token and a lease that expires lease_us microseconds from now.
+// a fresh lease token (one per call, shared by the jobs it leases) and a
+// lease that expires lease_us microseconds from now.
 // SKIP LOCKED lets many workers lease at once without waiting on each other.
 //
 // When rescue is true, the same round trip also rescues jobs of the queue
