@@ -36,7 +36,7 @@ type JobCancelParams struct {
 // notification sent by NotifyJobCanceled, or at worst at its next
 // heartbeat; its late result is refused because the job is no longer
 // running.
-func (q *Queries) JobCancel(ctx context.Context, arg JobCancelParams) (TasukiJob, error) {
+func (q *Queries) JobCancel(ctx context.Context, arg JobCancelParams) (*TasukiJob, error) {
 	row := q.db.QueryRow(ctx, jobCancel, arg.Now, arg.Reason, arg.ID)
 	var i TasukiJob
 	err := row.Scan(
@@ -56,7 +56,7 @@ func (q *Queries) JobCancel(ctx context.Context, arg JobCancelParams) (TasukiJob
 		&i.FinishedAt,
 		&i.Metadata,
 	)
-	return i, err
+	return &i, err
 }
 
 const jobCountByStatus = `-- name: JobCountByStatus :many
@@ -73,19 +73,19 @@ type JobCountByStatusRow struct {
 }
 
 // Jobs per queue and status; queues and statuses without jobs are absent.
-func (q *Queries) JobCountByStatus(ctx context.Context) ([]JobCountByStatusRow, error) {
+func (q *Queries) JobCountByStatus(ctx context.Context) ([]*JobCountByStatusRow, error) {
 	rows, err := q.db.Query(ctx, jobCountByStatus)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobCountByStatusRow
+	var items []*JobCountByStatusRow
 	for rows.Next() {
 		var i JobCountByStatusRow
 		if err := rows.Scan(&i.Queue, &i.Status, &i.Count); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -125,7 +125,7 @@ Reading and managing jobs from outside a worker.
 SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata FROM tasuki_job WHERE id = $1
 `
 
-func (q *Queries) JobGet(ctx context.Context, id int64) (TasukiJob, error) {
+func (q *Queries) JobGet(ctx context.Context, id int64) (*TasukiJob, error) {
 	row := q.db.QueryRow(ctx, jobGet, id)
 	var i TasukiJob
 	err := row.Scan(
@@ -145,5 +145,5 @@ func (q *Queries) JobGet(ctx context.Context, id int64) (TasukiJob, error) {
 		&i.FinishedAt,
 		&i.Metadata,
 	)
-	return i, err
+	return &i, err
 }

@@ -83,19 +83,19 @@ type JobStatusManyRow struct {
 // The statuses of jobs a heartbeat no longer found running under this
 // worker's token: canceled ones were canceled from outside, the others' lease
 // was lost.
-func (q *Queries) JobStatusMany(ctx context.Context, ids []int64) ([]JobStatusManyRow, error) {
+func (q *Queries) JobStatusMany(ctx context.Context, ids []int64) ([]*JobStatusManyRow, error) {
 	rows, err := q.db.Query(ctx, jobStatusMany, ids)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobStatusManyRow
+	var items []*JobStatusManyRow
 	for rows.Next() {
 		var i JobStatusManyRow
 		if err := rows.Scan(&i.ID, &i.Status); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

@@ -98,7 +98,7 @@ type JobInsertRow struct {
 // database clock (or the now override) plus delay_us microseconds.
 // notified is not a data-modifying CTE, so it runs only if the query reads
 // it; an inner join with its count cannot be planned away.
-func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (JobInsertRow, error) {
+func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInsertRow, error) {
 	row := q.db.QueryRow(ctx, jobInsert,
 		arg.Now,
 		arg.Queue,
@@ -127,7 +127,7 @@ func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (JobInsert
 		&i.FinishedAt,
 		&i.Metadata,
 	)
-	return i, err
+	return &i, err
 }
 
 type JobInsertCopyParams struct {

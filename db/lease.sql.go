@@ -106,7 +106,7 @@ type JobLeaseParams struct {
 //
 // A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
 // jobs are still rescued.
-func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]TasukiJob, error) {
+func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJob, error) {
 	rows, err := q.db.Query(ctx, jobLease,
 		arg.LeaseUs,
 		arg.Now,
@@ -118,7 +118,7 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]TasukiJob
 		return nil, err
 	}
 	defer rows.Close()
-	var items []TasukiJob
+	var items []*TasukiJob
 	for rows.Next() {
 		var i TasukiJob
 		if err := rows.Scan(
@@ -140,7 +140,7 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]TasukiJob
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

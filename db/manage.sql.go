@@ -90,7 +90,7 @@ type JobCancelManyRow struct {
 // locked and their status checked again first, so a job that finished
 // meanwhile stays as it finished. The notifications are sent on commit;
 // notified runs only because the final select reads it.
-func (q *Queries) JobCancelMany(ctx context.Context, arg JobCancelManyParams) (JobCancelManyRow, error) {
+func (q *Queries) JobCancelMany(ctx context.Context, arg JobCancelManyParams) (*JobCancelManyRow, error) {
 	row := q.db.QueryRow(ctx, jobCancelMany,
 		arg.Now,
 		arg.Statuses,
@@ -100,7 +100,7 @@ func (q *Queries) JobCancelMany(ctx context.Context, arg JobCancelManyParams) (J
 	)
 	var i JobCancelManyRow
 	err := row.Scan(&i.Canceled, &i.Notified)
-	return i, err
+	return &i, err
 }
 
 const jobCleanRetained = `-- name: JobCleanRetained :execrows
@@ -184,7 +184,7 @@ RETURNING id, queue, status, priority, payload, attempts, max_attempts, schedule
 
 // Deletes one finished job and returns it as it was; a pending or running
 // job is left alone and no row is returned.
-func (q *Queries) JobDeleteFinished(ctx context.Context, id int64) (TasukiJob, error) {
+func (q *Queries) JobDeleteFinished(ctx context.Context, id int64) (*TasukiJob, error) {
 	row := q.db.QueryRow(ctx, jobDeleteFinished, id)
 	var i TasukiJob
 	err := row.Scan(
@@ -204,7 +204,7 @@ func (q *Queries) JobDeleteFinished(ctx context.Context, id int64) (TasukiJob, e
 		&i.FinishedAt,
 		&i.Metadata,
 	)
-	return i, err
+	return &i, err
 }
 
 const jobDeleteFinishedBatch = `-- name: JobDeleteFinishedBatch :execrows
@@ -272,7 +272,7 @@ type JobListParams struct {
 // statuses and creation time, up to max. Paginated by keyset on the unique
 // id: before_id is the last id of the previous page, or NULL for the first
 // page, so jobs sharing a created_at are never skipped or repeated.
-func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]TasukiJob, error) {
+func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]*TasukiJob, error) {
 	rows, err := q.db.Query(ctx, jobList,
 		arg.Queue,
 		arg.Statuses,
@@ -285,7 +285,7 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]TasukiJob, 
 		return nil, err
 	}
 	defer rows.Close()
-	var items []TasukiJob
+	var items []*TasukiJob
 	for rows.Next() {
 		var i TasukiJob
 		if err := rows.Scan(
@@ -307,7 +307,7 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]TasukiJob, 
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -334,7 +334,7 @@ type JobRetryParams struct {
 // Puts a failed or canceled job back to pending, runnable now, with its
 // attempts reset and its error history kept. Another status returns no
 // row. Follow it with NotifyInsert for its queue.
-func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (TasukiJob, error) {
+func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (*TasukiJob, error) {
 	row := q.db.QueryRow(ctx, jobRetry, arg.Now, arg.ID)
 	var i TasukiJob
 	err := row.Scan(
@@ -354,7 +354,7 @@ func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (TasukiJob, 
 		&i.FinishedAt,
 		&i.Metadata,
 	)
-	return i, err
+	return &i, err
 }
 
 const jobRetryMany = `-- name: JobRetryMany :one
@@ -394,7 +394,7 @@ type JobRetryManyRow struct {
 // Retry for every failed or canceled job that matches every given filter
 // (a NULL queue or an empty array matches all), in one statement that also
 // wakes the workers of each queue concerned, on commit.
-func (q *Queries) JobRetryMany(ctx context.Context, arg JobRetryManyParams) (JobRetryManyRow, error) {
+func (q *Queries) JobRetryMany(ctx context.Context, arg JobRetryManyParams) (*JobRetryManyRow, error) {
 	row := q.db.QueryRow(ctx, jobRetryMany,
 		arg.Now,
 		arg.Statuses,
@@ -403,7 +403,7 @@ func (q *Queries) JobRetryMany(ctx context.Context, arg JobRetryManyParams) (Job
 	)
 	var i JobRetryManyRow
 	err := row.Scan(&i.Retried, &i.Notified)
-	return i, err
+	return &i, err
 }
 
 const queuePause = `-- name: QueuePause :exec
@@ -491,13 +491,13 @@ type QueueStatsRow struct {
 // whether the queue is paused. Every queue with jobs or with a tasuki_queue
 // row appears; count(*) FILTER and coalesce make every column non-NULL,
 // zeros included. It reads every job once.
-func (q *Queries) QueueStats(ctx context.Context, now *time.Time) ([]QueueStatsRow, error) {
+func (q *Queries) QueueStats(ctx context.Context, now *time.Time) ([]*QueueStatsRow, error) {
 	rows, err := q.db.Query(ctx, queueStats, now)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []QueueStatsRow
+	var items []*QueueStatsRow
 	for rows.Next() {
 		var i QueueStatsRow
 		if err := rows.Scan(
@@ -512,7 +512,7 @@ func (q *Queries) QueueStats(ctx context.Context, now *time.Time) ([]QueueStatsR
 		); err != nil {
 			return nil, err
 		}
-		items = append(items, i)
+		items = append(items, &i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

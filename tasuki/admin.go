@@ -207,7 +207,7 @@ func (a *Admin) List(ctx context.Context, p ListParams) (ListPage, error) {
 	}
 	page.Jobs = make([]*Job[json.RawMessage], 0, len(rows))
 	for i := range rows {
-		job, err := JobFromRow[json.RawMessage](&rows[i])
+		job, err := JobFromRow[json.RawMessage](rows[i])
 		if err != nil {
 			return ListPage{}, err
 		}
@@ -226,7 +226,7 @@ func (a *Admin) Get(ctx context.Context, id int64) (*Job[json.RawMessage], error
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: get job %d", id), err)
 	}
-	return JobFromRow[json.RawMessage](&row)
+	return JobFromRow[json.RawMessage](row)
 }
 
 // Cancel cancels a pending or running job and returns it as stored, with
@@ -300,7 +300,7 @@ func (a *Admin) CancelMany(ctx context.Context, f JobFilter) (int64, error) {
 // kept. Workers of its queue are woken. A job in another status gives a
 // *JobStatusError; an unknown id an error wrapping ErrJobNotFound.
 func (a *Admin) Retry(ctx context.Context, id int64) (*Job[json.RawMessage], error) {
-	var row db.TasukiJob
+	var row *db.TasukiJob
 	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		q := a.queries.WithTx(tx)
 		var err error
@@ -320,7 +320,7 @@ func (a *Admin) Retry(ctx context.Context, id int64) (*Job[json.RawMessage], err
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: retry job %d", id), err)
 	}
-	return JobFromRow[json.RawMessage](&row)
+	return JobFromRow[json.RawMessage](row)
 }
 
 // RetryMany retries, as Retry does, every failed or canceled job that
@@ -358,7 +358,7 @@ func (a *Admin) Delete(ctx context.Context, id int64) (*Job[json.RawMessage], er
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: delete job %d", id), err)
 	}
-	return JobFromRow[json.RawMessage](&row)
+	return JobFromRow[json.RawMessage](row)
 }
 
 // CleanParams selects the finished jobs Clean deletes.

@@ -31,7 +31,7 @@ func newAdmin(t *testing.T, pool *pgxpool.Pool) *tasuki.Admin {
 
 // leaseJobs leases up to n runnable jobs of a queue as a worker would; they
 // stay running until finishJobs.
-func leaseJobs(t *testing.T, pool *pgxpool.Pool, queue string, n int) []db.TasukiJob {
+func leaseJobs(t *testing.T, pool *pgxpool.Pool, queue string, n int) []*db.TasukiJob {
 	t.Helper()
 	rows, err := db.New(pool).JobLease(context.Background(), db.JobLeaseParams{
 		Queue: queue, Max: int32(n), LeaseUs: time.Minute.Microseconds(),
@@ -43,7 +43,7 @@ func leaseJobs(t *testing.T, pool *pgxpool.Pool, queue string, n int) []db.Tasuk
 // finishJobs records an outcome for leased jobs as a worker would: status
 // is completed, failed, canceled or pending (a retry), errText the
 // attempt's error ("" for none).
-func finishJobs(t *testing.T, pool *pgxpool.Pool, rows []db.TasukiJob, status, errText string) {
+func finishJobs(t *testing.T, pool *pgxpool.Pool, rows []*db.TasukiJob, status, errText string) {
 	t.Helper()
 	p := db.JobFinishManyParams{}
 	for _, r := range rows {
@@ -72,8 +72,8 @@ func jobIn(t *testing.T, pool *pgxpool.Pool, queue string, status tasuki.Status)
 	}
 	// Lease exactly this job: every earlier pending job of the queue is
 	// leased too, and put back after.
-	var mine []db.TasukiJob
-	var others []db.TasukiJob
+	var mine []*db.TasukiJob
+	var others []*db.TasukiJob
 	for _, r := range leaseJobs(t, pool, queue, 1000) {
 		if r.ID == job.ID {
 			mine = append(mine, r)
@@ -780,7 +780,7 @@ func TestAdminPauseResumeLease(t *testing.T) {
 	assert.Empty(t, leaseJobs(t, pool, "q", 10), "a paused queue leases nothing")
 	assert.Len(t, leaseJobs(t, pool, "other", 10), 1, "other queues go on")
 	// The running job finishes.
-	finishJobs(t, pool, []db.TasukiJob{runningRow}, "completed", "")
+	finishJobs(t, pool, []*db.TasukiJob{runningRow}, "completed", "")
 	assert.Equal(t, tasuki.StatusCompleted, adminGet(t, a, running).Status)
 
 	next := listen(t, pool)

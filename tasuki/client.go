@@ -302,8 +302,7 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 	if err != nil {
 		return nil, dberr.Wrap("tasuki: insert job", err)
 	}
-	stored := db.TasukiJob(row)
-	return JobFromRow[T](&stored)
+	return JobFromRow[T]((*db.TasukiJob)(row))
 }
 
 // InsertMany adds many jobs with one COPY, in a transaction of its own, and
@@ -393,7 +392,7 @@ func (c *Client[T]) Get(ctx context.Context, id int64) (*Job[T], error) {
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: get job %d", id), err)
 	}
-	return JobFromRow[T](&row)
+	return JobFromRow[T](row)
 }
 
 // JobFinishedError says that a job cannot be changed because it already
@@ -426,7 +425,7 @@ func (c *Client[T]) Cancel(ctx context.Context, id int64) (*Job[T], error) {
 // tells its worker. A job that is not there gives ErrJobNotFound; a
 // finished one a *JobFinishedError, and stays as it was.
 func cancelJob(ctx context.Context, pool *pgxpool.Pool, queries *db.Queries, id int64, reason string) (*db.TasukiJob, error) {
-	var row db.TasukiJob
+	var row *db.TasukiJob
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		q := queries.WithTx(tx)
 		var err error
@@ -450,5 +449,5 @@ func cancelJob(ctx context.Context, pool *pgxpool.Pool, queries *db.Queries, id 
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), err)
 	}
-	return &row, nil
+	return row, nil
 }

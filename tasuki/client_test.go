@@ -238,7 +238,7 @@ func TestDelayedJobNotRunnableEarly(t *testing.T) {
 	require.NoError(t, err)
 
 	q := db.New(pool)
-	lease := func(now time.Time) []db.TasukiJob {
+	lease := func(now time.Time) []*db.TasukiJob {
 		rows, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds(), Now: &now})
 		require.NoError(t, err)
 		return rows

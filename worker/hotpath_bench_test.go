@@ -35,7 +35,7 @@ func fill(b *testing.B, pool *pgxpool.Pool, n int) {
 	}
 }
 
-func lease(b *testing.B, q *db.Queries, n int) []db.TasukiJob {
+func lease(b *testing.B, q *db.Queries, n int) []*db.TasukiJob {
 	b.Helper()
 	rows, err := q.JobLease(context.Background(), db.JobLeaseParams{Queue: "default", Max: int32(n), LeaseUs: time.Minute.Microseconds()})
 	if err != nil {
@@ -72,7 +72,7 @@ func BenchmarkFinishBatch(b *testing.B) {
 			pool := testdb.New(b)
 			fill(b, pool, b.N*size)
 			q := db.New(pool)
-			batches := make([][]db.TasukiJob, b.N)
+			batches := make([][]*db.TasukiJob, b.N)
 			for i := range batches {
 				batches[i] = lease(b, q, size)
 			}
@@ -92,7 +92,7 @@ func BenchmarkFinishBatch(b *testing.B) {
 	}
 }
 
-func finishParams(rows []db.TasukiJob) db.JobFinishManyParams {
+func finishParams(rows []*db.TasukiJob) db.JobFinishManyParams {
 	n := len(rows)
 	p := db.JobFinishManyParams{
 		Ids: make([]int64, n), Tokens: make([]pgtype.UUID, n), Statuses: make([]string, n),

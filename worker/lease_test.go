@@ -367,7 +367,7 @@ func TestUnrenewableLeaseStopsHandlerBeforeAnotherWorkerCanTakeIt(t *testing.T) 
 	require.NoError(t, err)
 
 	// Another worker takes the job as soon as the lease lets it.
-	var taken db.TasukiJob
+	var taken *db.TasukiJob
 	eventually(t, "another worker to take the job", func() bool {
 		_, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 0, LeaseUs: time.Minute.Microseconds(), Rescue: true})
 		require.NoError(t, err)

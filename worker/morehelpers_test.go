@@ -43,7 +43,7 @@ func getJob[T any](t *testing.T, c *tasuki.Client[T], id int64) *tasuki.Job[T] {
 }
 
 // rawJob reads a job's row as stored, lease token included.
-func rawJob(t *testing.T, pool *pgxpool.Pool, id int64) db.TasukiJob {
+func rawJob(t *testing.T, pool *pgxpool.Pool, id int64) *db.TasukiJob {
 	t.Helper()
 	row, err := db.New(pool).JobGet(context.Background(), id)
 	require.NoError(t, err)
@@ -52,7 +52,7 @@ func rawJob(t *testing.T, pool *pgxpool.Pool, id int64) db.TasukiJob {
 
 // leaseDirect leases jobs the way a worker does, but nobody runs or
 // heartbeats them: a worker that died right after leasing.
-func leaseDirect(t *testing.T, pool *pgxpool.Pool, queue string, max int, lease time.Duration) []db.TasukiJob {
+func leaseDirect(t *testing.T, pool *pgxpool.Pool, queue string, max int, lease time.Duration) []*db.TasukiJob {
 	t.Helper()
 	rows, err := db.New(pool).JobLease(context.Background(), db.JobLeaseParams{
 		Queue:   queue,

@@ -342,7 +342,7 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 			return
 		}
 		for i := range rows {
-			w.startJob(handlerCtx, &rows[i], sentAt)
+			w.startJob(handlerCtx, rows[i], sentAt)
 		}
 		// Jobs a rescue returned to pending are leased by the next poll.
 		more = len(rows) == free
@@ -350,9 +350,9 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 }
 
 // giveBack returns jobs leased during shutdown without running them.
-func (w *Worker[T]) giveBack(rows []db.TasukiJob, sentAt time.Time) {
+func (w *Worker[T]) giveBack(rows []*db.TasukiJob, sentAt time.Time) {
 	for i := range rows {
-		l := w.register(&rows[i], func(error) {}, sentAt)
+		l := w.register(rows[i], func(error) {}, sentAt)
 		w.mu.Lock()
 		l.returned = true // no handler will run
 		w.mu.Unlock()
