@@ -9,6 +9,20 @@ import (
 	"context"
 )
 
+const durableCommitProbe = `-- name: DurableCommitProbe :exec
+SELECT pg_logical_emit_message(true, 'tasuki.bench', '')
+`
+
+// Writes one empty WAL record in a transaction of its own and commits it,
+// so that the commit waits for the disk (with synchronous_commit on, the
+// default) while no data changes. tasuki bench times it to show how many
+// durable commits per second the database allows one connection: the
+// ceiling of single inserts, each of which is its own transaction.
+func (q *Queries) DurableCommitProbe(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, durableCommitProbe)
+	return err
+}
+
 const jobAnyUnfinished = `-- name: JobAnyUnfinished :one
 /*
 Counters read by monitoring and the benchmark.

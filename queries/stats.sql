@@ -8,3 +8,11 @@ SELECT EXISTS (
     SELECT 1 FROM tasuki_job u
     WHERE u.queue = @queue AND u.status IN ('pending', 'running')
 ) AS unfinished;
+
+-- name: DurableCommitProbe :exec
+-- Writes one empty WAL record in a transaction of its own and commits it,
+-- so that the commit waits for the disk (with synchronous_commit on, the
+-- default) while no data changes. tasuki bench times it to show how many
+-- durable commits per second the database allows one connection: the
+-- ceiling of single inserts, each of which is its own transaction.
+SELECT pg_logical_emit_message(true, 'tasuki.bench', '');

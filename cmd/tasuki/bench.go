@@ -73,7 +73,7 @@ deletes their jobs afterwards.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&cfg.Jobs, "jobs", 100_000, "no-op jobs in the drain")
-	f.IntVar(&cfg.Concurrency, "concurrency", 1000, "worker concurrency in the drain and latency runs")
+	f.IntVar(&cfg.Concurrency, "concurrency", bench.DefaultConcurrency, "worker concurrency in the drain and latency runs")
 	f.IntVar(&cfg.Rate, "rate", 200, "inserts per second in the latency run")
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the latency run")
 	f.IntVar(&cfg.Inserts, "inserts", 5000, "single inserts timed in the insert run")
