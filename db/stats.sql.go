@@ -41,3 +41,12 @@ func (q *Queries) JobAnyUnfinished(ctx context.Context, queue string) (bool, err
 	err := row.Scan(&unfinished)
 	return unfinished, err
 }
+
+const jobTableVacuum = `-- name: JobTableVacuum :exec
+VACUUM (ANALYZE) tasuki_job
+`
+
+func (q *Queries) JobTableVacuum(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, jobTableVacuum)
+	return err
+}

@@ -16,3 +16,9 @@ SELECT EXISTS (
 -- durable commits per second the database allows one connection: the
 -- ceiling of single inserts, each of which is its own transaction.
 SELECT pg_logical_emit_message(true, 'tasuki.bench', '');
+
+-- name: JobTableVacuum :exec
+-- Removes the dead row versions of tasuki_job and refreshes its planner
+-- statistics. tasuki bench runs it between runs on its throwaway cluster,
+-- so that each run starts from the state its own command would.
+VACUUM (ANALYZE) tasuki_job;
