@@ -46,6 +46,9 @@ const jobTableVacuum = `-- name: JobTableVacuum :exec
 VACUUM (ANALYZE) tasuki_job
 `
 
+// Removes the dead row versions of tasuki_job and refreshes its planner
+// statistics. tasuki bench runs it between runs on its throwaway cluster,
+// so that each run starts from the state its own command would.
 func (q *Queries) JobTableVacuum(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, jobTableVacuum)
 	return err
