@@ -8,37 +8,82 @@ package db
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const jobCancel = `-- name: JobCancel :one
-UPDATE tasuki_job
-SET status = 'canceled',
-    finished_at = coalesce($1::timestamptz, now()),
-    errors = errors || jsonb_build_array(jsonb_build_object(
-        'attempt', attempts,
-        'at', coalesce($1::timestamptz, now()),
-        'error', 'canceled: ' || $2::text)),
-    lease_token = NULL,
-    lease_expires_at = NULL
-WHERE id = $3
-  AND status IN ('pending', 'running')
-RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
+WITH clock AS (
+    SELECT coalesce($1::timestamptz, now()) AS now
+),
+target AS (
+    SELECT t.id, t.lease_token
+    FROM tasuki_job t
+    WHERE t.id = $2
+      AND t.status IN ('pending', 'running')
+    FOR UPDATE
+),
+canceled AS (
+    UPDATE tasuki_job j
+    SET status = 'canceled',
+        finished_at = (SELECT now FROM clock),
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempts,
+            'at', (SELECT now FROM clock),
+            'error', 'canceled: ' || $3::text)),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM target
+    WHERE j.id = target.id
+    RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_attempts, j.scheduled_at, j.created_at, j.attempted_at, j.lease_expires_at, j.lease_token, j.errors, j.finished_at, j.metadata
+),
+notified AS (
+    SELECT pg_notify('tasuki_jobs', json_build_object(
+        'k', 'cancel', 's', current_schema(), 'q', c.queue, 'id', c.id, 't', target.lease_token)::text)
+    FROM canceled c
+    JOIN target ON target.id = c.id
+    WHERE target.lease_token IS NOT NULL
+)
+SELECT canceled.id, canceled.queue, canceled.status, canceled.priority, canceled.payload, canceled.attempts, canceled.max_attempts, canceled.scheduled_at, canceled.created_at, canceled.attempted_at, canceled.lease_expires_at, canceled.lease_token, canceled.errors, canceled.finished_at, canceled.metadata
+FROM canceled
+CROSS JOIN (SELECT count(*) AS sent FROM notified) n
 `
 
 type JobCancelParams struct {
 	Now    *time.Time
-	Reason string
 	ID     int64
+	Reason string
+}
+
+type JobCancelRow struct {
+	ID             int64
+	Queue          string
+	Status         TasukiJobStatus
+	Priority       int16
+	Payload        []byte
+	Attempts       int32
+	MaxAttempts    int32
+	ScheduledAt    time.Time
+	CreatedAt      time.Time
+	AttemptedAt    *time.Time
+	LeaseExpiresAt *time.Time
+	LeaseToken     pgtype.UUID
+	Errors         []byte
+	FinishedAt     *time.Time
+	Metadata       []byte
 }
 
 // Cancels a pending or running job; a finished job is left as it is and no
-// row is returned. A running job's worker learns of it from the
-// notification sent by NotifyJobCanceled, or at worst at its next
-// heartbeat; its late result is refused because the job is no longer
-// running.
-func (q *Queries) JobCancel(ctx context.Context, arg JobCancelParams) (*TasukiJob, error) {
-	row := q.db.QueryRow(ctx, jobCancel, arg.Now, arg.Reason, arg.ID)
-	var i TasukiJob
+// row is returned. When the job was running, the same statement tells its
+// worker, on commit: the notification carries the lease token the job had,
+// so a worker that has since leased the job again (after a retry) does not
+// take it for its own lease. A worker that misses the notification learns
+// of the cancellation at its next heartbeat; its late result is refused
+// because the job is no longer running. notified runs only because the
+// final select reads it.
+func (q *Queries) JobCancel(ctx context.Context, arg JobCancelParams) (*JobCancelRow, error) {
+	row := q.db.QueryRow(ctx, jobCancel, arg.Now, arg.ID, arg.Reason)
+	var i JobCancelRow
 	err := row.Scan(
 		&i.ID,
 		&i.Queue,

@@ -36,23 +36,3 @@ func (q *Queries) ListenJobs(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, listenJobs)
 	return err
 }
-
-const notifyJobCanceled = `-- name: NotifyJobCanceled :exec
-SELECT pg_notify('tasuki_jobs', json_build_object(
-    'k', 'cancel',
-    's', current_schema(),
-    'q', $1::text,
-    'id', $2::bigint)::text)
-`
-
-type NotifyJobCanceledParams struct {
-	Queue string
-	ID    int64
-}
-
-// Tells the worker running a job that it was canceled, so its handler stops
-// at once instead of at the next heartbeat.
-func (q *Queries) NotifyJobCanceled(ctx context.Context, arg NotifyJobCanceledParams) error {
-	_, err := q.db.Exec(ctx, notifyJobCanceled, arg.Queue, arg.ID)
-	return err
-}

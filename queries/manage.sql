@@ -68,7 +68,7 @@ WITH clock AS (
     SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
 ),
 targets AS (
-    SELECT t.id, t.status
+    SELECT t.id, t.status, t.lease_token
     FROM tasuki_job t
     WHERE t.status IN ('pending', 'running')
       AND t.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
@@ -90,11 +90,12 @@ canceled AS (
         lease_expires_at = NULL
     FROM targets
     WHERE j.id = targets.id
-    RETURNING j.id, j.queue, targets.status AS previous_status
+    RETURNING j.id, j.queue, targets.status AS previous_status, targets.lease_token AS previous_token
 ),
 notified AS (
+    -- The token names the lease canceled (see JobCancel).
     SELECT pg_notify('tasuki_jobs', json_build_object(
-        'k', 'cancel', 's', current_schema(), 'q', c.queue, 'id', c.id)::text)
+        'k', 'cancel', 's', current_schema(), 'q', c.queue, 'id', c.id, 't', c.previous_token)::text)
     FROM canceled c
     WHERE c.previous_status = 'running'
 )

@@ -236,7 +236,7 @@ func (a *Admin) Get(ctx context.Context, id int64) (*Job[json.RawMessage], error
 // cancellation. A finished job is left unchanged and gives a
 // *JobFinishedError; an unknown id an error wrapping ErrJobNotFound.
 func (a *Admin) Cancel(ctx context.Context, id int64) (*Job[json.RawMessage], error) {
-	row, err := cancelJob(ctx, a.pool, a.queries, id, adminReason)
+	row, err := cancelJob(ctx, a.queries, id, adminReason)
 	if err != nil {
 		return nil, err
 	}

@@ -414,28 +414,18 @@ func (e *JobFinishedError) Error() string {
 // cannot overwrite the cancellation. A finished job is left unchanged and
 // gives a *JobFinishedError; an unknown id an error wrapping ErrJobNotFound.
 func (c *Client[T]) Cancel(ctx context.Context, id int64) (*Job[T], error) {
-	row, err := cancelJob(ctx, c.pool, c.queries, id, adminReason)
+	row, err := cancelJob(ctx, c.queries, id, adminReason)
 	if err != nil {
 		return nil, err
 	}
 	return JobFromRow[T](row)
 }
 
-// cancelJob cancels a pending or running job and, in the same transaction,
+// cancelJob cancels a pending or running job and, in the same statement,
 // tells its worker. A job that is not there gives ErrJobNotFound; a
 // finished one a *JobFinishedError, and stays as it was.
-func cancelJob(ctx context.Context, pool *pgxpool.Pool, queries *db.Queries, id int64, reason string) (*db.TasukiJob, error) {
-	var row *db.TasukiJob
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		q := queries.WithTx(tx)
-		var err error
-		row, err = q.JobCancel(ctx, db.JobCancelParams{ID: id, Reason: reason})
-		if err != nil {
-			return err
-		}
-		// Sent on commit, after the cancellation is visible.
-		return q.NotifyJobCanceled(ctx, db.NotifyJobCanceledParams{Queue: row.Queue, ID: row.ID})
-	})
+func cancelJob(ctx context.Context, queries *db.Queries, id int64, reason string) (*db.TasukiJob, error) {
+	row, err := queries.JobCancel(ctx, db.JobCancelParams{ID: id, Reason: reason})
 	if errors.Is(err, pgx.ErrNoRows) {
 		stored, getErr := queries.JobGet(ctx, id)
 		if errors.Is(getErr, pgx.ErrNoRows) {
@@ -449,5 +439,5 @@ func cancelJob(ctx context.Context, pool *pgxpool.Pool, queries *db.Queries, id 
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), err)
 	}
-	return row, nil
+	return (*db.TasukiJob)(row), nil
 }

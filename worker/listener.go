@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tasukiq/tasuki/db"
 )
@@ -18,6 +19,9 @@ type notification struct {
 	Schema string `json:"s"`
 	Queue  string `json:"q"`
 	ID     int64  `json:"id"`
+	// Token is the lease a cancellation ended. Absent (not Valid) in
+	// notifications from tasuki versions that did not send it.
+	Token pgtype.UUID `json:"t"`
 }
 
 // listen keeps a connection LISTENing on tasuki_jobs until ctx ends,
@@ -81,7 +85,7 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 				w.signalWake()
 			}
 		case "cancel":
-			w.cancelJob(msg.ID)
+			w.cancelJob(msg.ID, msg.Token)
 		}
 	}
 }

@@ -324,6 +324,65 @@ func TestCancelRunningJob(t *testing.T) {
 	}
 }
 
+// A cancellation notification names the lease it ended. One that arrives
+// for an older lease of a job this worker now holds again (the job was
+// canceled, retried and leased anew) must leave the new lease's handler
+// alone; one naming the current lease stops it.
+func TestCancelNotificationForAnotherLeaseIsIgnored(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, tap := newTappedPool(t)
+	client := newClient[task](t, pool)
+
+	started := make(chan int64, 2)
+	var mu sync.Mutex
+	causes := map[int64]error{}
+	stopped := make(chan int64, 2)
+	w := newWorker(t, pool, func(ctx context.Context, job *tasuki.Job[task]) error {
+		started <- job.ID
+		<-ctx.Done()
+		mu.Lock()
+		causes[job.ID] = context.Cause(ctx)
+		mu.Unlock()
+		stopped <- job.ID
+		return ctx.Err()
+	}, worker.Config{}) // default lease and heartbeat: only notifications act here
+	stop := running(t, w)
+	tap.listening(t, pool, 1)
+
+	x := insert(t, client, task{N: 1}, nil)
+	y := insert(t, client, task{N: 2}, nil)
+	assert.ElementsMatch(t, []int64{x, y}, []int64{receive(t, started, "first handler"), receive(t, started, "second handler")})
+
+	notifyCancel := func(id int64, token string) {
+		t.Helper()
+		_, err := pool.Exec(ctx, `SELECT pg_notify('tasuki_jobs', json_build_object(
+			'k', 'cancel', 's', current_schema(), 'q', 'default', 'id', $1::bigint, 't', $2::uuid)::text)`, id, token)
+		require.NoError(t, err)
+	}
+	// A notification for x under a lease x does not have...
+	notifyCancel(x, "00000000-0000-4000-8000-000000000001")
+	// ...then a real cancellation of y. Notifications arrive in commit
+	// order, so once y's handler stops the listener has read x's too.
+	_, err := client.Cancel(ctx, y)
+	require.NoError(t, err)
+	assert.Equal(t, y, receive(t, stopped, "y's handler stopped"))
+	mu.Lock()
+	assert.ErrorIs(t, causes[y], worker.ErrJobCanceled)
+	_, xStopped := causes[x]
+	mu.Unlock()
+	assert.False(t, xStopped, "a notification for another lease stopped x's handler")
+	assert.Equal(t, tasuki.StatusRunning, jobStatus(t, client, x))
+
+	// The same notification naming x's lease does stop it.
+	notifyCancel(x, rawJob(t, pool, x).LeaseToken.String())
+	assert.Equal(t, x, receive(t, stopped, "x's handler stopped"))
+	mu.Lock()
+	assert.ErrorIs(t, causes[x], worker.ErrJobCanceled)
+	mu.Unlock()
+	stop()
+}
+
 // A job canceled while the worker's listener is disconnected (the worker is
 // starting, or its connection dropped) misses the notification. Once the
 // listener is back, the handler must still learn that its job was canceled,

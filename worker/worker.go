@@ -546,12 +546,14 @@ func (w *Worker[T]) abandonRunning() {
 	}
 }
 
-// cancelJob cancels the handler of a job canceled from outside.
-func (w *Worker[T]) cancelJob(id int64) {
+// cancelJob cancels the handler of a job canceled from outside, if it runs
+// under the lease that was canceled: a late notification must not stop a
+// newer lease of the same job (canceled, retried and leased again).
+func (w *Worker[T]) cancelJob(id int64, token pgtype.UUID) {
 	w.mu.Lock()
 	l := w.running[id]
 	w.mu.Unlock()
-	if l != nil {
+	if l != nil && (!token.Valid || l.token == token) {
 		l.cancel(ErrJobCanceled)
 	}
 }
