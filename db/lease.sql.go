@@ -57,7 +57,13 @@ rescued AS (
         lease_expires_at = NULL
     FROM expired
     WHERE r.id = expired.id
-    RETURNING r.id
+    -- A rescued job is runnable now: wake the queue's workers, as an insert
+    -- does, instead of leaving it to their next poll. In RETURNING, because
+    -- a data-modifying CTE runs to the end even when nothing reads it, and
+    -- one notification is sent per transaction however many rows ask.
+    RETURNING r.id,
+              CASE WHEN r.status = 'pending' THEN pg_notify('tasuki_jobs', json_build_object(
+                  'k', 'insert', 's', current_schema(), 'q', r.queue)::text) END AS woke
 ),
 candidates AS (
     SELECT c.id
@@ -102,7 +108,8 @@ type JobLeaseParams struct {
 // whose lease expired (their worker died, hung or lost its connection): back
 // to pending with the lost attempt recorded as an error, or failed when that
 // was the last attempt, so no job stays running forever. Rescued jobs are
-// leased by the next call, not this one (one statement sees one snapshot).
+// leased by the next call, not this one (one statement sees one snapshot);
+// the queue's workers are notified on commit, so that call comes at once.
 //
 // A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
 // jobs are still rescued.

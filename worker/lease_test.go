@@ -468,3 +468,54 @@ func TestAsyncCommitStaysInLeaseTransaction(t *testing.T) {
 	assert.Equal(t, "on", setting, "after the lease's transaction")
 	conn.Conn().Close(ctx) // the SET must not reach the pool's next user
 }
+
+// A job rescued from an expired lease is announced like an insert: an idle
+// worker that would otherwise wait for its next poll runs it at once. Here
+// the idle worker's poll interval is an hour, so only the notification sent
+// by another worker's rescue can make it run the job.
+func TestRescuedJobWakesIdleWorkers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, tap := newTappedPool(t)
+	client := newClient[task](t, pool)
+
+	// Worker a is kept busy by one job, so it rescues on its timer (every
+	// half lease) without leasing anything.
+	release := make(chan struct{})
+	aStarted := make(chan int64, 1)
+	a := newWorker(t, pool, func(ctx context.Context, job *tasuki.Job[task]) error {
+		aStarted <- job.ID
+		<-release
+		return nil
+	}, worker.Config{Concurrency: 1, LeaseDuration: 2 * time.Second, PollInterval: time.Hour})
+	stopA := running(t, a)
+	defer func() { close(release); stopA() }()
+	tap.listening(t, pool, 1)
+	blocker := insert(t, client, task{N: 1}, nil)
+	require.Equal(t, blocker, receive(t, aStarted, "a runs its blocking job"))
+
+	// Worker b is idle and polls once an hour.
+	bRan := make(chan int64, 1)
+	b := newWorker(t, pool, func(ctx context.Context, job *tasuki.Job[task]) error {
+		bRan <- job.ID
+		return nil
+	}, worker.Config{PollInterval: time.Hour})
+	running(t, b)
+	tap.listening(t, pool, 2)
+
+	// A job whose worker died: inserted without a notification (plain SQL)
+	// and leased directly with a lease that has already lapsed.
+	var lost int64
+	require.NoError(t, pool.QueryRow(ctx,
+		`INSERT INTO tasuki_job (queue, payload) VALUES ('default', '{"n":2}') RETURNING id`).Scan(&lost))
+	rows := leaseDirect(t, pool, "default", 1, time.Microsecond)
+	require.Len(t, rows, 1)
+	require.Equal(t, lost, rows[0].ID)
+
+	assert.Equal(t, lost, receive(t, bRan, "b runs the rescued job"))
+	eventually(t, "the rescued job to complete", func() bool { return jobStatus(t, client, lost) == tasuki.StatusCompleted })
+	job := getJob(t, client, lost)
+	assert.Equal(t, 2, job.Attempt, "the lost lease counts as an attempt")
+	require.Len(t, job.Errors, 1)
+	assert.Contains(t, job.Errors[0].Error, "lease expired")
+}

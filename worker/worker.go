@@ -344,7 +344,8 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		for i := range rows {
 			w.startJob(handlerCtx, rows[i], sentAt)
 		}
-		// Jobs a rescue returned to pending are leased by the next poll.
+		// Jobs a rescue returned to pending are announced on commit, so
+		// the notification wakes this loop (and other workers) for them.
 		more = len(rows) == free
 	}
 }
