@@ -345,7 +345,8 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 			w.startJob(handlerCtx, rows[i], sentAt)
 		}
 		// Jobs a rescue returned to pending are announced on commit, so
-		// the notification wakes this loop (and other workers) for them.
+		// the notification wakes this loop (and other workers) for them;
+		// with DisableListen they wait for the next poll.
 		more = len(rows) == free
 	}
 }

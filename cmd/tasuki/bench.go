@@ -34,7 +34,9 @@ With no arguments it runs all four. Every worker setting but concurrency
 keeps its default. Without --database-url or DATABASE_URL it runs on a
 throwaway PostgreSQL cluster with durable settings (fsync and synchronous
 commit on), vacuuming tasuki's table between runs; against a real database
-it works in queues of its own and deletes their jobs afterwards.`,
+it works in queues of its own and deletes their jobs afterwards. The insert
+run's empty commits each write a transactional WAL message with the prefix
+"tasuki.bench", which logical decoding (change data capture) passes on.`,
 		Example: `  tasuki bench
   tasuki bench drain --jobs 1000000 --memory`,
 		ValidArgs: []string{"insert", "drain", "latency", "idle"},

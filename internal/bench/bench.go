@@ -415,18 +415,28 @@ func Insert(ctx context.Context, cfg Config) (InsertResult, error) {
 		return res, err
 	}
 	q := db.New(pool)
+	// Untimed: the pool's first connection and each statement's
+	// preparation are not what is measured.
+	probe := q.DurableCommitProbe(ctx) == nil
+	if !probe {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		// A database that does not let this role write WAL messages still
+		// gets its inserts timed.
+		slog.Warn("tasuki bench: cannot time empty commits; the insert line will lack its ceiling")
+	}
+	if _, err := client.Insert(ctx, noop{}, nil); err != nil {
+		return res, err
+	}
 	progress := bar(cfg.Progress, cfg.Inserts, "single inserts")
 	const turn = 100
-	probe := true
 	for done := 0; done < cfg.Inserts; {
 		n := min(turn, cfg.Inserts-done)
 		start := time.Now()
 		for i := 0; probe && i < n; i++ {
 			if err := q.DurableCommitProbe(ctx); err != nil {
-				// A database that does not let this role write WAL
-				// messages still gets its inserts timed.
-				slog.Warn("tasuki bench: cannot time empty commits; the insert line will lack its ceiling", slog.Any("error", err))
-				probe, res.CommitTime = false, 0
+				return res, err
 			}
 		}
 		if probe {
