@@ -13,7 +13,8 @@ import (
 )
 
 // notification is the payload sent on the tasuki_jobs channel by inserts and
-// by job cancellation.
+// by job cancellation. Kind "insert" means the queue has runnable jobs: a
+// rescue of expired leases sends it too.
 type notification struct {
 	Kind   string `json:"k"`
 	Schema string `json:"s"`
