@@ -86,4 +86,6 @@ func TestLatencyMeasuresEveryInsertedJob(t *testing.T) {
 	assert.LessOrEqual(t, res.P50, res.P90)
 	assert.LessOrEqual(t, res.P90, res.P99)
 	assert.LessOrEqual(t, res.P99, res.Max)
+	assert.Positive(t, res.InsertP50)
+	assert.Contains(t, res.String(), "the insert's own commit")
 }
