@@ -93,7 +93,9 @@ canceled AS (
     RETURNING j.id, j.queue, targets.status AS previous_status, targets.lease_token AS previous_token
 ),
 notified AS (
-    -- The token names the lease canceled (see JobCancel).
+    -- The token names the lease canceled, so that a worker that has since
+    -- leased the job again (after a retry) does not take the notification
+    -- for its own lease.
     SELECT pg_notify('tasuki_jobs', json_build_object(
         'k', 'cancel', 's', current_schema(), 'q', c.queue, 'id', c.id, 't', c.previous_token)::text)
     FROM canceled c

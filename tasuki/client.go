@@ -421,23 +421,29 @@ func (c *Client[T]) Cancel(ctx context.Context, id int64) (*Job[T], error) {
 	return JobFromRow[T](row)
 }
 
-// cancelJob cancels a pending or running job and, in the same statement,
-// tells its worker. A job that is not there gives ErrJobNotFound; a
+// cancelJob cancels a pending or running job through the same statement as
+// Admin.CancelMany, which also tells its worker, and returns the job as
+// stored afterwards. A job that is not there gives ErrJobNotFound; a
 // finished one a *JobFinishedError, and stays as it was.
 func cancelJob(ctx context.Context, queries *db.Queries, id int64, reason string) (*db.TasukiJob, error) {
-	row, err := queries.JobCancel(ctx, db.JobCancelParams{ID: id, Reason: reason})
+	wrap := func(err error) error { return dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), err) }
+	r, err := queries.JobCancelMany(ctx, db.JobCancelManyParams{
+		Statuses: []string{string(StatusPending), string(StatusRunning)},
+		Ids:      []int64{id},
+		Reason:   reason,
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	row, err := queries.JobGet(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
-		stored, getErr := queries.JobGet(ctx, id)
-		if errors.Is(getErr, pgx.ErrNoRows) {
-			return nil, &jobNotFoundError{id: id}
-		}
-		if getErr != nil {
-			return nil, dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), getErr)
-		}
-		return nil, &JobFinishedError{JobID: id, Status: Status(stored.Status)}
+		return nil, &jobNotFoundError{id: id}
 	}
 	if err != nil {
-		return nil, dberr.Wrap(fmt.Sprintf("tasuki: cancel job %d", id), err)
+		return nil, wrap(err)
 	}
-	return (*db.TasukiJob)(row), nil
+	if r.Canceled == 0 {
+		return nil, &JobFinishedError{JobID: id, Status: Status(row.Status)}
+	}
+	return row, nil
 }
