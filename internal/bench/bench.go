@@ -426,14 +426,15 @@ func Insert(ctx context.Context, cfg Config) (InsertResult, error) {
 	q := db.New(pool)
 	// Untimed: the pool's first connection and each statement's
 	// preparation are not what is measured.
-	probe := q.DurableCommitProbe(ctx) == nil
+	probeErr := q.DurableCommitProbe(ctx)
+	probe := probeErr == nil
 	if !probe {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
 		// A database that does not let this role write WAL messages still
 		// gets its inserts timed.
-		slog.Warn("tasuki bench: cannot time empty commits; the insert line will lack its ceiling")
+		slog.Warn("tasuki bench: cannot time empty commits; the insert line will lack its ceiling", slog.Any("error", probeErr))
 	}
 	if _, err := client.Insert(ctx, noop{}, nil); err != nil {
 		return res, err
