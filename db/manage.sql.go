@@ -409,34 +409,61 @@ func (q *Queries) JobRetryMany(ctx context.Context, arg JobRetryManyParams) (*Jo
 	return &i, err
 }
 
-const queuePause = `-- name: QueuePause :exec
-INSERT INTO tasuki_queue (name, paused_at, updated_at)
-VALUES ($1, now(), now())
-ON CONFLICT (name) DO UPDATE
-SET paused_at = coalesce(tasuki_queue.paused_at, excluded.paused_at),
-    updated_at = excluded.updated_at
+const queuePause = `-- name: QueuePause :one
+WITH before AS (
+    SELECT q.paused_at FROM tasuki_queue q WHERE q.name = $1
+),
+paused AS (
+    INSERT INTO tasuki_queue (name, paused_at, updated_at)
+    VALUES ($1, now(), now())
+    ON CONFLICT (name) DO UPDATE
+    SET paused_at = coalesce(tasuki_queue.paused_at, excluded.paused_at),
+        updated_at = excluded.updated_at
+    RETURNING name
+)
+SELECT NOT EXISTS (SELECT 1 FROM before WHERE paused_at IS NOT NULL) AS changed
 `
 
 // Pauses a queue: its workers lease nothing new; running jobs go on. A
-// queue already paused keeps the time it was paused at.
-func (q *Queries) QueuePause(ctx context.Context, name string) error {
-	_, err := q.db.Exec(ctx, queuePause, name)
-	return err
+// queue already paused keeps the time it was paused at. Returns whether
+// the queue was not paused before.
+// paused runs though nothing reads it: a data-modifying CTE always does.
+func (q *Queries) QueuePause(ctx context.Context, name string) (bool, error) {
+	row := q.db.QueryRow(ctx, queuePause, name)
+	var changed bool
+	err := row.Scan(&changed)
+	return changed, err
 }
 
-const queueResume = `-- name: QueueResume :exec
-UPDATE tasuki_queue
-SET paused_at = NULL,
-    updated_at = now()
-WHERE name = $1
-  AND paused_at IS NOT NULL
+const queueResume = `-- name: QueueResume :one
+WITH resumed AS (
+    UPDATE tasuki_queue
+    SET paused_at = NULL,
+        updated_at = now()
+    WHERE name = $1
+      AND paused_at IS NOT NULL
+    RETURNING name
+)
+SELECT EXISTS (SELECT 1 FROM resumed) AS resumed,
+       coalesce(EXISTS (SELECT 1 FROM tasuki_queue q WHERE q.name = $1)
+                OR EXISTS (SELECT 1 FROM tasuki_job j WHERE j.queue = $1), false)::boolean AS known
 `
 
+type QueueResumeRow struct {
+	Resumed bool
+	Known   bool
+}
+
 // Resumes a paused queue; a queue that is not paused is left as it is.
-// Follow it with NotifyInsert so that idle workers lease at once.
-func (q *Queries) QueueResume(ctx context.Context, name string) error {
-	_, err := q.db.Exec(ctx, queueResume, name)
-	return err
+// Returns whether it was paused, and whether tasuki knows the queue at all
+// (it has a tasuki_queue row or jobs), so that a mistyped name can be told
+// from a queue that simply was not paused. Follow it with NotifyInsert so
+// that idle workers lease at once.
+func (q *Queries) QueueResume(ctx context.Context, name string) (*QueueResumeRow, error) {
+	row := q.db.QueryRow(ctx, queueResume, name)
+	var i QueueResumeRow
+	err := row.Scan(&i.Resumed, &i.Known)
+	return &i, err
 }
 
 const queueStats = `-- name: QueueStats :many

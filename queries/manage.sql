@@ -189,23 +189,41 @@ SELECT pg_try_advisory_xact_lock(
     hashtext(coalesce(current_schema(), ''))
 )::boolean AS locked;
 
--- name: QueuePause :exec
+-- name: QueuePause :one
 -- Pauses a queue: its workers lease nothing new; running jobs go on. A
--- queue already paused keeps the time it was paused at.
-INSERT INTO tasuki_queue (name, paused_at, updated_at)
-VALUES (@name, now(), now())
-ON CONFLICT (name) DO UPDATE
-SET paused_at = coalesce(tasuki_queue.paused_at, excluded.paused_at),
-    updated_at = excluded.updated_at;
+-- queue already paused keeps the time it was paused at. Returns whether
+-- the queue was not paused before.
+WITH before AS (
+    SELECT q.paused_at FROM tasuki_queue q WHERE q.name = @name
+),
+paused AS (
+    INSERT INTO tasuki_queue (name, paused_at, updated_at)
+    VALUES (@name, now(), now())
+    ON CONFLICT (name) DO UPDATE
+    SET paused_at = coalesce(tasuki_queue.paused_at, excluded.paused_at),
+        updated_at = excluded.updated_at
+    RETURNING name
+)
+-- paused runs though nothing reads it: a data-modifying CTE always does.
+SELECT NOT EXISTS (SELECT 1 FROM before WHERE paused_at IS NOT NULL) AS changed;
 
--- name: QueueResume :exec
+-- name: QueueResume :one
 -- Resumes a paused queue; a queue that is not paused is left as it is.
--- Follow it with NotifyInsert so that idle workers lease at once.
-UPDATE tasuki_queue
-SET paused_at = NULL,
-    updated_at = now()
-WHERE name = @name
-  AND paused_at IS NOT NULL;
+-- Returns whether it was paused, and whether tasuki knows the queue at all
+-- (it has a tasuki_queue row or jobs), so that a mistyped name can be told
+-- from a queue that simply was not paused. Follow it with NotifyInsert so
+-- that idle workers lease at once.
+WITH resumed AS (
+    UPDATE tasuki_queue
+    SET paused_at = NULL,
+        updated_at = now()
+    WHERE name = @name
+      AND paused_at IS NOT NULL
+    RETURNING name
+)
+SELECT EXISTS (SELECT 1 FROM resumed) AS resumed,
+       coalesce(EXISTS (SELECT 1 FROM tasuki_queue q WHERE q.name = @name)
+                OR EXISTS (SELECT 1 FROM tasuki_job j WHERE j.queue = @name), false)::boolean AS known;
 
 -- name: JobCleanRetained :execrows
 -- One round's batch of the retention cleaner, in one statement and so one

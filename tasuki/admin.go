@@ -453,38 +453,60 @@ func (a *Admin) CleanCount(ctx context.Context, p CleanParams) (int64, error) {
 
 // PauseQueue pauses a queue in every worker process: its workers lease no
 // new job until ResumeQueue, while the jobs they are running finish as
-// usual and inserts go on. Pausing a paused queue changes nothing. A queue
-// needs no jobs to be paused.
-func (a *Admin) PauseQueue(ctx context.Context, name string) error {
+// usual and inserts go on. It reports whether the queue was running before;
+// pausing a paused queue changes nothing and returns false. A queue needs
+// no jobs to be paused, so a queue can be paused before its first insert.
+func (a *Admin) PauseQueue(ctx context.Context, name string) (paused bool, err error) {
 	if err := ValidateQueue("queue", name); err != nil {
-		return err
+		return false, err
 	}
-	if err := a.queries.QueuePause(ctx, name); err != nil {
-		return dberr.Wrap(fmt.Sprintf("tasuki: pause queue %q", name), err)
+	paused, err = a.queries.QueuePause(ctx, name)
+	if err != nil {
+		return false, dberr.Wrap(fmt.Sprintf("tasuki: pause queue %q", name), err)
 	}
-	return nil
+	return paused, nil
 }
 
 // ResumeQueue resumes a paused queue and wakes its idle workers, so that
-// they lease at once rather than at their next poll. Resuming a queue that
-// is not paused changes nothing.
-func (a *Admin) ResumeQueue(ctx context.Context, name string) error {
+// they lease at once rather than at their next poll. It reports whether
+// the queue was paused; resuming a queue that is not paused changes
+// nothing and returns false. A queue tasuki does not know (no jobs, never
+// paused: often a mistyped name) gives an error wrapping ErrQueueNotFound.
+func (a *Admin) ResumeQueue(ctx context.Context, name string) (resumed bool, err error) {
 	if err := ValidateQueue("queue", name); err != nil {
-		return err
+		return false, err
 	}
-	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+	var known bool
+	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		q := a.queries.WithTx(tx)
-		if err := q.QueueResume(ctx, name); err != nil {
+		r, err := q.QueueResume(ctx, name)
+		if err != nil {
 			return err
+		}
+		resumed, known = r.Resumed, r.Known
+		if !resumed {
+			return nil
 		}
 		// Sent on commit, once the lease query sees the queue resumed.
 		return q.NotifyInsert(ctx, name)
 	})
 	if err != nil {
-		return dberr.Wrap(fmt.Sprintf("tasuki: resume queue %q", name), err)
+		return false, dberr.Wrap(fmt.Sprintf("tasuki: resume queue %q", name), err)
 	}
-	return nil
+	if !known {
+		return false, &queueNotFoundError{queue: name}
+	}
+	return resumed, nil
 }
+
+// queueNotFoundError names the queue that was not found; it matches
+// ErrQueueNotFound with errors.Is.
+type queueNotFoundError struct{ queue string }
+
+func (e *queueNotFoundError) Error() string {
+	return fmt.Sprintf("tasuki: no queue named %q: it has no jobs and was never paused (tasuki stats lists the queues)", e.queue)
+}
+func (e *queueNotFoundError) Is(target error) bool { return target == ErrQueueNotFound }
 
 // allStatuses is every status, in the order of a job's life.
 var allStatuses = []Status{StatusPending, StatusRunning, StatusCompleted, StatusFailed, StatusCanceled}

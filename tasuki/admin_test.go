@@ -169,7 +169,8 @@ func TestAdminStats(t *testing.T) {
 	jobIn(t, pool, "b", tasuki.StatusCompleted)
 	jobIn(t, pool, "b", tasuki.StatusCompleted)
 	// Queue "c": paused, without jobs.
-	require.NoError(t, a.PauseQueue(ctx, "c"))
+	_, err = a.PauseQueue(ctx, "c")
+	require.NoError(t, err)
 
 	stats, err := a.Stats(ctx)
 	require.NoError(t, err)
@@ -194,7 +195,8 @@ func TestAdminStats(t *testing.T) {
 	require.NotNil(t, sc.PausedAt)
 
 	// Resumed, a queue without jobs still appears, with zeros.
-	require.NoError(t, a.ResumeQueue(ctx, "c"))
+	_, err = a.ResumeQueue(ctx, "c")
+	require.NoError(t, err)
 	stats, err = a.Stats(ctx)
 	require.NoError(t, err)
 	require.Len(t, stats, 3)
@@ -215,7 +217,8 @@ func TestAdminSchemaMissing(t *testing.T) {
 	assert.ErrorIs(t, err, tasuki.ErrSchemaMissing)
 	_, err = a.Clean(ctx, tasuki.CleanParams{FinishedBefore: time.Now()})
 	assert.ErrorIs(t, err, tasuki.ErrSchemaMissing)
-	assert.ErrorIs(t, a.PauseQueue(ctx, "q"), tasuki.ErrSchemaMissing)
+	_, err = a.PauseQueue(ctx, "q")
+	assert.ErrorIs(t, err, tasuki.ErrSchemaMissing)
 }
 
 // TestAdminListPagination walks many jobs that share one created_at, a few
@@ -765,14 +768,18 @@ func TestAdminPauseResumeLease(t *testing.T) {
 	jobIn(t, pool, "q", tasuki.StatusPending)
 	jobIn(t, pool, "other", tasuki.StatusPending)
 
-	require.NoError(t, a.PauseQueue(ctx, "q"))
+	changed, err := a.PauseQueue(ctx, "q")
+	require.NoError(t, err)
+	assert.True(t, changed, "the queue was running")
 	stats, err := a.Stats(ctx)
 	require.NoError(t, err)
 	require.Len(t, stats, 2)
 	require.NotNil(t, stats[1].PausedAt)
 	pausedAt := *stats[1].PausedAt
-	// Pausing again keeps the first pause time.
-	require.NoError(t, a.PauseQueue(ctx, "q"))
+	// Pausing again keeps the first pause time and says nothing changed.
+	changed, err = a.PauseQueue(ctx, "q")
+	require.NoError(t, err)
+	assert.False(t, changed, "the queue was already paused")
 	stats, err = a.Stats(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, pausedAt, *stats[1].PausedAt)
@@ -784,19 +791,32 @@ func TestAdminPauseResumeLease(t *testing.T) {
 	assert.Equal(t, tasuki.StatusCompleted, adminGet(t, a, running).Status)
 
 	next := listen(t, pool)
-	require.NoError(t, a.ResumeQueue(ctx, "q"))
+	resumed, err := a.ResumeQueue(ctx, "q")
+	require.NoError(t, err)
+	assert.True(t, resumed)
 	assert.Equal(t, "q", nextNote(t, next)["q"], "resume wakes the queue's workers")
 	assert.Len(t, leaseJobs(t, pool, "q", 10), 1)
 	stats, err = a.Stats(ctx)
 	require.NoError(t, err)
 	assert.False(t, stats[1].Paused)
 
-	// Resuming a queue that is not paused is not an error.
-	require.NoError(t, a.ResumeQueue(ctx, "never-paused"))
+	// Resuming a known queue that is not paused is not an error, and says
+	// nothing changed; a queue tasuki does not know is an error.
+	resumed, err = a.ResumeQueue(ctx, "q")
+	require.NoError(t, err)
+	assert.False(t, resumed)
+	resumed, err = a.ResumeQueue(ctx, "other")
+	require.NoError(t, err, "a queue with jobs is known")
+	assert.False(t, resumed)
+	_, err = a.ResumeQueue(ctx, "never-paused")
+	assert.ErrorIs(t, err, tasuki.ErrQueueNotFound)
+	assert.Contains(t, err.Error(), `"never-paused"`)
 
 	var invalid *tasuki.InvalidOptionError
-	assert.ErrorAs(t, a.PauseQueue(ctx, ""), &invalid)
-	assert.ErrorAs(t, a.ResumeQueue(ctx, string(make([]byte, 200))), &invalid)
+	_, err = a.PauseQueue(ctx, "")
+	assert.ErrorAs(t, err, &invalid)
+	_, err = a.ResumeQueue(ctx, string(make([]byte, 200)))
+	assert.ErrorAs(t, err, &invalid)
 }
 
 // TestAdminPauseResumeWorker pauses the queue of a real worker: it starts
@@ -825,7 +845,8 @@ func TestAdminPauseResumeWorker(t *testing.T) {
 	slow, err := c.Insert(ctx, email{Subject: "slow"}, nil)
 	require.NoError(t, err)
 	require.Equal(t, slow.ID, receiveID(t, started))
-	require.NoError(t, a.PauseQueue(ctx, "w"))
+	_, err = a.PauseQueue(ctx, "w")
+	require.NoError(t, err)
 
 	// Inserted while paused: the insert's NOTIFY wakes the worker, which
 	// leases nothing; the running job finishes.
@@ -842,7 +863,8 @@ func TestAdminPauseResumeWorker(t *testing.T) {
 
 	// Resume: the worker, polling only every 10 minutes, starts it now.
 	waitListening()
-	require.NoError(t, a.ResumeQueue(ctx, "w"))
+	_, err = a.ResumeQueue(ctx, "w")
+	require.NoError(t, err)
 	assert.Equal(t, queued.ID, receiveID(t, started))
 	waitStatus(t, a, queued.ID, tasuki.StatusCompleted)
 }

@@ -35,7 +35,7 @@ func ExampleAdmin() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := admin.PauseQueue(ctx, "reports-admin"); err != nil {
+	if _, err := admin.PauseQueue(ctx, "reports-admin"); err != nil {
 		log.Fatal(err)
 	}
 	stats, err := admin.Stats(ctx)
@@ -62,7 +62,7 @@ func ExampleAdmin() {
 		after = page.Next
 	}
 	fmt.Println("pages:", pages)
-	if err := admin.ResumeQueue(ctx, "reports-admin"); err != nil {
+	if _, err := admin.ResumeQueue(ctx, "reports-admin"); err != nil {
 		log.Fatal(err)
 	}
 	// Output:

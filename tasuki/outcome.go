@@ -56,3 +56,7 @@ func RetryAfter(delay time.Duration, err error) error {
 
 // ErrJobNotFound says that no job has the given id.
 var ErrJobNotFound = errors.New("tasuki: job not found")
+
+// ErrQueueNotFound says that tasuki knows no queue of the given name: it
+// has no jobs and was never paused.
+var ErrQueueNotFound = errors.New("tasuki: queue not found")

@@ -23,7 +23,7 @@ queues are paused.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withAdmin(cmd.Context(), func(adm *tasuki.Admin) error {
 				for _, q := range args {
-					if err := adm.PauseQueue(cmd.Context(), q); err != nil {
+					if _, err := adm.PauseQueue(cmd.Context(), q); err != nil {
 						return err
 					}
 					fmt.Fprintf(a.stdout, "paused queue %s: its workers start no new jobs until 'tasuki resume %s'\n", q, q)
@@ -46,7 +46,7 @@ nothing.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withAdmin(cmd.Context(), func(adm *tasuki.Admin) error {
 				for _, q := range args {
-					if err := adm.ResumeQueue(cmd.Context(), q); err != nil {
+					if _, err := adm.ResumeQueue(cmd.Context(), q); err != nil {
 						return err
 					}
 					fmt.Fprintf(a.stdout, "resumed queue %s\n", q)
