@@ -13,11 +13,12 @@ import (
 )
 
 const databaseNow = `-- name: DatabaseNow :one
-SELECT coalesce($1::timestamptz, now())::timestamptz AS now
+SELECT coalesce($1::timestamptz, clock_timestamp())::timestamptz AS now
 `
 
-// The database clock, or the override when one is given. Used to turn delays
-// into scheduled times for bulk inserts.
+// The database clock at this statement (clock_timestamp(), not the start of
+// the transaction), or the override when one is given. Used to turn delays
+// into scheduled times for bulk inserts, counted from the insert.
 func (q *Queries) DatabaseNow(ctx context.Context, now *time.Time) (time.Time, error) {
 	row := q.db.QueryRow(ctx, databaseNow, now)
 	var now_2 time.Time
@@ -34,7 +35,7 @@ database ignore each other's wake-ups.
 */
 
 WITH clock AS (
-    SELECT coalesce($1::timestamptz, now()) AS now
+    SELECT coalesce($1::timestamptz, clock_timestamp()) AS now
 ),
 inserted AS (
     INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
@@ -55,7 +56,10 @@ inserted AS (
     RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
 ),
 notified AS (
-    SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', current_schema(), 'q', i.queue)::text)
+    SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', i.queue)::text)
     FROM inserted i
     WHERE i.scheduled_at <= (SELECT now FROM clock)
 )
@@ -96,6 +100,9 @@ type JobInsertRow struct {
 // Inserts one job and, when it is runnable now, wakes the queue's workers in
 // the same round trip. Its scheduled time is run_at if given, else the
 // database clock (or the now override) plus delay_us microseconds.
+// The clock is clock_timestamp(), the time of this statement, not now(),
+// the start of its transaction: a delay counts from the insert even in a
+// transaction that has been open for a while.
 // notified is not a data-modifying CTE, so it runs only if the query reads
 // it; an inner join with its count cannot be planned away.
 func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInsertRow, error) {
@@ -140,7 +147,10 @@ type JobInsertCopyParams struct {
 }
 
 const notifyInsert = `-- name: NotifyInsert :exec
-SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', current_schema(), 'q', $1::text)::text)
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', $1::text)::text)
 `
 
 // Wakes the workers of a queue: one notification for a whole COPY.

@@ -10,6 +10,54 @@ import (
 	"time"
 )
 
+const jobExpiredIDs = `-- name: JobExpiredIDs :many
+SELECT e.id
+FROM tasuki_job e
+WHERE e.queue = $1
+  AND e.status = 'running'
+  AND e.lease_expires_at < coalesce($2::timestamptz, now())
+  -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
+      AND NOT (e.id = ANY(coalesce($3::bigint[], '{}')))
+ORDER BY e.id
+LIMIT $4::integer
+`
+
+type JobExpiredIDsParams struct {
+	Queue   string
+	Now     *time.Time
+	SkipIds []int64
+	Max     int32
+}
+
+// The ids of up to max jobs of one queue whose lease expired, except those
+// in skip_ids, without changing them: after a batch rescue failed for one
+// row's data, the worker rescues these one at a time, so that the row the
+// database refuses does not hold back the others.
+func (q *Queries) JobExpiredIDs(ctx context.Context, arg JobExpiredIDsParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, jobExpiredIDs,
+		arg.Queue,
+		arg.Now,
+		arg.SkipIds,
+		arg.Max,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const jobLease = `-- name: JobLease :many
 /*
 Leasing: how a worker takes jobs.
@@ -36,6 +84,8 @@ expired AS (
       AND e.queue = $4
       AND e.status = 'running'
       AND e.lease_expires_at < (SELECT now FROM clock)
+      -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
+      AND NOT (e.id = ANY(coalesce($5::bigint[], '{}')))
     ORDER BY e.id
     LIMIT 1000
     FOR UPDATE SKIP LOCKED
@@ -60,10 +110,15 @@ rescued AS (
     -- A rescued job is runnable now: wake the queue's workers, as an insert
     -- does, instead of leaving it to their next poll. In RETURNING, because
     -- a data-modifying CTE runs to the end even when nothing reads it, and
-    -- one notification is sent per transaction however many rows ask.
+    -- one notification is sent per transaction however many rows ask. The
+    -- payload names the schema that holds tasuki_job, whatever the
+    -- caller's search_path.
     RETURNING r.id,
               CASE WHEN r.status = 'pending' THEN pg_notify('tasuki_jobs', json_build_object(
-                  'k', 'insert', 's', current_schema(), 'q', r.queue)::text) END AS woke
+                  'k', 'insert', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', r.queue)::text) END AS woke
 ),
 candidates AS (
     SELECT c.id
@@ -76,7 +131,7 @@ candidates AS (
       AND c.status = 'pending'
       AND c.scheduled_at <= (SELECT now FROM clock)
     ORDER BY c.priority, c.scheduled_at, c.id
-    LIMIT $5::integer
+    LIMIT $6::integer
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasuki_job j
@@ -95,6 +150,7 @@ type JobLeaseParams struct {
 	Now     *time.Time
 	Rescue  bool
 	Queue   string
+	SkipIds []int64
 	Max     int32
 }
 
@@ -105,11 +161,15 @@ type JobLeaseParams struct {
 // SKIP LOCKED lets many workers lease at once without waiting on each other.
 //
 // When rescue is true, the same round trip also rescues jobs of the queue
-// whose lease expired (their worker died, hung or lost its connection): back
-// to pending with the lost attempt recorded as an error, or failed when that
-// was the last attempt, so no job stays running forever. Rescued jobs are
+// whose lease expired (their worker died, hung or lost its connection), as
+// JobRescueExpired does, except the jobs in skip_ids. Rescued jobs are
 // leased by the next call, not this one (one statement sees one snapshot);
 // the queue's workers are notified on commit, so that call comes at once.
+// If the database refuses to rescue a row (an application's trigger or
+// constraint), this statement fails as a whole: the worker then leases
+// without rescue and rescues the expired jobs one at a time with
+// JobRescueExpired, setting aside the ones refused (skip_ids), so that one
+// such row never stops the queue.
 //
 // A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
 // jobs are still rescued.
@@ -119,6 +179,7 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 		arg.Now,
 		arg.Rescue,
 		arg.Queue,
+		arg.SkipIds,
 		arg.Max,
 	)
 	if err != nil {
@@ -148,6 +209,104 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 			return nil, err
 		}
 		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobRescueExpired = `-- name: JobRescueExpired :many
+WITH clock AS (
+    SELECT coalesce($1::timestamptz, now()) AS now
+),
+expired AS (
+    SELECT e.id
+    FROM tasuki_job e
+    WHERE e.queue = $2
+      AND e.status = 'running'
+      AND e.lease_expires_at < (SELECT now FROM clock)
+      -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
+      AND NOT (e.id = ANY(coalesce($3::bigint[], '{}')))
+      AND (coalesce(cardinality($4::bigint[]), 0) = 0 OR e.id = ANY($4::bigint[]))
+    ORDER BY e.id
+    LIMIT $5::integer
+    FOR UPDATE SKIP LOCKED
+),
+rescued AS (
+    UPDATE tasuki_job r
+    SET status = CASE WHEN r.attempts >= r.max_attempts
+                      THEN 'failed'::tasuki_job_status
+                      ELSE 'pending'::tasuki_job_status END,
+        finished_at = CASE WHEN r.attempts >= r.max_attempts
+                           THEN (SELECT now FROM clock) END,
+        scheduled_at = (SELECT now FROM clock),
+        errors = r.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', r.attempts,
+            'at', (SELECT now FROM clock),
+            'error', 'lease expired: the worker stopped renewing its lease (it crashed, hung or lost its database connection)'
+        )),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM expired
+    WHERE r.id = expired.id
+    RETURNING r.id, r.queue, r.status
+),
+notified AS (
+    -- A rescued job is runnable now: wake the queue's workers, as an insert
+    -- does, instead of leaving it to their next poll. One notification is
+    -- sent per transaction however many rows ask. The payload names the
+    -- schema that holds tasuki_job, whatever the caller's search_path.
+    SELECT pg_notify('tasuki_jobs', json_build_object(
+        'k', 'insert', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', x.queue)::text)
+    FROM rescued x
+    WHERE x.status = 'pending'
+)
+SELECT r.id
+FROM rescued r
+CROSS JOIN (SELECT count(*) AS sent FROM notified) n
+ORDER BY r.id
+`
+
+type JobRescueExpiredParams struct {
+	Now     *time.Time
+	Queue   string
+	SkipIds []int64
+	OnlyIds []int64
+	Max     int32
+}
+
+// Rescues up to max jobs of one queue whose lease expired (their worker
+// died, hung or lost its connection): back to pending with the lost attempt
+// recorded as an error, or failed when that was the last attempt, so no job
+// stays running forever. Jobs in skip_ids are left alone. When only_ids is
+// not empty, only those jobs are considered: after the database refused the
+// rescue of JobLease, the worker rescues one job at a time that way.
+// Returns the ids rescued.
+// notified is not a data-modifying CTE, so it runs only if the query
+// reads it; a cross join with its count cannot be planned away.
+func (q *Queries) JobRescueExpired(ctx context.Context, arg JobRescueExpiredParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, jobRescueExpired,
+		arg.Now,
+		arg.Queue,
+		arg.SkipIds,
+		arg.OnlyIds,
+		arg.Max,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

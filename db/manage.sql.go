@@ -15,7 +15,10 @@ import (
 const cleanerTryLock = `-- name: CleanerTryLock :one
 SELECT pg_try_advisory_xact_lock(
     1953721187, -- 0x74736b63, "tskc"
-    hashtext(coalesce(current_schema(), ''))
+    hashtext((SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass))
 )::boolean AS locked
 `
 
@@ -66,7 +69,10 @@ notified AS (
     -- leased the job again (after a retry) does not take the notification
     -- for its own lease.
     SELECT pg_notify('tasuki_jobs', json_build_object(
-        'k', 'cancel', 's', current_schema(), 'q', c.queue, 'id', c.id, 't', c.previous_token)::text)
+        'k', 'cancel', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', c.queue, 'id', c.id, 't', c.previous_token)::text)
     FROM canceled c
     WHERE c.previous_status = 'running'
 )
@@ -107,46 +113,93 @@ func (q *Queries) JobCancelMany(ctx context.Context, arg JobCancelManyParams) (*
 }
 
 const jobCleanRetained = `-- name: JobCleanRetained :execrows
-WITH leader AS (
+WITH RECURSIVE leader AS (
     SELECT pg_try_advisory_xact_lock(
         1953721187, -- 0x74736b63, "tskc"
-        hashtext(coalesce(current_schema(), ''))
+        hashtext((SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass))
     ) AS locked
+),
+queues AS (
+    (SELECT f.queue
+     FROM tasuki_job f
+     WHERE (SELECT locked FROM leader)
+       AND f.status IN ('completed', 'failed', 'canceled')
+     ORDER BY f.queue
+     LIMIT 1)
+    UNION ALL
+    SELECT (SELECT f.queue
+            FROM tasuki_job f
+            WHERE f.status IN ('completed', 'failed', 'canceled')
+              AND f.queue > queues.queue
+            ORDER BY f.queue
+            LIMIT 1)
+    FROM queues
+    WHERE queues.queue IS NOT NULL
+),
+targets AS (
+    SELECT q.queue, s.status,
+           CASE s.status
+               WHEN 'completed' THEN coalesce(tq.completed_retention_us, $2::bigint)
+               WHEN 'canceled'  THEN coalesce(tq.canceled_retention_us,  $3::bigint)
+               ELSE                  coalesce(tq.failed_retention_us,    $4::bigint)
+           END AS retention_us
+    FROM queues q
+    CROSS JOIN (SELECT 'completed'::tasuki_job_status AS status
+                UNION ALL SELECT 'canceled'
+                UNION ALL SELECT 'failed') AS s
+    LEFT JOIN tasuki_queue tq ON tq.name = q.queue
+    WHERE q.queue IS NOT NULL
 )
 DELETE FROM tasuki_job
 WHERE id IN (
-    SELECT d.id
-    FROM tasuki_job d
-    WHERE (SELECT locked FROM leader)
-      AND d.status IN ('completed', 'failed', 'canceled')
-      AND (   (d.status = 'completed' AND d.finished_at < now() - $1::bigint * interval '1 microsecond')
-           OR (d.status = 'canceled'  AND d.finished_at < now() - $2::bigint * interval '1 microsecond')
-           OR (d.status = 'failed'    AND d.finished_at < now() - $3::bigint * interval '1 microsecond'))
-    LIMIT $4::integer
-    FOR UPDATE SKIP LOCKED
+    SELECT x.id
+    FROM targets t
+    CROSS JOIN LATERAL (
+        SELECT d.id
+        FROM tasuki_job d
+        WHERE d.queue = t.queue
+          AND d.status = t.status
+          AND d.status IN ('completed', 'failed', 'canceled')
+          AND d.finished_at < now() - t.retention_us * interval '1 microsecond'
+        LIMIT $1::integer
+        FOR UPDATE SKIP LOCKED
+    ) x
+    WHERE t.retention_us >= 0
+    LIMIT $1::integer
 )
 `
 
 type JobCleanRetainedParams struct {
-	CompletedUs pgtype.Int8
-	CanceledUs  pgtype.Int8
-	FailedUs    pgtype.Int8
 	Max         int32
+	CompletedUs int64
+	CanceledUs  int64
+	FailedUs    int64
 }
 
-// One round's batch of the retention cleaner, in one statement and so one
+// One batch of the retention cleaner, in one statement and so one
 // transaction: when this transaction gets the cleaner's advisory lock (see
 // CleanerTryLock), it deletes up to max finished jobs that finished longer
-// ago than their status's retention, in microseconds by the database clock
-// (NULL keeps that status forever). It deletes nothing when another
-// process is cleaning. Call it until it deletes fewer than max: an idle
-// round costs one statement.
+// ago than their queue's retention for their status, by the database
+// clock. A queue's retention is its tasuki_queue row's setting, or the
+// default given here (completed_us, canceled_us, failed_us) when the queue
+// has no row or the column is NULL; -1 keeps the jobs forever. So every
+// process cleans every queue by the same rule, whatever it was configured
+// with. It deletes nothing when another process is cleaning. Call it until
+// it deletes fewer than max: an idle round costs one statement.
+//
+// The queues that have finished jobs are found with a loose index scan of
+// tasuki_job_finished_queue_idx (one index descent per queue, however many
+// jobs each has), and each (queue, status) pair's expired jobs are one
+// range of that index: jobs a queue keeps are never read.
 func (q *Queries) JobCleanRetained(ctx context.Context, arg JobCleanRetainedParams) (int64, error) {
 	result, err := q.db.Exec(ctx, jobCleanRetained,
+		arg.Max,
 		arg.CompletedUs,
 		arg.CanceledUs,
 		arg.FailedUs,
-		arg.Max,
 	)
 	if err != nil {
 		return 0, err
@@ -234,8 +287,9 @@ type JobDeleteFinishedBatchParams struct {
 // Deletes up to max finished jobs that finished before finished_before,
 // with one of the given statuses, of one queue or (NULL) of all; returns
 // how many it deleted. Call it until it deletes fewer than max. The literal
-// status list lets it use tasuki_job_finished_idx; rows locked by someone
-// else (a retry in progress) are skipped, not waited for.
+// status list lets it use tasuki_job_finished_queue_idx when a queue is
+// given; rows locked by someone else (a retry in progress) are skipped, not
+// waited for.
 func (q *Queries) JobDeleteFinishedBatch(ctx context.Context, arg JobDeleteFinishedBatchParams) (int64, error) {
 	result, err := q.db.Exec(ctx, jobDeleteFinishedBatch,
 		arg.FinishedBefore,
@@ -375,7 +429,10 @@ WITH retried AS (
 ),
 notified AS (
     SELECT pg_notify('tasuki_jobs', json_build_object(
-        'k', 'insert', 's', current_schema(), 'q', r.queue)::text)
+        'k', 'insert', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', r.queue)::text)
     FROM (SELECT DISTINCT queue FROM retried) r
 )
 SELECT (SELECT count(*) FROM retried)::bigint AS retried,
@@ -466,6 +523,36 @@ func (q *Queries) QueueResume(ctx context.Context, name string) (*QueueResumeRow
 	return &i, err
 }
 
+const queueSetRetention = `-- name: QueueSetRetention :exec
+INSERT INTO tasuki_queue (name, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
+VALUES ($1, $2::bigint, $3::bigint, $4::bigint, now())
+ON CONFLICT (name) DO UPDATE
+SET completed_retention_us = excluded.completed_retention_us,
+    canceled_retention_us = excluded.canceled_retention_us,
+    failed_retention_us = excluded.failed_retention_us,
+    updated_at = excluded.updated_at
+`
+
+type QueueSetRetentionParams struct {
+	Name        string
+	CompletedUs pgtype.Int8
+	CanceledUs  pgtype.Int8
+	FailedUs    pgtype.Int8
+}
+
+// Sets how long a queue's finished jobs are kept, by status, in
+// microseconds: NULL for tasuki's default, -1 for forever. A queue needs
+// no jobs to have a setting.
+func (q *Queries) QueueSetRetention(ctx context.Context, arg QueueSetRetentionParams) error {
+	_, err := q.db.Exec(ctx, queueSetRetention,
+		arg.Name,
+		arg.CompletedUs,
+		arg.CanceledUs,
+		arg.FailedUs,
+	)
+	return err
+}
+
 const queueStats = `-- name: QueueStats :many
 /*
 Operating tasuki: statistics, listing, bulk cancel and retry, deleting
@@ -499,21 +586,27 @@ SELECT coalesce(counts.queue, q.name)::text AS queue,
        coalesce(counts.failed, 0)::bigint AS failed,
        coalesce(counts.canceled, 0)::bigint AS canceled,
        coalesce(floor(extract(epoch FROM (SELECT now FROM clock) - counts.oldest_runnable_at) * 1000000), 0)::bigint AS oldest_runnable_us,
-       q.paused_at
+       q.paused_at,
+       q.completed_retention_us,
+       q.canceled_retention_us,
+       q.failed_retention_us
 FROM counts
 FULL OUTER JOIN tasuki_queue q ON q.name = counts.queue
 ORDER BY 1
 `
 
 type QueueStatsRow struct {
-	Queue            string
-	Pending          int64
-	Running          int64
-	Completed        int64
-	Failed           int64
-	Canceled         int64
-	OldestRunnableUs int64
-	PausedAt         *time.Time
+	Queue                string
+	Pending              int64
+	Running              int64
+	Completed            int64
+	Failed               int64
+	Canceled             int64
+	OldestRunnableUs     int64
+	PausedAt             *time.Time
+	CompletedRetentionUs pgtype.Int8
+	CanceledRetentionUs  pgtype.Int8
+	FailedRetentionUs    pgtype.Int8
 }
 
 // Per queue: jobs in each status, how long the runnable job that has waited
@@ -539,6 +632,9 @@ func (q *Queries) QueueStats(ctx context.Context, now *time.Time) ([]*QueueStats
 			&i.Canceled,
 			&i.OldestRunnableUs,
 			&i.PausedAt,
+			&i.CompletedRetentionUs,
+			&i.CanceledRetentionUs,
+			&i.FailedRetentionUs,
 		); err != nil {
 			return nil, err
 		}

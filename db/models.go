@@ -98,7 +98,10 @@ type TasukiJob struct {
 }
 
 type TasukiQueue struct {
-	Name      string
-	PausedAt  *time.Time
-	UpdatedAt time.Time
+	Name                 string
+	PausedAt             *time.Time
+	UpdatedAt            time.Time
+	CompletedRetentionUs pgtype.Int8
+	CanceledRetentionUs  pgtype.Int8
+	FailedRetentionUs    pgtype.Int8
 }

@@ -9,19 +9,6 @@ import (
 	"context"
 )
 
-const currentSchema = `-- name: CurrentSchema :one
-SELECT current_schema()::text
-`
-
-// The schema tasuki's tables are found in; it tells this installation's
-// notifications from those of other schemas in the same database.
-func (q *Queries) CurrentSchema(ctx context.Context) (string, error) {
-	row := q.db.QueryRow(ctx, currentSchema)
-	var column_1 string
-	err := row.Scan(&column_1)
-	return column_1, err
-}
-
 const listenJobs = `-- name: ListenJobs :exec
 /*
 LISTEN/NOTIFY: how workers hear about new and canceled jobs.
@@ -35,4 +22,25 @@ LISTEN tasuki_jobs
 func (q *Queries) ListenJobs(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, listenJobs)
 	return err
+}
+
+const tasukiSchema = `-- name: TasukiSchema :one
+SELECT (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass)::text AS schema
+`
+
+// The schema that holds tasuki_job as the connection's search_path finds
+// it: it tells this installation's notifications from those of other
+// schemas in the same database. Every statement that sends a notification
+// or takes an advisory lock names the schema the same way, not by
+// current_schema(): that is the first schema of the search_path, which
+// need not be tasuki's (with the default "$user", public and a schema per
+// role, say).
+func (q *Queries) TasukiSchema(ctx context.Context) (string, error) {
+	row := q.db.QueryRow(ctx, tasukiSchema)
+	var schema string
+	err := row.Scan(&schema)
+	return schema, err
 }

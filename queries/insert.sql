@@ -9,8 +9,11 @@ database ignore each other's wake-ups.
 -- Inserts one job and, when it is runnable now, wakes the queue's workers in
 -- the same round trip. Its scheduled time is run_at if given, else the
 -- database clock (or the now override) plus delay_us microseconds.
+-- The clock is clock_timestamp(), the time of this statement, not now(),
+-- the start of its transaction: a delay counts from the insert even in a
+-- transaction that has been open for a while.
 WITH clock AS (
-    SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
+    SELECT coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()) AS now
 ),
 inserted AS (
     INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
@@ -31,7 +34,10 @@ inserted AS (
     RETURNING *
 ),
 notified AS (
-    SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', current_schema(), 'q', i.queue)::text)
+    SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', i.queue)::text)
     FROM inserted i
     WHERE i.scheduled_at <= (SELECT now FROM clock)
 )
@@ -48,10 +54,14 @@ INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, me
 VALUES (@queue, @priority, @payload, @max_attempts, @scheduled_at, @metadata);
 
 -- name: DatabaseNow :one
--- The database clock, or the override when one is given. Used to turn delays
--- into scheduled times for bulk inserts.
-SELECT coalesce(sqlc.narg('now')::timestamptz, now())::timestamptz AS now;
+-- The database clock at this statement (clock_timestamp(), not the start of
+-- the transaction), or the override when one is given. Used to turn delays
+-- into scheduled times for bulk inserts, counted from the insert.
+SELECT coalesce(sqlc.narg('now')::timestamptz, clock_timestamp())::timestamptz AS now;
 
 -- name: NotifyInsert :exec
 -- Wakes the workers of a queue: one notification for a whole COPY.
-SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', current_schema(), 'q', sqlc.arg('queue')::text)::text);
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', sqlc.arg('queue')::text)::text);

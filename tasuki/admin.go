@@ -98,6 +98,10 @@ type QueueStats struct {
 	Paused bool
 	// PausedAt is when the queue was paused; nil when it is not.
 	PausedAt *time.Time
+	// Retention is how long the queue's finished jobs are kept: its own
+	// setting (Admin.SetRetention) with the defaults filled in, KeepForever
+	// for a status kept forever.
+	Retention Retention
 }
 
 // Total is the number of the queue's jobs in any status.
@@ -126,6 +130,11 @@ func (a *Admin) Stats(ctx context.Context) ([]QueueStats, error) {
 			OldestRunnableAge: time.Duration(r.OldestRunnableUs) * time.Microsecond,
 			Paused:            r.PausedAt != nil,
 			PausedAt:          r.PausedAt,
+			Retention: Retention{
+				Completed: retentionFromColumn(r.CompletedRetentionUs, DefaultCompletedRetention),
+				Canceled:  retentionFromColumn(r.CanceledRetentionUs, DefaultCanceledRetention),
+				Failed:    retentionFromColumn(r.FailedRetentionUs, DefaultFailedRetention),
+			},
 		})
 	}
 	return out, nil
@@ -177,6 +186,15 @@ func (a *Admin) List(ctx context.Context, p ListParams) (ListPage, error) {
 	if !p.CreatedAfter.IsZero() && !p.CreatedBefore.IsZero() && !p.CreatedAfter.Before(p.CreatedBefore) {
 		return ListPage{}, &InvalidOptionError{Option: "ListParams.CreatedAfter", Value: p.CreatedAfter,
 			Reason: fmt.Sprintf("must be before CreatedBefore (%s)", p.CreatedBefore.Format(time.RFC3339))}
+	}
+	if err := validateOptionalQueue("ListParams.Queue", p.Queue); err != nil {
+		return ListPage{}, err
+	}
+	if err := validateOptionalTime("ListParams.CreatedAfter", p.CreatedAfter); err != nil {
+		return ListPage{}, err
+	}
+	if err := validateOptionalTime("ListParams.CreatedBefore", p.CreatedBefore); err != nil {
+		return ListPage{}, err
 	}
 	statuses, err := statusFilter("ListParams.Statuses", p.Statuses, allStatuses, nil)
 	if err != nil {
@@ -261,6 +279,9 @@ func (f JobFilter) check(allowed []Status) (queue pgtype.Text, statuses []string
 	if f.Queue == "" && len(f.IDs) == 0 {
 		return queue, nil, nil, &InvalidOptionError{Option: "JobFilter", Value: f,
 			Reason: "set Queue or IDs (or both): an empty filter would match the jobs of every queue"}
+	}
+	if err := validateOptionalQueue("JobFilter.Queue", f.Queue); err != nil {
+		return queue, nil, nil, err
 	}
 	statuses, err = statusFilter("JobFilter.Statuses", f.Statuses, allowed, allowed)
 	if err != nil {
@@ -383,6 +404,12 @@ func (p CleanParams) check() (db.JobDeleteFinishedBatchParams, error) {
 	if p.FinishedBefore.IsZero() {
 		return db.JobDeleteFinishedBatchParams{}, &InvalidOptionError{Option: "CleanParams.FinishedBefore", Value: p.FinishedBefore,
 			Reason: "is required: jobs that finished before it are deleted (time.Now() deletes every finished job)"}
+	}
+	if err := validateOptionalTime("CleanParams.FinishedBefore", p.FinishedBefore); err != nil {
+		return db.JobDeleteFinishedBatchParams{}, err
+	}
+	if err := validateOptionalQueue("CleanParams.Queue", p.Queue); err != nil {
+		return db.JobDeleteFinishedBatchParams{}, err
 	}
 	switch {
 	case p.BatchSize == 0:
@@ -534,6 +561,24 @@ func statusFilter(option string, given, allowed, def []Status) ([]string, error)
 		out = append(out, string(s))
 	}
 	return out, nil
+}
+
+// validateOptionalQueue checks a queue filter: "" (every queue) or a valid
+// queue name.
+func validateOptionalQueue(option, queue string) error {
+	if queue == "" {
+		return nil
+	}
+	return ValidateQueue(option, queue)
+}
+
+// validateOptionalTime checks a time filter: zero (unset) or within
+// PostgreSQL's timestamptz range.
+func validateOptionalTime(option string, t time.Time) error {
+	if t.IsZero() || !t.Before(minRunAt) && t.Before(endRunAt) {
+		return nil
+	}
+	return &InvalidOptionError{Option: option, Value: t, Reason: "must be within PostgreSQL's timestamptz range, 4714 BC to 294276 AD"}
 }
 
 // optionalText is NULL for "" and the text otherwise.

@@ -185,7 +185,8 @@ func TestAdminStats(t *testing.T) {
 	assert.False(t, sa.Paused)
 	assert.Nil(t, sa.PausedAt)
 
-	assert.Equal(t, tasuki.QueueStats{Queue: "b", Completed: 2}, stats[1])
+	defaults := tasuki.Retention{Completed: tasuki.DefaultCompletedRetention, Canceled: tasuki.DefaultCanceledRetention, Failed: tasuki.DefaultFailedRetention}
+	assert.Equal(t, tasuki.QueueStats{Queue: "b", Completed: 2, Retention: defaults}, stats[1])
 
 	sc := stats[2]
 	assert.Equal(t, "c", sc.Queue)
@@ -200,7 +201,7 @@ func TestAdminStats(t *testing.T) {
 	stats, err = a.Stats(ctx)
 	require.NoError(t, err)
 	require.Len(t, stats, 3)
-	assert.Equal(t, tasuki.QueueStats{Queue: "c"}, stats[2])
+	assert.Equal(t, tasuki.QueueStats{Queue: "c", Retention: defaults}, stats[2])
 }
 
 func TestAdminSchemaMissing(t *testing.T) {

@@ -24,12 +24,15 @@ func TestWorkerCleansFinishedJobsPastRetention(t *testing.T) {
 	kept, err := client.Insert(ctx, task{N: 2, Mode: "fail"}, &tasuki.InsertOpts{MaxAttempts: 1})
 	require.NoError(t, err)
 
+	admin, err := tasuki.NewAdmin(pool)
+	require.NoError(t, err)
+	require.NoError(t, admin.SetRetention(ctx, tasuki.DefaultQueue, tasuki.Retention{Completed: time.Millisecond, Failed: tasuki.KeepForever}))
 	w := newWorker(t, pool, func(_ context.Context, job *tasuki.Job[task]) error {
 		if job.Payload.Mode == "fail" {
 			return assert.AnError
 		}
 		return nil
-	}, worker.Config{CompletedRetention: time.Millisecond, FailedRetention: -1, CleanInterval: 20 * time.Millisecond})
+	}, worker.Config{CleanInterval: 20 * time.Millisecond})
 	running(t, w)
 
 	eventually(t, "the completed job deleted", func() bool {
@@ -40,7 +43,7 @@ func TestWorkerCleansFinishedJobsPastRetention(t *testing.T) {
 	require.ErrorIs(t, err, tasuki.ErrJobNotFound)
 	eventually(t, "the failed job failed", func() bool { return jobStatus(t, client, kept.ID) == tasuki.StatusFailed })
 	time.Sleep(100 * time.Millisecond) // several cleaning rounds
-	assert.Equal(t, tasuki.StatusFailed, jobStatus(t, client, kept.ID), "FailedRetention -1 keeps failed jobs")
+	assert.Equal(t, tasuki.StatusFailed, jobStatus(t, client, kept.ID), "a queue's failed retention of KeepForever keeps failed jobs")
 }
 
 func TestWorkerRetentionValidation(t *testing.T) {
@@ -48,10 +51,7 @@ func TestWorkerRetentionValidation(t *testing.T) {
 	pool := testdb.New(t)
 	h := worker.HandlerFunc[task](func(context.Context, *tasuki.Job[task]) error { return nil })
 	for option, cfg := range map[string]worker.Config{
-		"Config.CompletedRetention": {CompletedRetention: -2},
-		"Config.CanceledRetention":  {CanceledRetention: -time.Hour},
-		"Config.FailedRetention":    {FailedRetention: -5},
-		"Config.CleanInterval":      {CleanInterval: time.Microsecond},
+		"Config.CleanInterval": {CleanInterval: time.Microsecond},
 	} {
 		_, err := worker.New[task](pool, h, cfg)
 		var oe *tasuki.InvalidOptionError
@@ -60,6 +60,5 @@ func TestWorkerRetentionValidation(t *testing.T) {
 	}
 	w, err := worker.New[task](pool, h, worker.Config{})
 	require.NoError(t, err)
-	assert.Equal(t, 24*time.Hour, w.Config().CompletedRetention)
 	assert.Equal(t, time.Minute, w.Config().CleanInterval)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasukiq/tasuki/internal/maintenance"
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
@@ -23,6 +24,9 @@ const (
 	// DefaultPollInterval is how often an idle worker looks for jobs that
 	// no notification announced (retries and delayed jobs coming due).
 	DefaultPollInterval = time.Second
+	// MinHeartbeatInterval is the shortest HeartbeatInterval: renewing
+	// every lease more often only loads the database.
+	MinHeartbeatInterval = 100 * time.Millisecond
 	// DefaultShutdownTimeout is how long Run waits for running handlers
 	// after its context ends before it cancels them. It leaves room within
 	// the 30 s a Kubernetes pod gets between SIGTERM and SIGKILL.
@@ -30,17 +34,35 @@ const (
 )
 
 // RetryPolicy returns how long to wait before retrying a job whose attempt
-// (counting from 1) failed.
+// (counting from 1, up to the job's MaxAttempts, at most 2147483647)
+// failed. A negative delay counts as 0: the job is retried at once.
 type RetryPolicy func(attempt int) time.Duration
 
+// MaxDefaultRetryDelay caps the delay of DefaultRetryPolicy: one day.
+const MaxDefaultRetryDelay = 24 * time.Hour
+
 // DefaultRetryPolicy waits attempt⁴ seconds, ±10 % at random so that jobs
-// failing together do not retry together: 1 s, 16 s, 81 s, 4 min 16 s, …
-// about 4.5 days before the 25th attempt.
+// failing together do not retry together, and at most a day (±10 %): 1 s,
+// 16 s, 81 s, 4 min 16 s, … 23 h 12 min after the 17th attempt and a day
+// after each later one. With the default 25 attempts a job is retried for
+// about 11 days before it fails.
 func DefaultRetryPolicy(attempt int) time.Duration {
-	base := math.Pow(float64(attempt), 4)
+	// In float64 and capped before the conversion: attempt⁴ seconds
+	// overflows a time.Duration from attempt 303 on.
+	base := min(math.Pow(float64(max(attempt, 1)), 4), MaxDefaultRetryDelay.Seconds())
 	jitter := 1 + (rand.Float64()*0.2 - 0.1)
 	return time.Duration(base * jitter * float64(time.Second))
 }
+
+// retryDelay is the delay a policy or a handler asked for, made safe to
+// store: never negative, and at most maxRetryDelay, beyond which the time
+// of the retry would not be a valid PostgreSQL timestamp in every case.
+func retryDelay(d time.Duration) time.Duration {
+	return min(max(d, 0), maxRetryDelay)
+}
+
+// maxRetryDelay bounds any retry delay: 100 years.
+const maxRetryDelay = 100 * 365 * 24 * time.Hour
 
 // Config configures a [Worker]. The zero value is valid: every field has a
 // default.
@@ -55,8 +77,13 @@ type Config struct {
 	// without a heartbeat. At least 1 s. Defaults to 30 s.
 	LeaseDuration time.Duration
 	// HeartbeatInterval is how often the worker renews the leases of all
-	// its running jobs, in one statement. Less than LeaseDuration. Defaults
-	// to a third of LeaseDuration.
+	// its running jobs, in one statement. At least 100 ms and at most half
+	// of LeaseDuration, so that a failed renewal is tried again before the
+	// lease lapses. Defaults to a third of LeaseDuration. However short,
+	// each renewal gets a quarter of LeaseDuration to answer; a handler
+	// whose lease could not be renewed is canceled (ErrLeaseLost) when less
+	// than a quarter of the lease is left, before another worker can take
+	// the job.
 	HeartbeatInterval time.Duration
 	// PollInterval is how long an idle worker waits for a notification
 	// before it looks for runnable jobs anyway. At least 10 ms. Defaults to
@@ -68,24 +95,17 @@ type Config struct {
 	// 20 s. Set to -1 to cancel handlers at once.
 	ShutdownTimeout time.Duration
 	// RetryPolicy chooses the delay before a failed job's next attempt.
-	// Defaults to DefaultRetryPolicy.
+	// Negative delays count as 0. Defaults to DefaultRetryPolicy.
 	RetryPolicy RetryPolicy
 	// Logger receives the worker's logs. Payloads are never logged.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
-	// CompletedRetention is how long completed jobs are kept before the
-	// worker's cleaner deletes them. Defaults to 24 h. Set to -1 to keep
-	// them forever. With many workers, one at a time cleans (an advisory
-	// lock elects it each round).
-	CompletedRetention time.Duration
-	// CanceledRetention is the same for canceled jobs. Defaults to 7 days.
-	// Set to -1 to keep them forever.
-	CanceledRetention time.Duration
-	// FailedRetention is the same for failed jobs. Defaults to 7 days. Set
-	// to -1 to keep them forever.
-	FailedRetention time.Duration
-	// CleanInterval is how often the cleaner looks for jobs past their
-	// retention, in every queue. Defaults to 1 minute.
+	// CleanInterval is how often the worker's retention cleaner looks for
+	// finished jobs past their queue's retention, in every queue. With many
+	// workers, one at a time cleans (an advisory lock elects it each
+	// round). How long a queue keeps its jobs is a setting of the queue in
+	// the database, the same for every process: see tasuki.Retention and
+	// tasuki.Admin.SetRetention. At least 10 ms. Defaults to 1 minute.
 	CleanInterval time.Duration
 	// ListenURL is the connection string of the one connection the worker
 	// keeps for LISTEN. Defaults to the pool's own. Set it when the pool
@@ -121,9 +141,15 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.HeartbeatInterval == 0:
 		c.HeartbeatInterval = c.LeaseDuration / 3
-	case c.HeartbeatInterval < 0 || c.HeartbeatInterval >= c.LeaseDuration:
+	case c.HeartbeatInterval < MinHeartbeatInterval || c.HeartbeatInterval > c.LeaseDuration/2:
 		return c, &tasuki.InvalidOptionError{Option: "Config.HeartbeatInterval", Value: c.HeartbeatInterval,
-			Reason: fmt.Sprintf("must be positive and shorter than LeaseDuration (%s); 0 means a third of it", c.LeaseDuration)}
+			Reason: fmt.Sprintf("must be between 100ms and half of LeaseDuration (%s); 0 means a third of it", c.LeaseDuration/2)}
+	}
+	switch {
+	case c.CleanInterval == 0:
+		c.CleanInterval = maintenance.DefaultCleanInterval
+	case c.CleanInterval < 10*time.Millisecond:
+		return c, &tasuki.InvalidOptionError{Option: "Config.CleanInterval", Value: c.CleanInterval, Reason: "must be at least 10ms (0 means the default, 1m)"}
 	}
 	switch {
 	case c.PollInterval == 0:

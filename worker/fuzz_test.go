@@ -55,8 +55,6 @@ func FuzzConfig(f *testing.F) {
 			Queue: queue, Concurrency: concurrency, LeaseDuration: time.Duration(lease),
 			HeartbeatInterval: time.Duration(heartbeat), PollInterval: time.Duration(poll),
 			ShutdownTimeout: time.Duration(shutdown), ListenURL: listenURL, DisableListen: disableListen,
-			// Keep the cleaner's own validation out of this target.
-			CompletedRetention: -1, CanceledRetention: -1, FailedRetention: -1,
 		}
 		// The documented rules.
 		invalid := map[string]bool{}
@@ -77,7 +75,7 @@ func FuzzConfig(f *testing.F) {
 		switch {
 		case heartbeat == 0:
 			wantHeartbeat = wantLease / 3
-		case heartbeat < 0 || wantHeartbeat >= wantLease:
+		case wantHeartbeat < worker.MinHeartbeatInterval || wantHeartbeat > wantLease/2:
 			if !invalid["Config.LeaseDuration"] {
 				invalid["Config.HeartbeatInterval"] = true
 			}
@@ -123,7 +121,8 @@ func FuzzConfig(f *testing.F) {
 			assert.Equal(t, wantConcurrency, got.Concurrency)
 			assert.Equal(t, wantLease, got.LeaseDuration)
 			assert.Equal(t, wantHeartbeat, got.HeartbeatInterval)
-			assert.Less(t, got.HeartbeatInterval, got.LeaseDuration)
+			assert.LessOrEqual(t, got.HeartbeatInterval, got.LeaseDuration/2)
+			assert.GreaterOrEqual(t, got.HeartbeatInterval, worker.MinHeartbeatInterval)
 			assert.Equal(t, wantPoll, got.PollInterval)
 			assert.Equal(t, wantShutdown, got.ShutdownTimeout)
 			return

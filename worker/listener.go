@@ -29,7 +29,7 @@ type notification struct {
 // reconnecting after any error. Inserts into this worker's queue wake the
 // fetch loop; cancellations stop handlers.
 func (w *Worker[T]) listen(ctx context.Context, schema string) {
-	b := newBackoff()
+	b := newBackoff(backoffMax)
 	for ctx.Err() == nil {
 		err := w.listenOnce(ctx, schema, b)
 		if ctx.Err() != nil {
@@ -38,7 +38,7 @@ func (w *Worker[T]) listen(ctx context.Context, schema string) {
 		d := b.next()
 		w.log.Warn("tasuki: notification listener disconnected; reconnecting (polling meanwhile)",
 			slog.Any("error", err), slog.Duration("retry_in", d))
-		sleep(ctx, d)
+		w.health.sleep(ctx, d)
 	}
 }
 
@@ -64,6 +64,7 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 		return err
 	}
 	b.reset()
+	w.health.ok()
 	// Anything inserted or canceled while the listener was away went
 	// unannounced: look for jobs, and check the held ones at once.
 	w.signalWake()

@@ -164,6 +164,12 @@ type listenerTap struct {
 func newTappedPool(t *testing.T) (*pgxpool.Pool, *listenerTap) {
 	t.Helper()
 	_, url := testdb.Schema(t)
+	return newTappedPoolAt(t, url)
+}
+
+// newTappedPoolAt is newTappedPool on the schema of url.
+func newTappedPoolAt(t *testing.T, url string) (*pgxpool.Pool, *listenerTap) {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	require.NoError(t, err)
 	cfg.MaxConns = max(cfg.MaxConns, 8)

@@ -401,7 +401,7 @@ func TestCancelWhileListenerIsAway(t *testing.T) {
 		<-ctx.Done()
 		causes <- context.Cause(ctx)
 		return ctx.Err()
-	}, worker.Config{PollInterval: 20 * time.Millisecond, HeartbeatInterval: 20 * time.Second})
+	}, worker.Config{PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute, HeartbeatInterval: 30 * time.Second})
 	stop := running(t, w)
 	first := tap.listening(t, pool, 1)
 

@@ -234,7 +234,7 @@ func TestConfigValidation(t *testing.T) {
 		Queue:             strings.Repeat("q", tasuki.MaxQueueLength),
 		Concurrency:       100_000,
 		LeaseDuration:     time.Second,
-		HeartbeatInterval: time.Second - 1,
+		HeartbeatInterval: time.Second / 2,
 		PollInterval:      10 * time.Millisecond,
 		ShutdownTimeout:   -1,
 	})

@@ -55,13 +55,20 @@ var (
 // Worker runs the jobs of one queue with one handler. Create it with New
 // and start it with Run.
 type Worker[T any] struct {
+	// pool is the application's pool, which handlers use; the worker's own
+	// statements go through queries, on a small pool of its own that Run
+	// opens, so that handlers holding every connection of the
+	// application's pool cannot hold up leases, heartbeats or outcomes.
 	pool    *pgxpool.Pool
 	queries *db.Queries
 	handler Handler[T]
 	cfg     Config
 	log     *slog.Logger
 	started atomic.Bool
-	cleaner *maintenance.Cleaner
+	health  *health
+	// refused: expired jobs the database refused to rescue, set aside for a
+	// while. Used by the fetch loop only.
+	refused map[int64]*refusal
 
 	mu      sync.Mutex
 	running map[int64]*lease // leased, until the outcome is recorded
@@ -89,6 +96,9 @@ type lease struct {
 	// abandoned: shutdown gave the job back while its handler was still
 	// running; the handler's late outcome is dropped.
 	abandoned bool
+	// lost: watchLeases stopped the handler, as its lease was about to
+	// lapse unrenewed.
+	lost bool
 }
 
 // work is a leased job handed to a runner.
@@ -120,31 +130,13 @@ func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T],
 	if err != nil {
 		return nil, err
 	}
-	cleaner, err := maintenance.NewCleaner(pool, maintenance.CleanerConfig{
-		CompletedRetention: cfg.CompletedRetention,
-		CanceledRetention:  cfg.CanceledRetention,
-		FailedRetention:    cfg.FailedRetention,
-		Interval:           cfg.CleanInterval,
-		Logger:             cfg.Logger,
-	})
-	if err != nil {
-		var oe *tasuki.InvalidOptionError
-		if errors.As(err, &oe) {
-			oe.Option = strings.Replace(oe.Option, "CleanerConfig.", "Config.", 1)
-			oe.Option = strings.Replace(oe.Option, "Config.Interval", "Config.CleanInterval", 1)
-		}
-		return nil, err
-	}
-	cc := cleaner.Config()
-	cfg.CompletedRetention, cfg.CanceledRetention, cfg.FailedRetention, cfg.CleanInterval =
-		cc.CompletedRetention, cc.CanceledRetention, cc.FailedRetention, cc.Interval
 	return &Worker[T]{
-		cleaner: cleaner,
 		pool:    pool,
-		queries: db.New(pool),
 		handler: handler,
 		cfg:     cfg,
 		log:     cfg.Logger.With(slog.String("queue", cfg.Queue)),
+		health:  newHealth(),
+		refused: make(map[int64]*refusal),
 		running: make(map[int64]*lease),
 		work:    make(chan work, cfg.Concurrency),
 		// Room for a full batch of outcomes, so that handlers rarely wait for the
@@ -170,6 +162,16 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("tasuki: Worker.Run called twice; create a new Worker")
 	}
+	own, err := w.ownPool()
+	if err != nil {
+		return err
+	}
+	defer own.Close()
+	w.queries = db.New(own)
+	cleaner, err := maintenance.NewCleaner(own, maintenance.CleanerConfig{Interval: w.cfg.CleanInterval, Logger: w.cfg.Logger})
+	if err != nil {
+		return err
+	}
 	schema, err := w.start(ctx)
 	if err != nil {
 		return err
@@ -194,9 +196,14 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	cleanerDone := make(chan struct{})
 	go func() {
 		defer close(cleanerDone)
-		if err := w.cleaner.Run(ctx); err != nil {
+		if err := cleaner.Run(ctx); err != nil {
 			w.log.Error("tasuki: retention cleaner stopped", slog.Any("error", err))
 		}
+	}()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		w.watchLeases(dbCtx)
 	}()
 	listenerDone := make(chan struct{})
 	go func() {
@@ -238,20 +245,43 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	<-cleanerDone
 	stopDB()
 	<-listenerDone
+	<-watchDone
 	w.log.Info("tasuki: worker stopped")
 	return nil
+}
+
+// ownConns is the most connections the worker's own pool opens: one each
+// for the lease loop, the writer and the retention cleaner. The listener
+// holds one more, outside the pool.
+const ownConns = 3
+
+// ownPool opens the worker's own pool, with the application's pool's
+// connection settings (and hooks), for the worker's statements. It opens
+// connections only when they are needed.
+func (w *Worker[T]) ownPool() (*pgxpool.Pool, error) {
+	cfg := w.pool.Config()
+	cfg.MaxConns = ownConns
+	cfg.MinConns = 0
+	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "tasuki-worker"
+	}
+	own, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("tasuki: worker: open its own connection pool: %w", err)
+	}
+	return own, nil
 }
 
 // start checks that the schema exists and returns its name. It waits out an
 // unreachable database until ctx ends.
 func (w *Worker[T]) start(ctx context.Context) (string, error) {
-	b := newBackoff()
+	b := newBackoff(probeBackoffMax)
 	for {
 		// Leasing nothing proves the tables are there.
 		_, err := w.queries.JobLease(ctx, db.JobLeaseParams{Queue: w.cfg.Queue, Max: 0, LeaseUs: 1})
 		var schema string
 		if err == nil {
-			if schema, err = w.queries.CurrentSchema(ctx); err == nil {
+			if schema, err = w.queries.TasukiSchema(ctx); err == nil {
 				return schema, nil
 			}
 		}
@@ -264,7 +294,7 @@ func (w *Worker[T]) start(ctx context.Context) (string, error) {
 		}
 		d := b.next()
 		w.log.Warn("tasuki: database unavailable; retrying", slog.Any("error", err), slog.Duration("retry_in", d))
-		sleep(ctx, d)
+		w.health.sleep(ctx, d)
 	}
 }
 
@@ -277,7 +307,7 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 	more := true
 	poll := time.NewTimer(w.cfg.PollInterval)
 	defer poll.Stop()
-	b := newBackoff()
+	b := newBackoff(probeBackoffMax)
 	for {
 		free := w.cfg.Concurrency - int(w.active.Load())
 		if free <= 0 {
@@ -290,10 +320,7 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 			case <-rescueDue.C:
 				// Busy, but expired leases (of dead workers) are still
 				// rescued on time: a lease of no jobs runs only the rescue.
-				leaseCtx, cancel := context.WithTimeout(dbCtx, w.cfg.LeaseDuration/2)
-				_, err := w.queries.JobLease(leaseCtx, db.JobLeaseParams{Queue: w.cfg.Queue, Max: 0, LeaseUs: 1, Rescue: true})
-				cancel()
-				if err != nil {
+				if _, err := w.lease(dbCtx, 0, true); err != nil {
 					w.log.Warn("tasuki: rescuing expired jobs failed", slog.Any("error", dberr.Wrap("rescue", err)))
 				}
 				nextRescue = time.Now().Add(rescueEvery)
@@ -318,18 +345,11 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		sentAt := time.Now()
 		// dbCtx, not ctx: a lease statement interrupted by shutdown could
 		// commit without its rows reaching us; they are given back below.
-		leaseCtx, cancel := context.WithTimeout(dbCtx, w.cfg.LeaseDuration/2)
-		rows, err := w.queries.JobLease(leaseCtx, db.JobLeaseParams{
-			Queue:   w.cfg.Queue,
-			Max:     int32(free),
-			LeaseUs: w.cfg.LeaseDuration.Microseconds(),
-			Rescue:  rescue,
-		})
-		cancel()
+		rows, err := w.lease(dbCtx, free, rescue)
 		if err != nil {
 			d := b.next()
 			w.log.Warn("tasuki: leasing jobs failed; retrying", slog.Any("error", dberr.Wrap("lease", err)), slog.Duration("retry_in", d))
-			sleep(ctx, d)
+			w.health.sleep(ctx, d)
 			more = true
 			continue
 		}
@@ -349,6 +369,40 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		// with DisableListen they wait for the next poll.
 		more = len(rows) == free
 	}
+}
+
+// lease leases up to max jobs and, when rescue is set, rescues the queue's
+// expired jobs in the same statement. When the database refuses the
+// rescue for a row's data, the jobs are rescued one at a time (rescueEach)
+// and the lease runs again without the rescue, so that such a row never
+// stops the queue.
+func (w *Worker[T]) lease(ctx context.Context, max int, rescue bool) ([]*db.TasukiJob, error) {
+	p := db.JobLeaseParams{
+		Queue:   w.cfg.Queue,
+		Max:     int32(max),
+		LeaseUs: w.cfg.LeaseDuration.Microseconds(),
+		Rescue:  rescue,
+		SkipIds: []int64{},
+	}
+	if rescue {
+		p.SkipIds = w.skipIDs()
+	}
+	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
+	rows, err := w.queries.JobLease(stmtCtx, p)
+	cancel()
+	if err != nil && rescue && rowError(err) {
+		w.rescueEach(ctx)
+		p.Rescue = false
+		stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
+		rows, err = w.queries.JobLease(stmtCtx, p)
+		cancel()
+	} else if err == nil && rescue {
+		w.forgetRescued()
+	}
+	if err == nil {
+		w.health.ok()
+	}
+	return rows, err
 }
 
 // giveBack returns jobs leased during shutdown without running them.
@@ -484,9 +538,9 @@ func (w *Worker[T]) classify(ctx context.Context, l *lease, job *tasuki.Job[T], 
 	r.status = db.TasukiJobStatusPending
 	var retryErr *tasuki.RetryAfterError
 	if errors.As(err, &retryErr) {
-		r.delay = retryErr.Delay
+		r.delay = retryDelay(retryErr.Delay)
 	} else {
-		r.delay = w.cfg.RetryPolicy(job.Attempt)
+		r.delay = retryDelay(w.cfg.RetryPolicy(job.Attempt))
 	}
 	w.log.Info("tasuki: job attempt failed; will retry", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt),
 		slog.Duration("retry_in", r.delay), slog.Any("error", err))
@@ -577,29 +631,4 @@ func sanitizeError(s string) string {
 		s = strings.ToValidUTF8(s[:limit], "") + "… (truncated)"
 	}
 	return s
-}
-
-// backoff grows from 100 ms to 5 s.
-type backoff struct{ d time.Duration }
-
-func newBackoff() *backoff { return &backoff{} }
-
-func (b *backoff) next() time.Duration {
-	if b.d == 0 {
-		b.d = 100 * time.Millisecond
-	} else {
-		b.d = min(2*b.d, 5*time.Second)
-	}
-	return b.d
-}
-
-func (b *backoff) reset() { b.d = 0 }
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

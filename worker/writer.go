@@ -27,8 +27,11 @@ func (w *Worker[T]) writeLoop(ctx context.Context, stop <-chan struct{}) {
 	heartbeat := time.NewTicker(w.cfg.HeartbeatInterval)
 	defer heartbeat.Stop()
 	var pending []result
+	// retry fires when failed outcomes are due to be written again;
+	// recovered, when another loop's statement succeeded meanwhile.
 	var retry <-chan time.Time
-	b := newBackoff()
+	var recovered <-chan struct{}
+	b := newBackoff(backoffMax)
 	flush := func() {
 		var err error
 		pending, err = w.flush(ctx, pending)
@@ -36,11 +39,24 @@ func (w *Worker[T]) writeLoop(ctx context.Context, stop <-chan struct{}) {
 			d := b.next()
 			w.log.Warn("tasuki: recording job outcomes failed; retrying", slog.Any("error", err),
 				slog.Int("outcomes", len(pending)), slog.Duration("retry_in", d))
-			retry = time.After(d)
+			retry, recovered = time.After(d), w.health.recovered()
 			return
 		}
+		w.health.ok()
 		b.reset()
-		retry = nil
+		retry, recovered = nil, nil
+	}
+	// A failed heartbeat is tried again soon rather than a whole interval
+	// later, so that a short outage does not cost leases.
+	var heartbeatRetry <-chan time.Time
+	hb := newBackoff(w.cfg.HeartbeatInterval)
+	beat := func() {
+		if w.heartbeat(ctx) {
+			hb.reset()
+			heartbeatRetry = nil
+			return
+		}
+		heartbeatRetry = time.After(hb.next())
 	}
 	for {
 		in := w.results
@@ -55,10 +71,14 @@ func (w *Worker[T]) writeLoop(ctx context.Context, stop <-chan struct{}) {
 			}
 		case <-retry:
 			flush()
+		case <-recovered:
+			flush()
 		case <-heartbeat.C:
-			w.heartbeat(ctx)
+			beat()
+		case <-heartbeatRetry:
+			beat()
 		case <-w.heartbeatNow:
-			w.heartbeat(ctx)
+			beat()
 		case <-stop:
 			w.final(ctx, w.drain(pending))
 			return
@@ -84,7 +104,7 @@ func (w *Worker[T]) drain(pending []result) []result {
 // expire and they run again.
 func (w *Worker[T]) final(ctx context.Context, pending []result) {
 	deadline := time.Now().Add(w.cfg.LeaseDuration)
-	b := newBackoff()
+	b := newBackoff(backoffMax)
 	for len(pending) > 0 {
 		var err error
 		if pending, err = w.flush(ctx, pending); err == nil {
@@ -96,7 +116,7 @@ func (w *Worker[T]) final(ctx context.Context, pending []result) {
 				slog.Int("jobs", len(pending)), slog.Any("error", err))
 			return
 		}
-		sleep(ctx, b.next())
+		w.health.sleep(ctx, b.next())
 	}
 }
 
@@ -195,8 +215,10 @@ func (w *Worker[T]) flushEach(ctx context.Context, pending []result, batchErr er
 }
 
 // heartbeat renews the leases of every job this worker holds, in one
-// statement, and stops the handlers of jobs it no longer holds.
-func (w *Worker[T]) heartbeat(ctx context.Context) {
+// statement, and stops the handlers of jobs it no longer holds. It reports
+// whether the statement succeeded. A handler whose lease could not be
+// renewed is stopped by watchLeases before the lease can lapse.
+func (w *Worker[T]) heartbeat(ctx context.Context) bool {
 	w.mu.Lock()
 	held := make([]*lease, 0, len(w.running))
 	for _, l := range w.running {
@@ -206,7 +228,7 @@ func (w *Worker[T]) heartbeat(ctx context.Context) {
 	}
 	w.mu.Unlock()
 	if len(held) == 0 {
-		return
+		return true
 	}
 	slices.SortFunc(held, func(a, b *lease) int { return cmp.Compare(a.id, b.id) })
 	p := db.JobHeartbeatManyParams{
@@ -218,24 +240,16 @@ func (w *Worker[T]) heartbeat(ctx context.Context) {
 		p.Ids[i], p.Tokens[i] = l.id, l.token
 	}
 	sentAt := time.Now()
-	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.HeartbeatInterval)
+	// The timeout is the lease's margin, not the heartbeat interval: it
+	// must let a slow database answer however often heartbeats run.
+	stmtCtx, cancel := context.WithTimeout(ctx, w.leaseMargin())
 	renewed, err := w.queries.JobHeartbeatMany(stmtCtx, p)
 	cancel()
 	if err != nil {
 		w.log.Warn("tasuki: heartbeat failed", slog.Any("error", dberr.Wrap("tasuki: heartbeat", err)), slog.Int("jobs", len(held)))
-		// A lease that will have lapsed before the next heartbeat can renew
-		// it is given up now, before another worker can rescue the job and
-		// run it a second time.
-		deadline := time.Now().Add(w.cfg.HeartbeatInterval)
-		w.mu.Lock()
-		for _, l := range held {
-			if deadline.After(l.expires) {
-				l.cancel(ErrLeaseLost)
-			}
-		}
-		w.mu.Unlock()
-		return
+		return false
 	}
+	w.health.ok()
 	ok := make(map[int64]struct{}, len(renewed))
 	for _, id := range renewed {
 		ok[id] = struct{}{}
@@ -252,6 +266,41 @@ func (w *Worker[T]) heartbeat(ctx context.Context) {
 	w.mu.Unlock()
 	if len(lost) > 0 {
 		w.stopLost(ctx, lost)
+	}
+	return true
+}
+
+// leaseMargin is how long before its lease lapses a handler whose lease
+// could not be renewed is stopped: a quarter of the lease. Another worker
+// can rescue the job only once the lease has lapsed, so the handler has at
+// least this long to return before the job may run elsewhere.
+func (w *Worker[T]) leaseMargin() time.Duration { return w.cfg.LeaseDuration / 4 }
+
+// watchLeases stops, with ErrLeaseLost, every handler whose lease will
+// lapse within leaseMargin, until ctx ends. It runs apart from the writer,
+// so that a writer held up by a slow statement cannot delay it. A lease's
+// expiry is estimated from when the statement that set it was sent, so it
+// is never later than the database's.
+func (w *Worker[T]) watchLeases(ctx context.Context) {
+	margin := w.leaseMargin()
+	tick := time.NewTicker(max(margin/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			w.mu.Lock()
+			for _, l := range w.running {
+				if !l.returned && !l.lost && l.expires.Sub(now) < margin {
+					l.lost = true
+					l.cancel(ErrLeaseLost)
+					w.log.Warn("tasuki: stopping a job whose lease could not be renewed before it lapses",
+						slog.Int64("job_id", l.id), slog.Time("lease_expires", l.expires))
+				}
+			}
+			w.mu.Unlock()
+		}
 	}
 }
 

@@ -38,8 +38,8 @@ var appGrants = []grant{
 	{"SELECT", "%[1]s.tasuki_job"},
 	{"INSERT", "%[1]s.tasuki_job"},
 	{"UPDATE", "%[1]s.tasuki_job"},
-	// Only the worker's retention cleaner deletes: a role whose workers
-	// keep finished jobs forever (every *Retention set to -1) needs no
+	// Only the worker's retention cleaner deletes: a role whose queues
+	// all keep their finished jobs forever (tasuki.Retention) needs no
 	// DELETE.
 	{"DELETE", "%[1]s.tasuki_job"},
 	{"SELECT", "%[1]s.tasuki_queue"},
@@ -148,6 +148,13 @@ func TestLeastPrivilegeRoleRunsEverything(t *testing.T) {
 	undecodable, err := raw.Insert(ctx, json.RawMessage(`{"token": "`+secret+`", "n": `+secretNumber+`}`), nil)
 	require.NoError(t, err)
 
+	// Retention is the queue's setting, made by an operator (not the role):
+	// the canceled job goes at once, the rest stays.
+	operator, err := tasuki.NewAdmin(e.pool)
+	require.NoError(t, err)
+	require.NoError(t, operator.SetRetention(ctx, tasuki.DefaultQueue, tasuki.Retention{
+		Completed: tasuki.KeepForever, Failed: tasuki.KeepForever, Canceled: time.Millisecond,
+	}))
 	logger, logs := capturedLogger()
 	var failedOnce atomic.Bool
 	w, err := worker.New(tp.Pool, worker.HandlerFunc[secretJob](func(ctx context.Context, job *tasuki.Job[secretJob]) error {
@@ -161,7 +168,7 @@ func TestLeastPrivilegeRoleRunsEverything(t *testing.T) {
 		return nil
 	}), worker.Config{
 		LeaseDuration: time.Second, PollInterval: 50 * time.Millisecond, RetryPolicy: func(int) time.Duration { return 0 },
-		CompletedRetention: -1, FailedRetention: -1, CanceledRetention: time.Millisecond, CleanInterval: 100 * time.Millisecond,
+		CleanInterval: 100 * time.Millisecond,
 		Logger: logger,
 	})
 	require.NoError(t, err)
@@ -200,7 +207,7 @@ func TestLeastPrivilegeRoleRunsEverything(t *testing.T) {
 	badListen := strings.Replace(roleURL, fmt.Sprintf(":%d/", testPort(t, e.url)), ":1/", 1)
 	require.NotEqual(t, roleURL, badListen)
 	w2, err := worker.New(tp.Pool, worker.HandlerFunc[secretJob](nop[secretJob]), worker.Config{
-		Queue: "other", ListenURL: badListen, Logger: logger, CompletedRetention: -1, FailedRetention: -1, CanceledRetention: -1,
+		Queue: "other", ListenURL: badListen, Logger: logger,
 	})
 	require.NoError(t, err)
 	runCtx2, stop2 := context.WithCancel(ctx)

@@ -10,11 +10,9 @@ package maintenance
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
@@ -24,32 +22,17 @@ import (
 
 // Defaults of CleanerConfig.
 const (
-	// DefaultCompletedRetention is how long completed jobs are kept.
-	DefaultCompletedRetention = 24 * time.Hour
-	// DefaultCanceledRetention is how long canceled jobs are kept.
-	DefaultCanceledRetention = 7 * 24 * time.Hour
-	// DefaultFailedRetention is how long failed jobs are kept.
-	DefaultFailedRetention = 7 * 24 * time.Hour
 	// DefaultCleanInterval is how often a Cleaner looks for jobs to delete.
 	DefaultCleanInterval = time.Minute
 	// DefaultBatchSize is how many jobs one statement deletes.
 	DefaultBatchSize = tasuki.DefaultCleanBatchSize
-	// KeepForever, as a retention, keeps the jobs of that status forever.
-	KeepForever time.Duration = -1
 )
 
 // CleanerConfig configures a [Cleaner]. The zero value is valid: every
-// field has a default.
+// field has a default. How long jobs are kept is not configured here: it
+// is a setting of each queue, in the database (tasuki.Admin.SetRetention),
+// so that every process cleans a queue by the same rule.
 type CleanerConfig struct {
-	// CompletedRetention is how long after they finished completed jobs
-	// are deleted. Defaults to 24 h. Set to -1 (KeepForever) to keep them.
-	CompletedRetention time.Duration
-	// CanceledRetention is the same for canceled jobs. Defaults to 7 days.
-	// Set to -1 (KeepForever) to keep them.
-	CanceledRetention time.Duration
-	// FailedRetention is the same for failed jobs. Defaults to 7 days. Set
-	// to -1 (KeepForever) to keep them.
-	FailedRetention time.Duration
 	// Interval is how often the Cleaner runs a round. At least 10 ms.
 	// Defaults to 1 minute.
 	Interval time.Duration
@@ -61,23 +44,6 @@ type CleanerConfig struct {
 }
 
 func (c CleanerConfig) withDefaults() (CleanerConfig, error) {
-	for _, r := range []struct {
-		option string
-		value  *time.Duration
-		def    time.Duration
-	}{
-		{"CleanerConfig.CompletedRetention", &c.CompletedRetention, DefaultCompletedRetention},
-		{"CleanerConfig.CanceledRetention", &c.CanceledRetention, DefaultCanceledRetention},
-		{"CleanerConfig.FailedRetention", &c.FailedRetention, DefaultFailedRetention},
-	} {
-		switch {
-		case *r.value == 0:
-			*r.value = r.def
-		case *r.value < 0 && *r.value != KeepForever:
-			return c, &tasuki.InvalidOptionError{Option: r.option, Value: *r.value,
-				Reason: fmt.Sprintf("must be positive, 0 for the default (%s) or -1 to keep such jobs forever", r.def)}
-		}
-	}
 	switch {
 	case c.Interval == 0:
 		c.Interval = DefaultCleanInterval
@@ -96,7 +62,9 @@ func (c CleanerConfig) withDefaults() (CleanerConfig, error) {
 	return c, nil
 }
 
-// Cleaner deletes finished jobs older than their status's retention. Many
+// Cleaner deletes finished jobs older than their queue's retention for
+// their status (tasuki.Retention; a queue without a setting keeps the
+// defaults: 24 h for completed jobs, 7 days for canceled and failed). Many
 // processes may run one against the same database: in each batch it first
 // takes a transaction-scoped advisory lock, and when another process holds
 // it, that process is cleaning and this one skips the round. The lock ends
@@ -155,22 +123,16 @@ func (c *Cleaner) Run(ctx context.Context) error {
 }
 
 // RunOnce runs one round: it deletes, in batches, every completed, canceled
-// and failed job that finished longer ago than its retention, by the
-// database clock, and returns how many it deleted, also when it fails
-// midway. When another process is cleaning it deletes nothing. An idle
-// round is one statement.
+// and failed job of every queue that finished longer ago than that queue's
+// retention, by the database clock, and returns how many it deleted, also
+// when it fails midway. When another process is cleaning it deletes
+// nothing. An idle round is one statement.
 func (c *Cleaner) RunOnce(ctx context.Context) (deleted int64, err error) {
-	retention := func(d time.Duration) pgtype.Int8 {
-		return pgtype.Int8{Int64: d.Microseconds(), Valid: d != KeepForever}
-	}
 	params := db.JobCleanRetainedParams{
-		CompletedUs: retention(c.cfg.CompletedRetention),
-		CanceledUs:  retention(c.cfg.CanceledRetention),
-		FailedUs:    retention(c.cfg.FailedRetention),
+		CompletedUs: tasuki.DefaultCompletedRetention.Microseconds(),
+		CanceledUs:  tasuki.DefaultCanceledRetention.Microseconds(),
+		FailedUs:    tasuki.DefaultFailedRetention.Microseconds(),
 		Max:         int32(c.cfg.BatchSize),
-	}
-	if !params.CompletedUs.Valid && !params.CanceledUs.Valid && !params.FailedUs.Valid {
-		return 0, nil
 	}
 	for {
 		n, err := c.queries.JobCleanRetained(ctx, params)

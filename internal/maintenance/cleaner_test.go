@@ -36,8 +36,14 @@ func newCleaner(t *testing.T, pool *pgxpool.Pool, cfg maintenance.CleanerConfig)
 // ago before now when the status is a finished one. It returns their ids.
 func addJobs(t *testing.T, pool *pgxpool.Pool, n int, status tasuki.Status, ago time.Duration) []int64 {
 	t.Helper()
+	return addJobsIn(t, pool, "q", n, status, ago)
+}
+
+// addJobsIn is addJobs for the given queue.
+func addJobsIn(t *testing.T, pool *pgxpool.Pool, queue string, n int, status tasuki.Status, ago time.Duration) []int64 {
+	t.Helper()
 	ctx := context.Background()
-	c, err := tasuki.NewClient[int](pool, tasuki.ClientConfig{Queue: "q"})
+	c, err := tasuki.NewClient[int](pool, tasuki.ClientConfig{Queue: queue})
 	require.NoError(t, err)
 	var first int64
 	require.NoError(t, pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) + 1 FROM tasuki_job").Scan(&first))
@@ -93,25 +99,14 @@ func TestNewCleanerConfig(t *testing.T) {
 	c, err := maintenance.NewCleaner(pool, maintenance.CleanerConfig{})
 	require.NoError(t, err)
 	cfg := c.Config()
-	assert.Equal(t, 24*time.Hour, cfg.CompletedRetention)
-	assert.Equal(t, 7*24*time.Hour, cfg.CanceledRetention)
-	assert.Equal(t, 7*24*time.Hour, cfg.FailedRetention)
 	assert.Equal(t, time.Minute, cfg.Interval)
 	assert.Equal(t, 1000, cfg.BatchSize)
 	assert.Equal(t, slog.Default(), cfg.Logger)
-
-	c, err = maintenance.NewCleaner(pool, maintenance.CleanerConfig{CompletedRetention: maintenance.KeepForever, FailedRetention: time.Hour})
-	require.NoError(t, err)
-	assert.Equal(t, time.Duration(-1), c.Config().CompletedRetention)
-	assert.Equal(t, time.Hour, c.Config().FailedRetention)
 
 	_, err = maintenance.NewCleaner(nil, maintenance.CleanerConfig{})
 	var invalid *tasuki.InvalidOptionError
 	require.ErrorAs(t, err, &invalid)
 	for _, cfg := range []maintenance.CleanerConfig{
-		{CompletedRetention: -2},
-		{CanceledRetention: -time.Hour},
-		{FailedRetention: -2 * time.Second},
 		{Interval: -1},
 		{Interval: time.Millisecond},
 		{BatchSize: -1},
@@ -151,32 +146,78 @@ func TestCleanerRetention(t *testing.T) {
 	assert.Zero(t, n)
 }
 
-func TestCleanerKeepForever(t *testing.T) {
+// TestCleanerQueueRetention: each queue's finished jobs are deleted by that
+// queue's own retention setting, whichever process cleans; a queue that
+// keeps its jobs forever loses none, and a queue without a setting keeps
+// the defaults.
+func TestCleanerQueueRetention(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testdb.New(t)
-
-	completed := addJobs(t, pool, 3, tasuki.StatusCompleted, 1000*24*time.Hour)
-	addJobs(t, pool, 3, tasuki.StatusFailed, 1000*24*time.Hour)
-	addJobs(t, pool, 3, tasuki.StatusCanceled, 2*time.Hour)
-
-	c := newCleaner(t, pool, maintenance.CleanerConfig{
-		CompletedRetention: maintenance.KeepForever,
-		CanceledRetention:  time.Hour,
-	})
-	n, err := c.RunOnce(ctx)
+	admin, err := tasuki.NewAdmin(pool)
 	require.NoError(t, err)
-	assert.Equal(t, int64(6), n)
-	assert.Equal(t, completed, remaining(t, pool))
+	day := 24 * time.Hour
+	require.NoError(t, admin.SetRetention(ctx, "audit", tasuki.Retention{
+		Completed: tasuki.KeepForever, Canceled: tasuki.KeepForever, Failed: tasuki.KeepForever,
+	}))
+	require.NoError(t, admin.SetRetention(ctx, "short", tasuki.Retention{Completed: time.Hour, Canceled: time.Minute}))
 
-	// Everything kept forever: nothing to do, not even a query.
-	c = newCleaner(t, pool, maintenance.CleanerConfig{
-		CompletedRetention: -1, CanceledRetention: -1, FailedRetention: -1,
-	})
-	n, err = c.RunOnce(ctx)
+	audit := sorted(
+		addJobsIn(t, pool, "audit", 3, tasuki.StatusCompleted, 1000*day),
+		addJobsIn(t, pool, "audit", 2, tasuki.StatusFailed, 1000*day),
+		addJobsIn(t, pool, "audit", 2, tasuki.StatusCanceled, 1000*day),
+	)
+	addJobsIn(t, pool, "short", 3, tasuki.StatusCompleted, 2*time.Hour)
+	addJobsIn(t, pool, "short", 2, tasuki.StatusCanceled, 2*time.Minute)
+	shortKept := sorted(
+		addJobsIn(t, pool, "short", 2, tasuki.StatusCompleted, 30*time.Minute),
+		addJobsIn(t, pool, "short", 2, tasuki.StatusFailed, 6*day), // failed: the default, 7 days
+	)
+	addJobsIn(t, pool, "short", 1, tasuki.StatusFailed, 8*day)
+	addJobsIn(t, pool, "plain", 2, tasuki.StatusCompleted, 25*time.Hour)
+	plainKept := addJobsIn(t, pool, "plain", 2, tasuki.StatusCompleted, 23*time.Hour)
+
+	n, err := newCleaner(t, pool, maintenance.CleanerConfig{BatchSize: 2}).RunOnce(ctx)
 	require.NoError(t, err)
-	assert.Zero(t, n)
-	assert.Equal(t, completed, remaining(t, pool))
+	assert.Equal(t, int64(3+2+1+2), n)
+	assert.Equal(t, sorted(audit, shortKept, plainKept), remaining(t, pool))
+
+	stats, err := admin.Stats(ctx)
+	require.NoError(t, err)
+	got := map[string]tasuki.Retention{}
+	for _, s := range stats {
+		got[s.Queue] = s.Retention
+	}
+	assert.Equal(t, map[string]tasuki.Retention{
+		"audit": {Completed: tasuki.KeepForever, Canceled: tasuki.KeepForever, Failed: tasuki.KeepForever},
+		"short": {Completed: time.Hour, Canceled: time.Minute, Failed: 7 * day},
+		"plain": {Completed: day, Canceled: 7 * day, Failed: 7 * day},
+	}, got)
+
+	// Back to the defaults: the audit queue's jobs are then deleted too.
+	require.NoError(t, admin.SetRetention(ctx, "audit", tasuki.Retention{}))
+	n, err = newCleaner(t, pool, maintenance.CleanerConfig{}).RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(len(audit)), n)
+}
+
+func TestSetRetentionValidation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	admin, err := tasuki.NewAdmin(testdb.New(t))
+	require.NoError(t, err)
+	var invalid *tasuki.InvalidOptionError
+	for option, r := range map[string]tasuki.Retention{
+		"Retention.Completed": {Completed: -2},
+		"Retention.Canceled":  {Canceled: -time.Hour},
+		"Retention.Failed":    {Failed: time.Nanosecond},
+	} {
+		err := admin.SetRetention(ctx, "q", r)
+		require.ErrorAs(t, err, &invalid, option)
+		assert.Equal(t, option, invalid.Option)
+	}
+	require.ErrorAs(t, admin.SetRetention(ctx, "bad\x00queue", tasuki.Retention{}), &invalid)
+	require.ErrorAs(t, admin.SetRetention(ctx, "", tasuki.Retention{}), &invalid)
 }
 
 // TestCleanersRace runs two cleaners, each with a pool of its own like two

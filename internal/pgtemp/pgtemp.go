@@ -45,6 +45,7 @@ type Cluster struct {
 	Dir string
 
 	bin      string
+	opts     string // the server options pg_ctl start was given (-o)
 	cred     *syscall.Credential
 	watchdog *exec.Cmd
 	stdin    io.WriteCloser
@@ -131,8 +132,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		if err != nil {
 			return nil, err
 		}
-		args := []string{"-D", data, "-l", filepath.Join(dir, "server.log"), "-w", "-t", "60",
-			"-o", "-c port=" + strconv.Itoa(port) + " -c " + strings.Join(settings, " -c "), "start"}
+		c.opts = "-c port=" + strconv.Itoa(port) + " -c " + strings.Join(settings, " -c ")
+		args := []string{"-D", data, "-l", filepath.Join(dir, "server.log"), "-w", "-t", "60", "-o", c.opts, "start"}
 		logf("pgtemp: starting on port %d", port)
 		out, err := c.command(ctx, "pg_ctl", args...).CombinedOutput()
 		if err == nil {
@@ -158,6 +159,27 @@ func (c *Cluster) Restart(ctx context.Context) error {
 		"-w", "-t", "60", "-m", "fast", "restart").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pgtemp: pg_ctl restart: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// StopServer stops the server in fast mode and leaves it stopped, its data
+// kept, until StartServer: an outage, for fault tests.
+func (c *Cluster) StopServer(ctx context.Context) error {
+	out, err := c.command(ctx, "pg_ctl", "-D", filepath.Join(c.Dir, "data"), "-w", "-t", "60", "-m", "fast", "stop").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pgtemp: pg_ctl stop: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// StartServer starts a server stopped by StopServer and returns once it
+// accepts connections.
+func (c *Cluster) StartServer(ctx context.Context) error {
+	out, err := c.command(ctx, "pg_ctl", "-D", filepath.Join(c.Dir, "data"), "-l", filepath.Join(c.Dir, "server.log"),
+		"-w", "-t", "60", "-o", c.opts, "start").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pgtemp: pg_ctl start: %w\n%s", err, out)
 	}
 	return nil
 }
