@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -68,4 +69,44 @@ func ExampleAdmin() {
 	// Output:
 	// reports-admin: 3 pending, paused true
 	// pages: 2
+}
+
+// Keep an audit queue's finished jobs forever and its failed ones for a
+// month, for every worker process at once: the retention cleaner of any
+// worker, of any queue, applies each queue's own setting.
+func ExampleAdmin_SetRetention() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	if err := tasuki.Migrate(ctx, pool); err != nil {
+		log.Fatal(err)
+	}
+	admin, err := tasuki.NewAdmin(pool)
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = admin.SetRetention(ctx, "audit-example", tasuki.Retention{
+		Completed: tasuki.KeepForever,
+		Canceled:  tasuki.KeepForever,
+		Failed:    30 * 24 * time.Hour,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	stats, err := admin.Stats(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range stats {
+		if s.Queue == "audit-example" {
+			fmt.Println("completed kept forever:", s.Retention.Completed == tasuki.KeepForever)
+			fmt.Println("failed kept:", s.Retention.Failed)
+		}
+	}
+	// Output:
+	// completed kept forever: true
+	// failed kept: 720h0m0s
 }
