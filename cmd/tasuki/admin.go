@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -157,8 +158,11 @@ func parseIDs(args []string) ([]int64, error) {
 	ids := make([]int64, 0, len(args))
 	for _, arg := range args {
 		id, err := strconv.ParseInt(arg, 10, 64)
-		if err != nil || id <= 0 {
-			return nil, fmt.Errorf("invalid job id %q: a job id is a positive whole number", arg)
+		switch {
+		case errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(arg, "-"):
+			return nil, fmt.Errorf("%q is not a job id: job ids are at most %d", arg, int64(math.MaxInt64))
+		case err != nil || id <= 0:
+			return nil, fmt.Errorf("%q is not a job id: job ids are positive integers, as 'tasuki list' prints them", arg)
 		}
 		ids = append(ids, id)
 	}
@@ -206,17 +210,27 @@ func parseTimeFlag(flag, s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%s %q: give a time (2024-05-01, \"2024-05-01 14:00\", 2024-05-01T14:00:00Z) or a duration before now (90m, 24h, 7d)", flag, s)
 }
 
-// joinFailures makes one line of the errors of several ids.
+// joinFailures makes one line of the errors of several jobs or queues.
 func joinFailures(verb string, failed []error, total int) error {
-	switch len(failed) {
-	case 0:
+	return joinFailuresOf("jobs", verb, failed, total)
+}
+
+func joinFailuresOf(things, verb string, failed []error, total int) error {
+	switch {
+	case len(failed) == 0:
 		return nil
-	case 1:
+	case total == 1:
 		return failed[0]
 	}
 	texts := make([]string, len(failed))
 	for i, err := range failed {
-		texts[i] = strings.TrimPrefix(err.Error(), "tasuki: ")
+		texts[i] = withoutPrefix(err)
 	}
-	return fmt.Errorf("%d of %d jobs not %s: %s", len(failed), total, verb, strings.Join(texts, "; "))
+	return fmt.Errorf("%d of %d %s not %s: %s", len(failed), total, things, verb, strings.Join(texts, "; "))
+}
+
+// withoutPrefix is an error's text for inside a line or a JSON field,
+// without the "tasuki: " that starts the line.
+func withoutPrefix(err error) string {
+	return strings.TrimPrefix(errorLine(err), "tasuki: ")
 }

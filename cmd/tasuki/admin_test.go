@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"regexp"
@@ -287,7 +289,7 @@ func TestShowCommand(t *testing.T) {
 	line := requireOneLineError(t, runCLI(t, url, "show", "999999"))
 	assert.Equal(t, "tasuki: job 999999 not found", line)
 	line = requireOneLineError(t, runCLI(t, url, "show", "abc"))
-	assert.Contains(t, line, `invalid job id "abc"`)
+	assert.Contains(t, line, `"abc" is not a job id`)
 	line = requireOneLineError(t, runCLI(t, url, "show"))
 	assert.Contains(t, line, "accepts 1 arg(s), received 0")
 }
@@ -344,8 +346,8 @@ func TestCancelCommand(t *testing.T) {
 		{[]string{"1", "--queue", "emails"}, "give job ids or --queue, not both"},
 		{[]string{"1", "--status", "pending"}, "--status goes with --queue"},
 		{[]string{"--queue", "emails", "--status", "completed"}, `--status "completed": use pending or running`},
-		{[]string{"x1"}, `invalid job id "x1"`},
-		{[]string{"0"}, `invalid job id "0"`},
+		{[]string{"x1"}, `"x1" is not a job id: job ids are positive integers`},
+		{[]string{"0"}, `"0" is not a job id`},
 	} {
 		line := requireOneLineError(t, runCLI(t, url, append([]string{"cancel"}, tc.args...)...))
 		assert.Contains(t, line, tc.want)
@@ -474,12 +476,51 @@ func TestPauseResumeCommands(t *testing.T) {
 	assert.True(t, stats[0].Paused)
 	assert.True(t, stats[1].Paused)
 
+	// Pausing a paused queue changes nothing, and says so.
+	r = runCLI(t, url, "pause", "emails")
+	requireOK(t, r)
+	assert.Equal(t, "queue emails was already paused; nothing changed\n", r.stdout)
+
 	r = runCLI(t, url, "resume", "emails")
 	requireOK(t, r)
-	assert.Equal(t, "resumed queue emails\n", r.stdout)
+	assert.Equal(t, "resumed queue emails: its workers start its jobs again\n", r.stdout)
 	assert.Equal(t, 1, lease())
+	r = runCLI(t, url, "resume", "emails")
+	requireOK(t, r)
+	assert.Equal(t, "queue emails is not paused; nothing changed\n", r.stdout)
 
-	line := requireOneLineError(t, runCLI(t, url, "pause", strings.Repeat("q", 129)))
+	// A queue tasuki does not know, most often a typo, is an error.
+	line := requireOneLineError(t, runCLI(t, url, "resume", "nosuchqueue"))
+	assert.Equal(t, `tasuki: no queue named "nosuchqueue": it has no jobs and was never paused (tasuki stats lists the queues)`, line)
+	// Among others: they are resumed, the unknown one is reported, and
+	// the exit code says so.
+	r = runCLI(t, url, "resume", "reports", "nosuchqueue", "emails")
+	assert.Equal(t, 1, r.code)
+	assert.Equal(t, "resumed queue reports: its workers start its jobs again\nqueue emails is not paused; nothing changed\n", r.stdout)
+	assert.Equal(t, "tasuki: 1 of 3 queues not resumed: no queue named \"nosuchqueue\": it has no jobs and was never paused (tasuki stats lists the queues)\n", r.stderr)
+
+	// --json says the same for scripts.
+	r = runCLI(t, url, "pause", "emails", "new", "--json")
+	requireOK(t, r)
+	var out queuesJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	assert.Equal(t, queuesJSON{Queues: []queueChangeJSON{
+		{Queue: "emails", Paused: true, Changed: true},
+		{Queue: "new", Paused: true, Changed: true},
+	}, Failed: []queueFailureJSON{}}, out)
+	r = runCLI(t, url, "resume", "emails", "nosuchqueue", "reports", "--json")
+	assert.Equal(t, 1, r.code)
+	out = queuesJSON{}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	assert.Equal(t, queuesJSON{Queues: []queueChangeJSON{
+		{Queue: "emails", Paused: false, Changed: true},
+		{Queue: "reports", Paused: false, Changed: false},
+	}, Failed: []queueFailureJSON{
+		{Queue: "nosuchqueue", Error: `no queue named "nosuchqueue": it has no jobs and was never paused (tasuki stats lists the queues)`},
+	}}, out)
+	assert.Equal(t, "tasuki: 1 of 3 queues not resumed: no queue named \"nosuchqueue\": it has no jobs and was never paused (tasuki stats lists the queues)\n", r.stderr)
+
+	line = requireOneLineError(t, runCLI(t, url, "pause", strings.Repeat("q", 129)))
 	assert.Contains(t, line, "a queue name has 1 to 128 characters")
 	line = requireOneLineError(t, runCLI(t, url, "resume"))
 	assert.Contains(t, line, "requires at least 1 arg(s)")
@@ -551,4 +592,201 @@ func TestCleanProgressOnTerminal(t *testing.T) {
 	assert.Contains(t, string(out), "/300)")
 	assert.True(t, strings.HasSuffix(string(out), "\rdeleted 300 jobs\r\n"), "output: %q", out)
 	assert.Zero(t, countJobs(t, pool))
+}
+
+// TestPermissionDeniedOneLine runs commands as a role that may use the
+// schema but not tasuki's tables: the library's error, which starts with
+// "tasuki: " and wraps another that does, prints as one line with one
+// prefix.
+func TestPermissionDeniedOneLine(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	schemaName, schemaURL := testdb.Schema(t)
+	pool := testdb.Pool(t, schemaURL)
+	testdb.MigrateUp(t, pool)
+	role := "noperm_" + schemaName
+	_, err := pool.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw'; GRANT USAGE ON SCHEMA %s TO %s",
+		pgx.Identifier{role}.Sanitize(), pgx.Identifier{schemaName}.Sanitize(), pgx.Identifier{role}.Sanitize()))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, err := pool.Exec(context.Background(), fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE %[1]s", pgx.Identifier{role}.Sanitize()))
+		assert.NoError(t, err)
+	})
+	u, err := neturl.Parse(schemaURL)
+	require.NoError(t, err)
+	u.User = neturl.UserPassword(role, "pw")
+
+	for _, args := range [][]string{{"stats"}, {"list"}, {"pause", "q"}, {"cancel", "1"}} {
+		line := requireOneLineError(t, runCLI(t, u.String(), args...))
+		assert.Contains(t, line, "permission denied", "%v", args)
+		assert.Equal(t, 1, strings.Count(line, "tasuki: "), "%v: %s", args, line)
+	}
+}
+
+// runAt runs the command in this process with its clock stopped at now,
+// for what depends on the time a command is run, such as list --since 1h.
+func runAt(t *testing.T, now time.Time, databaseURL string, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	a := newApp(&stdout, &stderr, func() {})
+	a.now = func() time.Time { return now }
+	code := a.execute(context.Background(), append(args, "--database-url", databaseURL))
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+// TestListRelativeTimePaging pages through jobs near the edge of a --since
+// given as a duration, the clock moving on between pages: following each
+// page's hint, or its JSON, must show every job exactly once, however late
+// the next page is asked for.
+func TestListRelativeTimePaging(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, pool := migrated(t)
+	ids := seed(t, pool, "emails", tasuki.StatusPending, 7, 0)
+	var start time.Time
+	require.NoError(t, pool.QueryRow(ctx, "SELECT now()").Scan(&start))
+	// The jobs were created just inside the last hour, as of start.
+	_, err := pool.Exec(ctx, "UPDATE tasuki_job SET created_at = $1::timestamptz - interval '1 hour' + id * interval '1 second'", start)
+	require.NoError(t, err)
+	want := map[int64]int{}
+	for _, id := range ids {
+		want[id] = 1
+	}
+	hintRE := regexp.MustCompile(`^more jobs: add (--after \d+(?: --(?:since|until) \S+)*) for the next page`)
+
+	t.Run("table", func(t *testing.T) {
+		t.Parallel()
+		seen := map[int64]int{}
+		args := []string{"list", "--since", "1h", "--until", "0s", "--limit", "3"}
+		now := start
+		for pages := 1; ; pages++ {
+			r := runAt(t, now, url, args...)
+			requireOK(t, r)
+			for _, row := range tableRows(t, r.stdout, "ID", "QUEUE", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR") {
+				id, err := strconv.ParseInt(row[0], 10, 64)
+				require.NoError(t, err)
+				seen[id]++
+			}
+			if pages > 1 {
+				assert.NotContains(t, r.stderr, "note:", "the hint's absolute times need no note")
+			}
+			if !strings.HasPrefix(r.stderr, "more jobs") {
+				assert.Equal(t, 3, pages)
+				break
+			}
+			m := hintRE.FindStringSubmatch(r.stderr)
+			require.NotNil(t, m, "stderr: %q", r.stderr)
+			if pages == 1 {
+				assert.Contains(t, m[1], " --since "+start.Add(-time.Hour).UTC().Format(time.RFC3339Nano)+" --until ")
+				assert.Contains(t, r.stderr, "(this page's --since 1h and --until 0s, fixed)")
+			} else {
+				assert.NotContains(t, m[1], "--since", "the command line has the fixed times already")
+			}
+			// The hint is added to the same command line.
+			args = append(args, strings.Fields(m[1])...)
+			now = now.Add(10 * time.Minute)
+			require.Less(t, pages, 10)
+		}
+		assert.Equal(t, want, seen)
+	})
+
+	t.Run("json", func(t *testing.T) {
+		t.Parallel()
+		seen := map[int64]int{}
+		args := []string{"list", "--since", "1h", "--limit", "3", "--json"}
+		now := start
+		for pages := 1; ; pages++ {
+			r := runAt(t, now, url, args...)
+			requireOK(t, r)
+			var page listJSON
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &page))
+			for _, j := range page.Jobs {
+				seen[j.ID]++
+			}
+			require.NotNil(t, page.Since)
+			assert.True(t, start.Add(-time.Hour).Equal(*page.Since), "since %s", page.Since)
+			assert.Nil(t, page.Until)
+			if page.Next == 0 {
+				break
+			}
+			args = []string{"list", "--limit", "3", "--json", "--after", strconv.FormatInt(page.Next, 10),
+				"--since", page.Since.Format(time.RFC3339Nano)}
+			now = now.Add(10 * time.Minute)
+			require.Less(t, pages, 10)
+		}
+		assert.Equal(t, want, seen)
+	})
+
+	t.Run("relative time with --after", func(t *testing.T) {
+		t.Parallel()
+		// Someone who pages with the relative time again is told why the
+		// page may miss jobs.
+		r := runAt(t, start, url, "list", "--since", "1h", "--after", strconv.FormatInt(ids[3], 10))
+		requireOK(t, r)
+		assert.Contains(t, r.stderr, "note: --since 1h is counted from now, not from when the previous page was listed; "+
+			"to miss no job, give the --since that page printed\n")
+	})
+}
+
+// TestChangeCommandsJSON runs cancel, retry and clean with --json, and
+// reads their output as a script would.
+func TestChangeCommandsJSON(t *testing.T) {
+	t.Parallel()
+	url, pool := migrated(t)
+	pending := seed(t, pool, "emails", tasuki.StatusPending, 3, 0)
+	failed := seed(t, pool, "emails", tasuki.StatusFailed, 2, 48*time.Hour)
+	completed := seed(t, pool, "emails", tasuki.StatusCompleted, 4, 48*time.Hour)
+
+	decode := func(r result) bulkJSON {
+		t.Helper()
+		var out bulkJSON
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), "stdout: %s", r.stdout)
+		return out
+	}
+
+	// By id: the changed jobs as stored, and the ids that failed.
+	r := runCLI(t, url, "cancel", strconv.FormatInt(pending[0], 10), "123456", strconv.FormatInt(completed[0], 10), "--json")
+	assert.Equal(t, 1, r.code)
+	out := decode(r)
+	assert.Equal(t, int64(1), out.Count)
+	assert.Empty(t, out.Queue)
+	require.Len(t, out.Jobs, 1)
+	assert.Equal(t, pending[0], out.Jobs[0].ID)
+	assert.Equal(t, tasuki.StatusCanceled, out.Jobs[0].Status)
+	assert.Equal(t, []jobFailureJSON{
+		{ID: 123456, Error: "job 123456 not found"},
+		{ID: completed[0], Error: fmt.Sprintf("job %d is already completed; only pending or running jobs can be canceled", completed[0])},
+	}, out.Failed)
+	assert.Equal(t, fmt.Sprintf("tasuki: 2 of 3 jobs not canceled: job 123456 not found; job %d is already completed; only pending or running jobs can be canceled\n", completed[0]), r.stderr)
+
+	// A whole queue: the count only.
+	r = runCLI(t, url, "cancel", "--queue", "emails", "--json")
+	requireOK(t, r)
+	assert.Equal(t, bulkJSON{Count: 2, Queue: "emails", Jobs: []jobJSON{}, Failed: []jobFailureJSON{}}, decode(r))
+	assert.Empty(t, r.stderr)
+
+	r = runCLI(t, url, "retry", strconv.FormatInt(failed[0], 10), "--json")
+	requireOK(t, r)
+	out = decode(r)
+	assert.Equal(t, int64(1), out.Count)
+	require.Len(t, out.Jobs, 1)
+	assert.Equal(t, tasuki.StatusPending, out.Jobs[0].Status)
+	assert.Empty(t, out.Failed)
+	r = runCLI(t, url, "retry", "--queue", "emails", "--status", "failed", "--json")
+	requireOK(t, r)
+	assert.Equal(t, bulkJSON{Count: 1, Queue: "emails", Jobs: []jobJSON{}, Failed: []jobFailureJSON{}}, decode(r))
+
+	var clean cleanJSON
+	r = runCLI(t, url, "clean", "--older-than", "1d", "--dry-run", "--json")
+	requireOK(t, r)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &clean))
+	assert.Equal(t, cleanJSON{DryRun: true, Matched: 4, Deleted: 0}, clean)
+	r = runCLI(t, url, "clean", "--older-than", "1d", "--json")
+	requireOK(t, r)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &clean))
+	assert.Equal(t, cleanJSON{DryRun: false, Matched: 4, Deleted: 4}, clean)
+	r = runCLI(t, url, "clean", "--older-than", "1d", "--json")
+	requireOK(t, r)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &clean))
+	assert.Equal(t, cleanJSON{}, clean)
 }

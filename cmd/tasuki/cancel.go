@@ -21,47 +21,102 @@ type bulkOp struct {
 	many     func(adm *tasuki.Admin, ctx context.Context, f tasuki.JobFilter) (int64, error)
 }
 
-func (a *app) runBulk(cmd *cobra.Command, op bulkOp, args []string, queue string, statuses []string) error {
+// bulkJSON is the output of cancel --json and retry --json.
+type bulkJSON struct {
+	// Count is how many jobs were changed.
+	Count int64 `json:"count"`
+	// Queue is the --queue given; "" when jobs were given by id.
+	Queue string `json:"queue"`
+	// Jobs are the jobs given by id that were changed, as stored after;
+	// empty with --queue, where only Count is known.
+	Jobs []jobJSON `json:"jobs"`
+	// Failed are the jobs given by id that were not changed, and why.
+	Failed []jobFailureJSON `json:"failed"`
+}
+
+type jobFailureJSON struct {
+	ID    int64  `json:"id"`
+	Error string `json:"error"`
+}
+
+// bulkFlags are the flags cancel and retry share.
+type bulkFlags struct {
+	queue    string
+	statuses []string
+	asJSON   bool
+}
+
+func (f *bulkFlags) register(cmd *cobra.Command, verb, statusHelp string) {
+	cmd.Flags().StringVar(&f.queue, "queue", "", verb+" the jobs of this queue")
+	cmd.Flags().StringSliceVar(&f.statuses, "status", nil, "with --queue: "+statusHelp)
+	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print JSON instead of text: the count, the jobs changed and those not")
+	cmd.Annotations = map[string]string{argsAnnotation: argsJobIDs}
+}
+
+func (a *app) runBulk(cmd *cobra.Command, op bulkOp, args []string, f bulkFlags) error {
 	ctx := cmd.Context()
 	switch {
-	case len(args) == 0 && queue == "":
+	case len(args) == 0 && f.queue == "":
 		return fmt.Errorf("give job ids or --queue (see '%s --help')", cmd.CommandPath())
-	case len(args) > 0 && queue != "":
+	case len(args) > 0 && f.queue != "":
 		return errors.New("give job ids or --queue, not both")
-	case len(args) > 0 && len(statuses) > 0:
+	case len(args) > 0 && len(f.statuses) > 0:
 		return errors.New("--status goes with --queue; with job ids, each job's own status decides")
 	}
 	ids, err := parseIDs(args)
 	if err != nil {
 		return err
 	}
-	st, err := parseStatuses(statuses, op.statuses)
+	st, err := parseStatuses(f.statuses, op.statuses)
 	if err != nil {
 		return err
 	}
+	out := bulkJSON{Queue: f.queue, Jobs: []jobJSON{}, Failed: []jobFailureJSON{}}
 	return a.withAdmin(ctx, func(adm *tasuki.Admin) error {
-		if queue != "" {
-			n, err := op.many(adm, ctx, tasuki.JobFilter{Queue: queue, Statuses: st})
+		if f.queue != "" {
+			n, err := op.many(adm, ctx, tasuki.JobFilter{Queue: f.queue, Statuses: st})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "%s %d %s in queue %s\n", op.verb, n, plural(n, "job"), queue)
+			if f.asJSON {
+				out.Count = n
+				return a.printJSON(out)
+			}
+			fmt.Fprintf(a.stdout, "%s %d %s in queue %s\n", op.verb, n, plural(n, "job"), f.queue)
 			return nil
 		}
 		var failed []error
 		for _, id := range ids {
 			job, err := op.one(adm, ctx, id)
 			switch {
-			case errors.Is(err, tasuki.ErrSchemaMissing) || ctx.Err() != nil:
+			case err != nil && !jobRefused(err):
 				return err
 			case err != nil:
 				failed = append(failed, err)
+				out.Failed = append(out.Failed, jobFailureJSON{ID: id, Error: withoutPrefix(err)})
+			case f.asJSON:
+				out.Jobs = append(out.Jobs, toJobJSON(job))
 			default:
 				fmt.Fprintf(a.stdout, "%s job %d (queue %s)\n", op.verb, job.ID, job.Queue)
 			}
 		}
+		if f.asJSON {
+			out.Count = int64(len(out.Jobs))
+			if err := a.printJSON(out); err != nil {
+				return err
+			}
+		}
 		return joinFailures(op.verb, failed, len(ids))
 	})
+}
+
+// jobRefused reports whether err concerns only the job it was about: not
+// found, or in a status the operation does not apply to. The other jobs
+// given are tried after it; any other error stops the command.
+func jobRefused(err error) bool {
+	var finished *tasuki.JobFinishedError
+	var status *tasuki.JobStatusError
+	return errors.Is(err, tasuki.ErrJobNotFound) || errors.As(err, &finished) || errors.As(err, &status)
 }
 
 func plural(n int64, word string) string {
@@ -72,10 +127,7 @@ func plural(n int64, word string) string {
 }
 
 func newCancelCmd(a *app) *cobra.Command {
-	var (
-		queue    string
-		statuses []string
-	)
+	var flags bulkFlags
 	op := bulkOp{
 		verb:     "canceled",
 		statuses: []string{"pending", "running"},
@@ -96,21 +148,18 @@ with status 1 after trying the others. Or give --queue to cancel every
 pending and running job of a queue in one statement, or with --status only
 the pending or only the running ones.`,
 		Example: `  tasuki cancel 81234 81235
-  tasuki cancel --queue emails --status pending`,
+  tasuki cancel --queue emails --status pending
+  tasuki cancel 81234 --json | jq .count`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runBulk(cmd, op, args, queue, statuses)
+			return a.runBulk(cmd, op, args, flags)
 		},
 	}
-	cmd.Flags().StringVar(&queue, "queue", "", "cancel the jobs of this queue")
-	cmd.Flags().StringSliceVar(&statuses, "status", nil, "with --queue: only jobs in this status, pending or running (default: both)")
+	flags.register(cmd, "cancel", "only jobs in this status, pending or running (default: both)")
 	return cmd
 }
 
 func newRetryCmd(a *app) *cobra.Command {
-	var (
-		queue    string
-		statuses []string
-	)
+	var flags bulkFlags
 	op := bulkOp{
 		verb:     "retried",
 		statuses: []string{"failed", "canceled"},
@@ -130,12 +179,12 @@ exits with status 1 after trying the others. Or give --queue to retry every
 failed and canceled job of a queue in one statement, or with --status only
 the failed or only the canceled ones.`,
 		Example: `  tasuki retry 81234
-  tasuki retry --queue emails --status failed`,
+  tasuki retry --queue emails --status failed
+  tasuki retry --queue emails --json | jq .count`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runBulk(cmd, op, args, queue, statuses)
+			return a.runBulk(cmd, op, args, flags)
 		},
 	}
-	cmd.Flags().StringVar(&queue, "queue", "", "retry the jobs of this queue")
-	cmd.Flags().StringSliceVar(&statuses, "status", nil, "with --queue: only jobs in this status, failed or canceled (default: both)")
+	flags.register(cmd, "retry", "only jobs in this status, failed or canceled (default: both)")
 	return cmd
 }

@@ -12,8 +12,21 @@ import (
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
+// cleanJSON is the output of clean --json.
+type cleanJSON struct {
+	// DryRun is whether --dry-run was given: nothing was deleted.
+	DryRun bool `json:"dry_run"`
+	// Matched is how many jobs matched when clean counted them first.
+	Matched int64 `json:"matched"`
+	// Deleted is how many jobs were deleted; 0 with --dry-run. It can
+	// differ from Matched when workers finish or clean jobs meanwhile, or
+	// when clean is interrupted.
+	Deleted int64 `json:"deleted"`
+}
+
 func newCleanCmd(a *app) *cobra.Command {
 	var (
+		asJSON     bool
 		olderThan  string
 		queue      string
 		statuses   []string
@@ -39,7 +52,8 @@ Workers can do this continuously, with a retention per status; clean is for
 a one-off purge.`,
 		Example: `  tasuki clean --older-than 7d
   tasuki clean --older-than 24h --queue emails --status completed
-  tasuki clean --older-than 30d --dry-run`,
+  tasuki clean --older-than 30d --dry-run
+  tasuki clean --older-than 7d --json | jq .deleted`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -57,7 +71,7 @@ a one-off purge.`,
 			p := tasuki.CleanParams{
 				Queue:          queue,
 				Statuses:       st,
-				FinishedBefore: time.Now().Add(-age),
+				FinishedBefore: a.now().Add(-age),
 				BatchSize:      batchSize,
 			}
 			return a.withAdmin(ctx, func(adm *tasuki.Admin) error {
@@ -65,11 +79,14 @@ a one-off purge.`,
 				if err != nil {
 					return err
 				}
-				if dryRun {
+				out := cleanJSON{DryRun: dryRun, Matched: total}
+				switch {
+				case asJSON && (dryRun || total == 0):
+					return a.printJSON(out)
+				case dryRun:
 					fmt.Fprintf(a.stdout, "would delete %d %s\n", total, plural(total, "job"))
 					return nil
-				}
-				if total == 0 {
+				case total == 0:
 					fmt.Fprintln(a.stdout, "deleted 0 jobs: none finished that long ago")
 					return nil
 				}
@@ -88,6 +105,14 @@ a one-off purge.`,
 				if bar != nil {
 					_ = bar.Finish()
 				}
+				// What was deleted is reported even when interrupted.
+				if asJSON {
+					out.Deleted = deleted
+					if jsonErr := a.printJSON(out); err == nil {
+						err = jsonErr
+					}
+					return err
+				}
 				fmt.Fprintf(a.stdout, "deleted %d %s\n", deleted, plural(deleted, "job"))
 				return err
 			})
@@ -100,6 +125,7 @@ a one-off purge.`,
 	f.IntVar(&batchSize, "batch-size", tasuki.DefaultCleanBatchSize, "most jobs deleted per statement")
 	f.BoolVar(&dryRun, "dry-run", false, "only count the jobs that would be deleted")
 	f.BoolVar(&noProgress, "no-progress", false, "hide the progress bar")
+	f.BoolVar(&asJSON, "json", false, "print JSON instead of text: the jobs matched and deleted")
 	_ = cmd.MarkFlagRequired("older-than")
 	return cmd
 }

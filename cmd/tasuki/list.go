@@ -18,6 +18,12 @@ type listJSON struct {
 	Jobs []jobJSON `json:"jobs"`
 	// Next is the --after of the next page; 0 on the last page.
 	Next int64 `json:"next"`
+	// Since and Until are the times this page's --since and --until
+	// stood for; null when not given. The next page needs the same times:
+	// a duration such as --since 1h, given again, would count from a later
+	// now and miss jobs.
+	Since *time.Time `json:"since"`
+	Until *time.Time `json:"until"`
 }
 
 func newListCmd(a *app) *cobra.Command {
@@ -34,9 +40,10 @@ func newListCmd(a *app) *cobra.Command {
 		Short: "List jobs, newest first, a page at a time",
 		Long: `list prints jobs newest first (by id), filtered by queue, status and
 creation time, --limit per page (1 to 10000). When more jobs match, it says
-on stderr which --after gives the next page; repeat the same filters with
-it. Every job appears on exactly one page, even when many were created at
-the same moment.
+on stderr what to add for the next page: --after, and any --since or
+--until given as a duration, as the time it stood for on this page. Every
+job appears on exactly one page, even when many were created at the same
+moment.
 
 --since and --until take a time (2024-05-01, "2024-05-01 14:00" in local
 time, 2024-05-01T14:00:00Z) or a duration before now (90m, 24h, 7d); --since
@@ -53,15 +60,26 @@ and full error history.`,
 			if p.Statuses, err = parseStatuses(statuses, allStatusNames); err != nil {
 				return err
 			}
-			now := time.Now()
+			// The database keeps microseconds: a time printed for the next
+			// page is then the very time this page used.
+			now := a.now().Truncate(time.Microsecond)
+			// relative holds the --since and --until given as durations;
+			// they count back from now, and so differ from page to page.
+			var relative []timeFlag
 			if since != "" {
 				if p.CreatedAfter, err = parseTimeFlag("--since", since, now); err != nil {
 					return err
+				}
+				if isDuration(since) {
+					relative = append(relative, timeFlag{"--since", since, p.CreatedAfter})
 				}
 			}
 			if until != "" {
 				if p.CreatedBefore, err = parseTimeFlag("--until", until, now); err != nil {
 					return err
+				}
+				if isDuration(until) {
+					relative = append(relative, timeFlag{"--until", until, p.CreatedBefore})
 				}
 			}
 			switch {
@@ -72,6 +90,12 @@ and full error history.`,
 			case !p.CreatedAfter.IsZero() && !p.CreatedBefore.IsZero() && !p.CreatedAfter.Before(p.CreatedBefore):
 				return fmt.Errorf("--since %s is not before --until %s", since, until)
 			}
+			if after != 0 {
+				for _, f := range relative {
+					fmt.Fprintf(a.stderr, "note: %s %s is counted from now, not from when the previous page was listed; "+
+						"to miss no job, give the %s that page printed\n", f.name, f.value, f.name)
+				}
+			}
 			return a.withAdmin(cmd.Context(), func(adm *tasuki.Admin) error {
 				page, err := adm.List(cmd.Context(), p)
 				if err != nil {
@@ -79,6 +103,12 @@ and full error history.`,
 				}
 				if asJSON {
 					out := listJSON{Jobs: make([]jobJSON, 0, len(page.Jobs)), Next: page.Next}
+					if !p.CreatedAfter.IsZero() {
+						out.Since = &p.CreatedAfter
+					}
+					if !p.CreatedBefore.IsZero() {
+						out.Until = &p.CreatedBefore
+					}
 					for _, j := range page.Jobs {
 						out.Jobs = append(out.Jobs, toJobJSON(j))
 					}
@@ -88,7 +118,7 @@ and full error history.`,
 					return err
 				}
 				if page.Next != 0 {
-					fmt.Fprintf(a.stderr, "more jobs: add --after %d for the next page\n", page.Next)
+					fmt.Fprintln(a.stderr, nextPageHint(page.Next, relative))
 				}
 				return nil
 			})
@@ -101,8 +131,38 @@ and full error history.`,
 	f.StringVar(&until, "until", "", "only jobs created before this time, or this long ago")
 	f.IntVar(&limit, "limit", tasuki.DefaultListLimit, "most jobs to print")
 	f.Int64Var(&after, "after", 0, "print the page after this id, as printed by the previous page")
-	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table, with the next page's --after as \"next\"")
+	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table, with the next page's --after as \"next\" and its --since and --until as \"since\" and \"until\"")
 	return cmd
+}
+
+// timeFlag is a --since or --until given as a duration before now, and the
+// time it stood for.
+type timeFlag struct {
+	name, value string
+	at          time.Time
+}
+
+// isDuration reports whether a --since or --until value is a duration
+// before now rather than a time.
+func isDuration(s string) bool {
+	d, err := parseAge(s)
+	return err == nil && d >= 0
+}
+
+// nextPageHint says what to add to the command line for the next page:
+// --after, and a duration given for --since or --until as the time it
+// stood for on this page. Added after the flags given, they override them.
+func nextPageHint(next int64, relative []timeFlag) string {
+	add := fmt.Sprintf("--after %d", next)
+	if len(relative) == 0 {
+		return "more jobs: add " + add + " for the next page"
+	}
+	var given []string
+	for _, f := range relative {
+		add += fmt.Sprintf(" %s %s", f.name, f.at.UTC().Format(time.RFC3339Nano))
+		given = append(given, f.name+" "+f.value)
+	}
+	return fmt.Sprintf("more jobs: add %s for the next page (this page's %s, fixed)", add, strings.Join(given, " and "))
 }
 
 // printJobTable prints jobs as an aligned table, one line each.
@@ -130,7 +190,8 @@ attempts, its times, its payload and metadata as indented JSON, and every
 failed attempt's error in full (a panic's includes its stack).`,
 		Example: `  tasuki show 81234
   tasuki show 81234 --json | jq .payload`,
-		Args: cobra.ExactArgs(1),
+		Args:        cobra.ExactArgs(1),
+		Annotations: map[string]string{argsAnnotation: argsJobIDs},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ids, err := parseIDs(args)
 			if err != nil {

@@ -14,15 +14,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func main() {
@@ -30,26 +35,35 @@ func main() {
 }
 
 // run executes the command line args and returns the process's exit code.
-// An error is printed as one line, "tasuki: <error>", so that it reads
-// well in a terminal and in a log collector alike.
 func run(args []string, stdout, stderr io.Writer) int {
 	// Ctrl-C and SIGTERM cancel the command's context, so that every
 	// command stops cleanly; see app.releaseSignals for a second Ctrl-C.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	return newApp(stdout, stderr, stop).execute(ctx, args)
+}
 
-	a := &app{
+// newApp returns the app of one command line, on the real clock.
+func newApp(stdout, stderr io.Writer, releaseSignals func()) *app {
+	return &app{
 		stdout:         stdout,
 		stderr:         stderr,
 		log:            newLogger(stderr),
-		releaseSignals: stop,
+		releaseSignals: releaseSignals,
+		now:            time.Now,
 	}
+}
+
+// execute runs the command line args and returns the exit code. An error
+// is printed as one line, "tasuki: <error>", so that it reads well in a
+// terminal and in a log collector alike.
+func (a *app) execute(ctx context.Context, args []string) int {
 	root := newRootCmd(a)
 	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, errorLine(err))
+		fmt.Fprintln(a.stderr, errorLine(err))
 		return 1
 	}
 	return 0
@@ -71,6 +85,9 @@ type app struct {
 	// A long-running command calls it once it has begun to shut down, so
 	// that a second Ctrl-C ends the process at once instead of waiting.
 	releaseSignals func()
+	// now is the clock that durations such as list's --since 1h count
+	// back from; tests stop it.
+	now func() time.Time
 }
 
 // url is the database URL: --database-url if given, else $DATABASE_URL,
@@ -81,6 +98,15 @@ func (a *app) url() string {
 		return a.databaseURL
 	}
 	return os.Getenv("DATABASE_URL")
+}
+
+// urlSource names where url() came from, for errors that say where to fix
+// it.
+func (a *app) urlSource() string {
+	if a.databaseURL != "" {
+		return "--database-url"
+	}
+	return "DATABASE_URL"
 }
 
 func newRootCmd(a *app) *cobra.Command {
@@ -110,9 +136,10 @@ cluster.`,
 	root.CompletionOptions.HiddenDefaultCmd = true
 	root.PersistentFlags().StringVar(&a.databaseURL, "database-url", "",
 		"PostgreSQL connection URL (default: $DATABASE_URL)")
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
-	})
+	root.SetFlagErrorFunc(flagError)
+	root.Version = versionText()
+	root.SetVersionTemplate("{{.Version}}")
+	root.Flags().Bool("version", false, "print tasuki's version, its schema version and its Go version")
 	root.AddCommand(
 		newDemoCmd(a),
 		newMigrateCmd(a),
@@ -125,6 +152,7 @@ cluster.`,
 		newCleanCmd(a),
 		newPauseCmd(a),
 		newResumeCmd(a),
+		newVersionCmd(a),
 	)
 	return root
 }
@@ -146,15 +174,70 @@ func groupRunE(cmd *cobra.Command, args []string) error {
 	return fmt.Errorf("%s; see '%s --help'", msg, cmd.CommandPath())
 }
 
-// errorLine formats err as the one line run prints. Errors from the tasuki
-// packages already start with "tasuki: ". Multi-line texts, such as pgx's
-// report of every address it tried, are joined with "; ", each distinct
-// line once: pgx repeats an address it tried with and without TLS.
+// argsAnnotation, in a command's Annotations, says what its arguments are,
+// for the errors about them: argsJobIDs or argsQueues.
+const argsAnnotation = "tasuki-args"
+
+const (
+	argsJobIDs = "job ids"
+	argsQueues = "queue names"
+)
+
+// flagError rewrites the flag parser's errors that a user meets without
+// having meant a flag: an argument that starts with '-', such as a negative
+// job id or a queue named "-x", which the parser takes for a flag; and a
+// value that is not a number for a numeric flag, which would otherwise
+// show Go's parse error.
+func flagError(cmd *cobra.Command, err error) error {
+	var notExist *pflag.NotExistError
+	if errors.As(err, &notExist) && notExist.GetSpecifiedShortnames() != "" {
+		token := "-" + notExist.GetSpecifiedShortnames()
+		switch kind := cmd.Annotations[argsAnnotation]; {
+		case kind == argsJobIDs && negativeNumber.MatchString(token):
+			_, err := parseIDs([]string{token})
+			return err
+		case kind == argsQueues:
+			return fmt.Errorf("%w; a queue name that starts with '-' goes after \"--\": %s -- %s", err, cmd.CommandPath(), token)
+		}
+	}
+	var invalid *pflag.InvalidValueError
+	if errors.As(err, &invalid) {
+		if want, ok := numberTypes[invalid.GetFlag().Value.Type()]; ok {
+			problem := "give " + want
+			if errors.Is(err, strconv.ErrRange) {
+				problem = "the number is too large"
+			}
+			return fmt.Errorf("--%s %q: %s (see '%s --help')", invalid.GetFlag().Name, invalid.GetValue(), problem, cmd.CommandPath())
+		}
+	}
+	return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
+}
+
+// negativeNumber matches an argument the flag parser mistakes for a flag
+// but that a user meant as a number: -5, -1.5.
+var negativeNumber = regexp.MustCompile(`^-[0-9.]`)
+
+// numberTypes says what each numeric flag type takes, by pflag's type name.
+var numberTypes = map[string]string{
+	"int": "a whole number", "int32": "a whole number", "int64": "a whole number",
+	"uint": "a whole number 0 or more", "uint32": "a whole number 0 or more", "uint64": "a whole number 0 or more",
+	"float64": "a number", "float32": "a number",
+}
+
+// errorLine formats err as the one line run prints, starting "tasuki: ".
+// The library's errors start with "tasuki: " too, and are wrapped by
+// other errors that do: the prefix is kept once, at the start, rather than
+// wherever a wrapped error began. Multi-line texts, such as pgx's report of
+// every address it tried, are joined with "; ", each distinct line once:
+// pgx repeats an address it tried with and without TLS.
 func errorLine(err error) string {
 	var b strings.Builder
 	seen := make(map[string]bool)
 	for _, line := range strings.Split(err.Error(), "\n") {
 		line = strings.TrimSpace(line)
+		for strings.HasPrefix(line, "tasuki: ") {
+			line = strings.TrimPrefix(line, "tasuki: ")
+		}
 		if line == "" || seen[line] {
 			continue
 		}
@@ -168,12 +251,12 @@ func errorLine(err error) string {
 		}
 		b.WriteString(line)
 	}
-	msg := b.String()
-	if !strings.HasPrefix(msg, "tasuki: ") {
-		msg = "tasuki: " + msg
-	}
-	return msg
+	return "tasuki: " + innerPrefix.ReplaceAllString(b.String(), "$1")
 }
+
+// innerPrefix matches a "tasuki: " that starts a wrapped error's text, after
+// the ": " or "; " that joined it, however many times it is repeated.
+var innerPrefix = regexp.MustCompile(`([:;] )(?:tasuki: )+`)
 
 // newLogger returns the text logger every command uses. Times are shown as
 // a wall clock with milliseconds: the demo's logs are read by people

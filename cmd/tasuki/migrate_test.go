@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"regexp"
 	"strconv"
 	"strings"
@@ -125,4 +126,53 @@ func TestMigrateDownRejectsNegativeVersion(t *testing.T) {
 	_, url := testdb.Schema(t)
 	line := requireOneLineError(t, runCLI(t, url, "migrate", "down", "--to", "-1"))
 	assert.Contains(t, line, "--to -1")
+}
+
+// TestMigrateJSON runs every migrate command with --json and reads its
+// output as a deploy script would.
+func TestMigrateJSON(t *testing.T) {
+	t.Parallel()
+	_, url := testdb.Schema(t)
+	run := func(v any, args ...string) {
+		t.Helper()
+		r := runCLI(t, url, append(append([]string{"migrate"}, args...), "--json")...)
+		require.Zero(t, r.code, "stderr:\n%s", r.stderr)
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), v), "stdout: %s", r.stdout)
+	}
+
+	var version schemaVersionJSON
+	run(&version, "version")
+	assert.Zero(t, version.Current)
+	require.Positive(t, version.Latest)
+
+	var status []migrationStatusJSON
+	run(&status, "status")
+	require.NotEmpty(t, status)
+	assert.Equal(t, migrationStatusJSON{Version: 1, Migration: "00001_create_tasuki_job.sql"}, status[0])
+	assert.Equal(t, version.Latest, status[len(status)-1].Version)
+
+	var up migrateUpJSON
+	run(&up, "up")
+	assert.Len(t, up.Applied, len(status))
+	assert.Equal(t, "00001_create_tasuki_job.sql", up.Applied[0].Migration)
+	assert.Equal(t, schemaVersionJSON{Current: version.Latest, Latest: version.Latest}, up.schemaVersionJSON)
+	up = migrateUpJSON{}
+	run(&up, "up")
+	assert.Equal(t, migrateUpJSON{Applied: []migrationResultJSON{}, schemaVersionJSON: schemaVersionJSON{Current: version.Latest, Latest: version.Latest}}, up)
+
+	status = nil
+	run(&status, "status")
+	for _, s := range status {
+		assert.True(t, s.Applied, "%+v", s)
+		assert.NotNil(t, s.AppliedAt, "%+v", s)
+	}
+
+	var down migrateDownJSON
+	run(&down, "down", "--to", "0")
+	assert.Len(t, down.RolledBack, len(status))
+	assert.Equal(t, version.Latest, down.RolledBack[0].Version, "the latest goes first")
+	assert.Equal(t, schemaVersionJSON{Current: 0, Latest: version.Latest}, down.schemaVersionJSON)
+	down = migrateDownJSON{}
+	run(&down, "down")
+	assert.Equal(t, migrateDownJSON{RolledBack: []migrationResultJSON{}, schemaVersionJSON: schemaVersionJSON{Current: 0, Latest: version.Latest}}, down)
 }
