@@ -87,7 +87,7 @@ expired AS (
       -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
       AND NOT (e.id = ANY(coalesce($5::bigint[], '{}')))
     ORDER BY e.id
-    LIMIT 1000
+    LIMIT $6::integer
     FOR UPDATE SKIP LOCKED
 ),
 rescued AS (
@@ -130,8 +130,10 @@ candidates AS (
       )
       AND c.status = 'pending'
       AND c.scheduled_at <= (SELECT now FROM clock)
+      AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
+      AND (coalesce(cardinality($7::bigint[]), 0) = 0 OR c.id = ANY($7::bigint[]))
     ORDER BY c.priority, c.scheduled_at, c.id
-    LIMIT $6::integer
+    LIMIT $8::integer
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasuki_job j
@@ -146,12 +148,14 @@ RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_atte
 `
 
 type JobLeaseParams struct {
-	LeaseUs int64
-	Now     *time.Time
-	Rescue  bool
-	Queue   string
-	SkipIds []int64
-	Max     int32
+	LeaseUs   int64
+	Now       *time.Time
+	Rescue    bool
+	Queue     string
+	SkipIds   []int64
+	RescueMax int32
+	OnlyIds   []int64
+	Max       int32
 }
 
 // Leases up to max runnable jobs of one queue, in priority, scheduled time
@@ -160,9 +164,15 @@ type JobLeaseParams struct {
 // lease that expires lease_us microseconds from now.
 // SKIP LOCKED lets many workers lease at once without waiting on each other.
 //
-// When rescue is true, the same round trip also rescues jobs of the queue
-// whose lease expired (their worker died, hung or lost its connection), as
-// JobRescueExpired does, except the jobs in skip_ids. Rescued jobs are
+// Jobs in skip_ids are neither leased nor rescued: the database refused to
+// change them before (an application's trigger or constraint), and the
+// worker tries them again later, one at a time. When only_ids is not
+// empty, only those jobs are leased: that is how the worker leases one job
+// at a time after a batch was refused.
+//
+// When rescue is true, the same round trip also rescues up to rescue_max
+// jobs of the queue whose lease expired (their worker died, hung or lost
+// its connection), as JobRescueExpired does. Rescued jobs are
 // leased by the next call, not this one (one statement sees one snapshot);
 // the queue's workers are notified on commit, so that call comes at once.
 // If the database refuses to rescue a row (an application's trigger or
@@ -180,6 +190,8 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 		arg.Rescue,
 		arg.Queue,
 		arg.SkipIds,
+		arg.RescueMax,
+		arg.OnlyIds,
 		arg.Max,
 	)
 	if err != nil {
@@ -296,6 +308,47 @@ func (q *Queries) JobRescueExpired(ctx context.Context, arg JobRescueExpiredPara
 		arg.OnlyIds,
 		arg.Max,
 	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobRunnableIDs = `-- name: JobRunnableIDs :many
+SELECT c.id
+FROM tasuki_job c
+WHERE c.queue = $1
+  AND c.status = 'pending'
+  AND c.scheduled_at <= now()
+  AND NOT (c.id = ANY(coalesce($2::bigint[], '{}')))
+ORDER BY c.priority, c.scheduled_at, c.id
+LIMIT $3::integer
+`
+
+type JobRunnableIDsParams struct {
+	Queue   string
+	SkipIds []int64
+	Max     int32
+}
+
+// The ids of up to max runnable jobs of one queue, except those in
+// skip_ids, in the order JobLease takes them, without changing them: after
+// the database refused a lease for one row's data, the worker leases these
+// one at a time, so that the row it refuses does not hold back the others.
+func (q *Queries) JobRunnableIDs(ctx context.Context, arg JobRunnableIDsParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, jobRunnableIDs, arg.Queue, arg.SkipIds, arg.Max)
 	if err != nil {
 		return nil, err
 	}

@@ -112,7 +112,7 @@ func (q *Queries) JobCancelMany(ctx context.Context, arg JobCancelManyParams) (*
 	return &i, err
 }
 
-const jobCleanRetained = `-- name: JobCleanRetained :execrows
+const jobCleanRetained = `-- name: JobCleanRetained :many
 WITH RECURSIVE leader AS (
     SELECT pg_try_advisory_xact_lock(
         1953721187, -- 0x74736b63, "tskc"
@@ -142,9 +142,9 @@ queues AS (
 targets AS (
     SELECT q.queue, s.status,
            CASE s.status
-               WHEN 'completed' THEN coalesce(tq.completed_retention_us, $2::bigint)
-               WHEN 'canceled'  THEN coalesce(tq.canceled_retention_us,  $3::bigint)
-               ELSE                  coalesce(tq.failed_retention_us,    $4::bigint)
+               WHEN 'completed' THEN coalesce(tq.completed_retention_us, $1::bigint)
+               WHEN 'canceled'  THEN coalesce(tq.canceled_retention_us,  $2::bigint)
+               ELSE                  coalesce(tq.failed_retention_us,    $3::bigint)
            END AS retention_us
     FROM queues q
     CROSS JOIN (SELECT 'completed'::tasuki_job_status AS status
@@ -152,9 +152,8 @@ targets AS (
                 UNION ALL SELECT 'failed') AS s
     LEFT JOIN tasuki_queue tq ON tq.name = q.queue
     WHERE q.queue IS NOT NULL
-)
-DELETE FROM tasuki_job
-WHERE id IN (
+),
+expired AS (
     SELECT x.id
     FROM targets t
     CROSS JOIN LATERAL (
@@ -164,19 +163,28 @@ WHERE id IN (
           AND d.status = t.status
           AND d.status IN ('completed', 'failed', 'canceled')
           AND d.finished_at < now() - t.retention_us * interval '1 microsecond'
-        LIMIT $1::integer
+          AND NOT (d.id = ANY(coalesce($4::bigint[], '{}')))
+        LIMIT $5::integer
         FOR UPDATE SKIP LOCKED
     ) x
     WHERE t.retention_us >= 0
-    LIMIT $1::integer
+    LIMIT $5::integer
+),
+deleted AS (
+    DELETE FROM tasuki_job
+    WHERE NOT $6::boolean
+      AND id IN (SELECT e.id FROM expired e)
 )
+SELECT e.id FROM expired e ORDER BY e.id
 `
 
 type JobCleanRetainedParams struct {
-	Max         int32
 	CompletedUs int64
 	CanceledUs  int64
 	FailedUs    int64
+	SkipIds     []int64
+	Max         int32
+	ListOnly    bool
 }
 
 // One batch of the retention cleaner, in one statement and so one
@@ -187,24 +195,46 @@ type JobCleanRetainedParams struct {
 // default given here (completed_us, canceled_us, failed_us) when the queue
 // has no row or the column is NULL; -1 keeps the jobs forever. So every
 // process cleans every queue by the same rule, whatever it was configured
-// with. It deletes nothing when another process is cleaning. Call it until
-// it deletes fewer than max: an idle round costs one statement.
+// with. It deletes nothing when another process is cleaning. It returns
+// the ids of the jobs it deleted; call it until it returns fewer than max:
+// an idle round costs one statement.
+//
+// Jobs in skip_ids are left alone: the database refused to delete them
+// before (a foreign key of the application's that references the job, a
+// trigger), and the cleaner tries them again later, one at a time. With
+// list_only, it deletes nothing and returns the ids it would delete: after
+// the database refused a batch, the cleaner deletes those one at a time, so
+// that one row it refuses does not stop the cleaning.
 //
 // The queues that have finished jobs are found with a loose index scan of
 // tasuki_job_finished_queue_idx (one index descent per queue, however many
 // jobs each has), and each (queue, status) pair's expired jobs are one
 // range of that index: jobs a queue keeps are never read.
-func (q *Queries) JobCleanRetained(ctx context.Context, arg JobCleanRetainedParams) (int64, error) {
-	result, err := q.db.Exec(ctx, jobCleanRetained,
-		arg.Max,
+func (q *Queries) JobCleanRetained(ctx context.Context, arg JobCleanRetainedParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, jobCleanRetained,
 		arg.CompletedUs,
 		arg.CanceledUs,
 		arg.FailedUs,
+		arg.SkipIds,
+		arg.Max,
+		arg.ListOnly,
 	)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected(), nil
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const jobCountFinishedBefore = `-- name: JobCountFinishedBefore :one

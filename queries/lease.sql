@@ -9,9 +9,15 @@ Leasing: how a worker takes jobs.
 -- lease that expires lease_us microseconds from now.
 -- SKIP LOCKED lets many workers lease at once without waiting on each other.
 --
--- When rescue is true, the same round trip also rescues jobs of the queue
--- whose lease expired (their worker died, hung or lost its connection), as
--- JobRescueExpired does, except the jobs in skip_ids. Rescued jobs are
+-- Jobs in skip_ids are neither leased nor rescued: the database refused to
+-- change them before (an application's trigger or constraint), and the
+-- worker tries them again later, one at a time. When only_ids is not
+-- empty, only those jobs are leased: that is how the worker leases one job
+-- at a time after a batch was refused.
+--
+-- When rescue is true, the same round trip also rescues up to rescue_max
+-- jobs of the queue whose lease expired (their worker died, hung or lost
+-- its connection), as JobRescueExpired does. Rescued jobs are
 -- leased by the next call, not this one (one statement sees one snapshot);
 -- the queue's workers are notified on commit, so that call comes at once.
 -- If the database refuses to rescue a row (an application's trigger or
@@ -46,7 +52,7 @@ expired AS (
       -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
       AND NOT (e.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
     ORDER BY e.id
-    LIMIT 1000
+    LIMIT sqlc.arg('rescue_max')::integer
     FOR UPDATE SKIP LOCKED
 ),
 rescued AS (
@@ -89,6 +95,8 @@ candidates AS (
       )
       AND c.status = 'pending'
       AND c.scheduled_at <= (SELECT now FROM clock)
+      AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+      AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
     ORDER BY c.priority, c.scheduled_at, c.id
     LIMIT sqlc.arg('max')::integer
     FOR UPDATE SKIP LOCKED
@@ -179,4 +187,18 @@ WHERE e.queue = @queue
   -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
       AND NOT (e.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
 ORDER BY e.id
+LIMIT sqlc.arg('max')::integer;
+
+-- name: JobRunnableIDs :many
+-- The ids of up to max runnable jobs of one queue, except those in
+-- skip_ids, in the order JobLease takes them, without changing them: after
+-- the database refused a lease for one row's data, the worker leases these
+-- one at a time, so that the row it refuses does not hold back the others.
+SELECT c.id
+FROM tasuki_job c
+WHERE c.queue = @queue
+  AND c.status = 'pending'
+  AND c.scheduled_at <= now()
+  AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+ORDER BY c.priority, c.scheduled_at, c.id
 LIMIT sqlc.arg('max')::integer;

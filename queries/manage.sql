@@ -238,7 +238,7 @@ SELECT EXISTS (SELECT 1 FROM resumed) AS resumed,
        coalesce(EXISTS (SELECT 1 FROM tasuki_queue q WHERE q.name = @name)
                 OR EXISTS (SELECT 1 FROM tasuki_job j WHERE j.queue = @name), false)::boolean AS known;
 
--- name: JobCleanRetained :execrows
+-- name: JobCleanRetained :many
 -- One batch of the retention cleaner, in one statement and so one
 -- transaction: when this transaction gets the cleaner's advisory lock (see
 -- CleanerTryLock), it deletes up to max finished jobs that finished longer
@@ -247,8 +247,16 @@ SELECT EXISTS (SELECT 1 FROM resumed) AS resumed,
 -- default given here (completed_us, canceled_us, failed_us) when the queue
 -- has no row or the column is NULL; -1 keeps the jobs forever. So every
 -- process cleans every queue by the same rule, whatever it was configured
--- with. It deletes nothing when another process is cleaning. Call it until
--- it deletes fewer than max: an idle round costs one statement.
+-- with. It deletes nothing when another process is cleaning. It returns
+-- the ids of the jobs it deleted; call it until it returns fewer than max:
+-- an idle round costs one statement.
+--
+-- Jobs in skip_ids are left alone: the database refused to delete them
+-- before (a foreign key of the application's that references the job, a
+-- trigger), and the cleaner tries them again later, one at a time. With
+-- list_only, it deletes nothing and returns the ids it would delete: after
+-- the database refused a batch, the cleaner deletes those one at a time, so
+-- that one row it refuses does not stop the cleaning.
 --
 -- The queues that have finished jobs are found with a loose index scan of
 -- tasuki_job_finished_queue_idx (one index descent per queue, however many
@@ -293,9 +301,8 @@ targets AS (
                 UNION ALL SELECT 'failed') AS s
     LEFT JOIN tasuki_queue tq ON tq.name = q.queue
     WHERE q.queue IS NOT NULL
-)
-DELETE FROM tasuki_job
-WHERE id IN (
+),
+expired AS (
     SELECT x.id
     FROM targets t
     CROSS JOIN LATERAL (
@@ -305,12 +312,19 @@ WHERE id IN (
           AND d.status = t.status
           AND d.status IN ('completed', 'failed', 'canceled')
           AND d.finished_at < now() - t.retention_us * interval '1 microsecond'
+          AND NOT (d.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
         LIMIT sqlc.arg('max')::integer
         FOR UPDATE SKIP LOCKED
     ) x
     WHERE t.retention_us >= 0
     LIMIT sqlc.arg('max')::integer
-);
+),
+deleted AS (
+    DELETE FROM tasuki_job
+    WHERE NOT sqlc.arg('list_only')::boolean
+      AND id IN (SELECT e.id FROM expired e)
+)
+SELECT e.id FROM expired e ORDER BY e.id;
 
 -- name: QueueSetRetention :exec
 -- Sets how long a queue's finished jobs are kept, by status, in

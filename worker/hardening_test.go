@@ -323,3 +323,78 @@ func TestHandlerStopsBeforeItsLeaseLapses(t *testing.T) {
 		eventually(t, "the attempt to be recorded", func() bool { return jobStatus(t, client, id) != tasuki.StatusRunning })
 	}
 }
+
+// The same holds for leasing: a job the database refuses to lease does not
+// stop the queue's other jobs from being leased, and is leased once the
+// database accepts it.
+func TestRefusedLeaseDoesNotStallTheQueue(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	client := newClient[task](t, pool)
+	exec(t, pool, `CREATE FUNCTION refuse_lease() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF OLD.status = 'pending' AND NEW.status = 'running' AND NEW.payload->>'mode' = 'stuck' THEN
+				RAISE EXCEPTION 'the application refuses this lease';
+			END IF;
+			RETURN NEW;
+		END $$`)
+	exec(t, pool, `CREATE TRIGGER refuse_lease BEFORE UPDATE ON tasuki_job FOR EACH ROW EXECUTE FUNCTION refuse_lease()`)
+	// The refused job comes first in lease order.
+	stuck := insert(t, client, task{N: 1, Mode: "stuck"}, &tasuki.InsertOpts{Priority: 0})
+	var others []int64
+	for i := range 3 {
+		others = append(others, insert(t, client, task{N: 2 + i}, &tasuki.InsertOpts{Priority: 1}))
+	}
+
+	logger, logs := bufferLogger()
+	w := newWorker(t, pool, func(context.Context, *tasuki.Job[task]) error { return nil },
+		worker.Config{LeaseDuration: time.Second, PollInterval: 20 * time.Millisecond, Logger: logger})
+	running(t, w)
+	for _, id := range others {
+		eventually(t, "the other jobs to complete", func() bool { return jobStatus(t, client, id) == tasuki.StatusCompleted })
+	}
+	assert.Equal(t, tasuki.StatusPending, jobStatus(t, client, stuck))
+	time.Sleep(time.Second)
+	n := logs.count("refused to lease")
+	assert.Positive(t, n)
+	assert.LessOrEqual(t, n, 4, "logged once per try")
+
+	exec(t, pool, `DROP TRIGGER refuse_lease ON tasuki_job`)
+	eventually(t, "the refused job to run", func() bool { return jobStatus(t, client, stuck) == tasuki.StatusCompleted })
+}
+
+// A lease the database refuses to renew costs only that job its lease:
+// the worker's other jobs keep theirs and complete on their first attempt.
+func TestRefusedRenewalCostsOnlyThatJob(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	client := newClient[task](t, pool)
+	exec(t, pool, `CREATE FUNCTION refuse_renewal() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF OLD.status = 'running' AND NEW.status = 'running' AND NEW.payload->>'mode' = 'stuck' THEN
+				RAISE EXCEPTION 'the application refuses this renewal';
+			END IF;
+			RETURN NEW;
+		END $$`)
+	exec(t, pool, `CREATE TRIGGER refuse_renewal BEFORE UPDATE ON tasuki_job FOR EACH ROW EXECUTE FUNCTION refuse_renewal()`)
+	stuck := insert(t, client, task{N: 1, Mode: "stuck"}, nil)
+	fine := insert(t, client, task{N: 2}, nil)
+
+	causes := make(chan error, 2)
+	w := newWorker(t, pool, func(ctx context.Context, job *tasuki.Job[task]) error {
+		select {
+		case <-time.After(2500 * time.Millisecond): // beyond two leases
+			return nil
+		case <-ctx.Done():
+			causes <- context.Cause(ctx)
+			return ctx.Err()
+		}
+	}, worker.Config{LeaseDuration: time.Second, PollInterval: 20 * time.Millisecond, RetryPolicy: func(int) time.Duration { return time.Hour }})
+	running(t, w)
+	assert.ErrorIs(t, receive(t, causes, "the refused job's handler to stop"), worker.ErrLeaseLost)
+	eventually(t, "the other job to complete", func() bool { return jobStatus(t, client, fine) == tasuki.StatusCompleted })
+	job := getJob(t, client, fine)
+	assert.Equal(t, 1, job.Attempt)
+	assert.Empty(t, job.Errors)
+	assert.NotEqual(t, tasuki.StatusCompleted, jobStatus(t, client, stuck))
+}

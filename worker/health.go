@@ -11,9 +11,11 @@ import (
 // Retry waits after a failed database statement. The lease loop probes the
 // database often, so that work resumes within about half a second of the
 // database accepting connections again; the listener and the writer wait
-// longer, and are woken by the first statement of the worker that succeeds
-// (health.ok), so that they do not add load to a database that is still
-// down.
+// longer, and are woken when another loop's statement succeeds after
+// failing (health.ok: the database is back), so that they do not add load to
+// a database that is still down. A loop that succeeds all along wakes
+// nobody: a listener whose own connection fails (a wrong ListenURL) keeps
+// its backoff while leases go on.
 const (
 	// probeBackoffMax caps the lease loop's wait between attempts.
 	probeBackoffMax = 400 * time.Millisecond
@@ -38,7 +40,13 @@ func (b *backoff) next() time.Duration {
 	return time.Duration(float64(b.d) * (0.8 + 0.4*rand.Float64()))
 }
 
-func (b *backoff) reset() { b.d = 0 }
+// reset starts the backoff again and reports whether it was backing off:
+// the statement that succeeded follows a failure.
+func (b *backoff) reset() (recovered bool) {
+	recovered = b.d != 0
+	b.d = 0
+	return recovered
+}
 
 // health tells the worker's loops that the database answers again: a loop
 // waiting out a failure returns from its wait as soon as any other loop's
@@ -51,8 +59,9 @@ type health struct {
 
 func newHealth() *health { return &health{back: make(chan struct{})} }
 
-// ok records that a statement succeeded and wakes every waiting loop. It
-// costs one atomic load when no loop waits.
+// ok records that a statement succeeded after the same loop's previous one
+// failed, and wakes every waiting loop. It costs one atomic load when no
+// loop waits.
 func (h *health) ok() {
 	if !h.waiting.Load() {
 		return

@@ -118,7 +118,7 @@ func TestStaleWorkersCompletionIsRefused(t *testing.T) {
 	now, err := q.DatabaseNow(ctx, nil)
 	require.NoError(t, err)
 	later := now.Add(time.Minute)
-	rescued, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 0, LeaseUs: time.Minute.Microseconds(), Rescue: true, Now: &later})
+	rescued, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 0, LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000, Now: &later})
 	require.NoError(t, err)
 	assert.Empty(t, rescued, "rescued jobs are leased by the next call")
 	second, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 1, LeaseUs: time.Minute.Microseconds(), Now: &later})
@@ -369,7 +369,7 @@ func TestUnrenewableLeaseStopsHandlerBeforeAnotherWorkerCanTakeIt(t *testing.T) 
 	// Another worker takes the job as soon as the lease lets it.
 	var taken *db.TasukiJob
 	eventually(t, "another worker to take the job", func() bool {
-		_, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 0, LeaseUs: time.Minute.Microseconds(), Rescue: true})
+		_, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 0, LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000})
 		require.NoError(t, err)
 		rows, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 1, LeaseUs: time.Minute.Microseconds()})
 		require.NoError(t, err)
@@ -441,7 +441,7 @@ func TestAsyncCommitStaysInLeaseTransaction(t *testing.T) {
 	_, err = conn.Exec(ctx, "SET synchronous_commit = on")
 	require.NoError(t, err)
 	q := db.New(conn)
-	rows, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds(), Rescue: true})
+	rows, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000})
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	var setting string

@@ -63,8 +63,9 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 	if err := db.New(conn).ListenJobs(ctx); err != nil {
 		return err
 	}
-	b.reset()
-	w.health.ok()
+	if b.reset() {
+		w.health.ok()
+	}
 	// Anything inserted or canceled while the listener was away went
 	// unannounced: look for jobs, and check the held ones at once.
 	w.signalWake()

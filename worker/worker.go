@@ -17,6 +17,7 @@ import (
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/internal/dberr"
 	"github.com/tasukiq/tasuki/internal/maintenance"
+	"github.com/tasukiq/tasuki/internal/setaside"
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
@@ -66,9 +67,12 @@ type Worker[T any] struct {
 	log     *slog.Logger
 	started atomic.Bool
 	health  *health
-	// refused: expired jobs the database refused to rescue, set aside for a
-	// while. Used by the fetch loop only.
-	refused map[int64]*refusal
+	// refused: jobs the database refused to lease or rescue, set aside for
+	// a while. Used by the fetch loop only.
+	refused *setaside.Set
+	// rescueMax is how many expired jobs a lease rescues at most: halved
+	// after a rescue timed out, doubled back after one passed.
+	rescueMax int
 
 	mu      sync.Mutex
 	running map[int64]*lease // leased, until the outcome is recorded
@@ -131,14 +135,15 @@ func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T],
 		return nil, err
 	}
 	return &Worker[T]{
-		pool:    pool,
-		handler: handler,
-		cfg:     cfg,
-		log:     cfg.Logger.With(slog.String("queue", cfg.Queue)),
-		health:  newHealth(),
-		refused: make(map[int64]*refusal),
-		running: make(map[int64]*lease),
-		work:    make(chan work, cfg.Concurrency),
+		pool:      pool,
+		handler:   handler,
+		cfg:       cfg,
+		log:       cfg.Logger.With(slog.String("queue", cfg.Queue)),
+		health:    newHealth(),
+		refused:   setaside.New(min(cfg.LeaseDuration/2, 5*time.Second), setaside.DefaultMaxWait),
+		rescueMax: maxRescue,
+		running:   make(map[int64]*lease),
+		work:      make(chan work, cfg.Concurrency),
 		// Room for a full batch of outcomes, so that handlers rarely wait for the
 		// writer and slots free as soon as handlers return.
 		results:      make(chan result, max(cfg.Concurrency, maxBatch)),
@@ -168,7 +173,9 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	}
 	defer own.Close()
 	w.queries = db.New(own)
-	cleaner, err := maintenance.NewCleaner(own, maintenance.CleanerConfig{Interval: w.cfg.CleanInterval, Logger: w.cfg.Logger})
+	// The cleaner uses the application's pool: waiting there for a
+	// connection only delays a round.
+	cleaner, err := maintenance.NewCleaner(w.pool, maintenance.CleanerConfig{Interval: w.cfg.CleanInterval, Logger: w.cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -250,10 +257,10 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	return nil
 }
 
-// ownConns is the most connections the worker's own pool opens: one each
-// for the lease loop, the writer and the retention cleaner. The listener
-// holds one more, outside the pool.
-const ownConns = 3
+// ownConns is the most connections the worker's own pool opens: one for
+// the lease loop and one for the writer. The listener holds one more,
+// outside the pool.
+const ownConns = 2
 
 // ownPool opens the worker's own pool, with the application's pool's
 // connection settings (and hooks), for the worker's statements. It opens
@@ -320,7 +327,7 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 			case <-rescueDue.C:
 				// Busy, but expired leases (of dead workers) are still
 				// rescued on time: a lease of no jobs runs only the rescue.
-				if _, err := w.lease(dbCtx, 0, true); err != nil {
+				if _, err := w.lease(dbCtx, 0, true); err != nil && dbCtx.Err() == nil {
 					w.log.Warn("tasuki: rescuing expired jobs failed", slog.Any("error", dberr.Wrap("rescue", err)))
 				}
 				nextRescue = time.Now().Add(rescueEvery)
@@ -342,10 +349,9 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 			return
 		}
 		rescue := !time.Now().Before(nextRescue)
-		sentAt := time.Now()
 		// dbCtx, not ctx: a lease statement interrupted by shutdown could
 		// commit without its rows reaching us; they are given back below.
-		rows, err := w.lease(dbCtx, free, rescue)
+		jobs, err := w.lease(dbCtx, free, rescue)
 		if err != nil {
 			d := b.next()
 			w.log.Warn("tasuki: leasing jobs failed; retrying", slog.Any("error", dberr.Wrap("lease", err)), slog.Duration("retry_in", d))
@@ -353,62 +359,30 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 			more = true
 			continue
 		}
-		b.reset()
+		if b.reset() {
+			w.health.ok()
+		}
 		if rescue {
 			nextRescue = time.Now().Add(rescueEvery)
 		}
 		if ctx.Err() != nil {
-			w.giveBack(rows, sentAt)
+			w.giveBack(jobs)
 			return
 		}
-		for i := range rows {
-			w.startJob(handlerCtx, rows[i], sentAt)
+		for _, j := range jobs {
+			w.startJob(handlerCtx, j.row, j.sentAt)
 		}
 		// Jobs a rescue returned to pending are announced on commit, so
 		// the notification wakes this loop (and other workers) for them;
 		// with DisableListen they wait for the next poll.
-		more = len(rows) == free
+		more = len(jobs) == free
 	}
-}
-
-// lease leases up to max jobs and, when rescue is set, rescues the queue's
-// expired jobs in the same statement. When the database refuses the
-// rescue for a row's data, the jobs are rescued one at a time (rescueEach)
-// and the lease runs again without the rescue, so that such a row never
-// stops the queue.
-func (w *Worker[T]) lease(ctx context.Context, max int, rescue bool) ([]*db.TasukiJob, error) {
-	p := db.JobLeaseParams{
-		Queue:   w.cfg.Queue,
-		Max:     int32(max),
-		LeaseUs: w.cfg.LeaseDuration.Microseconds(),
-		Rescue:  rescue,
-		SkipIds: []int64{},
-	}
-	if rescue {
-		p.SkipIds = w.skipIDs()
-	}
-	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
-	rows, err := w.queries.JobLease(stmtCtx, p)
-	cancel()
-	if err != nil && rescue && rowError(err) {
-		w.rescueEach(ctx)
-		p.Rescue = false
-		stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
-		rows, err = w.queries.JobLease(stmtCtx, p)
-		cancel()
-	} else if err == nil && rescue {
-		w.forgetRescued()
-	}
-	if err == nil {
-		w.health.ok()
-	}
-	return rows, err
 }
 
 // giveBack returns jobs leased during shutdown without running them.
-func (w *Worker[T]) giveBack(rows []*db.TasukiJob, sentAt time.Time) {
-	for i := range rows {
-		l := w.register(rows[i], func(error) {}, sentAt)
+func (w *Worker[T]) giveBack(jobs []leased) {
+	for _, j := range jobs {
+		l := w.register(j.row, func(error) {}, j.sentAt)
 		w.mu.Lock()
 		l.returned = true // no handler will run
 		w.mu.Unlock()

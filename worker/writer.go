@@ -3,12 +3,10 @@ package worker
 import (
 	"cmp"
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tasukiq/tasuki/db"
@@ -42,8 +40,9 @@ func (w *Worker[T]) writeLoop(ctx context.Context, stop <-chan struct{}) {
 			retry, recovered = time.After(d), w.health.recovered()
 			return
 		}
-		w.health.ok()
-		b.reset()
+		if b.reset() {
+			w.health.ok()
+		}
 		retry, recovered = nil, nil
 	}
 	// A failed heartbeat is tried again soon rather than a whole interval
@@ -52,7 +51,9 @@ func (w *Worker[T]) writeLoop(ctx context.Context, stop <-chan struct{}) {
 	hb := newBackoff(w.cfg.HeartbeatInterval)
 	beat := func() {
 		if w.heartbeat(ctx) {
-			hb.reset()
+			if hb.reset() {
+				w.health.ok()
+			}
 			heartbeatRetry = nil
 			return
 		}
@@ -156,7 +157,7 @@ func (w *Worker[T]) write(ctx context.Context, pending []result, single bool) ([
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
 	changed, err := w.queries.JobFinishMany(stmtCtx, p)
 	cancel()
-	if err != nil && rowError(err) && !single {
+	if err != nil && dberr.RowError(err) && !single {
 		// Not the connection or the server's state: something in one row
 		// (a trigger of the application's, a limit). Write the rows one by
 		// one, so that one bad row cannot hold back all the others.
@@ -179,27 +180,13 @@ func (w *Worker[T]) write(ctx context.Context, pending []result, single bool) ([
 	return pending[:0], nil
 }
 
-// rowError reports whether err is an error the database raised for the
-// data of a statement, which retrying the same batch would raise again.
-func rowError(err error) bool {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
-		return false
-	}
-	switch pgErr.Code[:2] {
-	case "08", "40", "53", "55", "57", "58": // connection, rollback, resources, state, operator, system
-		return false
-	}
-	return true
-}
-
 // flushEach writes outcomes one statement each, after a batch failed for a
 // row's data. An outcome that fails alone is dropped and logged: its job's
 // lease expires and the job runs again.
 func (w *Worker[T]) flushEach(ctx context.Context, pending []result, batchErr error) ([]result, error) {
 	for i, r := range pending {
 		if _, err := w.write(ctx, []result{r}, true); err != nil {
-			if !rowError(err) {
+			if !dberr.RowError(err) {
 				return pending[i:], err // the database went away: retry the rest later
 			}
 			w.log.Error("tasuki: could not record a job's outcome; the job will run again when its lease expires",
@@ -240,16 +227,20 @@ func (w *Worker[T]) heartbeat(ctx context.Context) bool {
 		p.Ids[i], p.Tokens[i] = l.id, l.token
 	}
 	sentAt := time.Now()
-	// The timeout is the lease's margin, not the heartbeat interval: it
-	// must let a slow database answer however often heartbeats run.
-	stmtCtx, cancel := context.WithTimeout(ctx, w.leaseMargin())
+	// The timeout is half the lease, not the heartbeat interval: a slow
+	// database gets time to answer however often heartbeats run. Handlers
+	// are stopped in time meanwhile by watchLeases, not by this timeout.
+	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
 	renewed, err := w.queries.JobHeartbeatMany(stmtCtx, p)
 	cancel()
+	var refused map[int64]bool
+	if err != nil && dberr.RowError(err) && len(held) > 1 {
+		renewed, refused, err = w.heartbeatEach(ctx, p)
+	}
 	if err != nil {
 		w.log.Warn("tasuki: heartbeat failed", slog.Any("error", dberr.Wrap("tasuki: heartbeat", err)), slog.Int("jobs", len(held)))
 		return false
 	}
-	w.health.ok()
 	ok := make(map[int64]struct{}, len(renewed))
 	for _, id := range renewed {
 		ok[id] = struct{}{}
@@ -259,7 +250,9 @@ func (w *Worker[T]) heartbeat(ctx context.Context) bool {
 	for _, l := range held {
 		if _, renewed := ok[l.id]; renewed {
 			l.expires = sentAt.Add(w.cfg.LeaseDuration)
-		} else {
+		} else if !refused[l.id] {
+			// A refused renewal is not a lost lease: watchLeases stops the
+			// handler if its lease comes close to lapsing.
 			lost = append(lost, l)
 		}
 	}
@@ -268,6 +261,31 @@ func (w *Worker[T]) heartbeat(ctx context.Context) bool {
 		w.stopLost(ctx, lost)
 	}
 	return true
+}
+
+// heartbeatEach renews leases one statement each, after the database
+// refused to renew them as a batch for a row's data (an application's
+// trigger, say), so that one such job does not cost every other its lease.
+// It returns the jobs renewed and those refused.
+func (w *Worker[T]) heartbeatEach(ctx context.Context, p db.JobHeartbeatManyParams) (renewed []int64, refused map[int64]bool, err error) {
+	refused = make(map[int64]bool)
+	for i, id := range p.Ids {
+		one := db.JobHeartbeatManyParams{Ids: []int64{id}, Tokens: p.Tokens[i : i+1], LeaseUs: p.LeaseUs}
+		stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
+		r, err := w.queries.JobHeartbeatMany(stmtCtx, one)
+		cancel()
+		switch {
+		case err == nil:
+			renewed = append(renewed, r...)
+		case dberr.RowError(err):
+			refused[id] = true
+			w.log.Error("tasuki: the database refused to renew a job's lease; its handler is stopped before the lease lapses unless a later renewal passes",
+				slog.Int64("job_id", id), slog.Any("error", dberr.Wrap("heartbeat", err)))
+		default:
+			return nil, nil, err
+		}
+	}
+	return renewed, refused, nil
 }
 
 // leaseMargin is how long before its lease lapses a handler whose lease

@@ -38,3 +38,37 @@ func Wrap(op string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
+
+// RowError reports whether err is an error the database raised for the
+// data of a row, which retrying the same batch would raise again, but which
+// the other rows of the batch need not share: a data exception, a violated
+// constraint, or an error raised by a trigger or function of the
+// application's. Connection, resource, permission and schema errors are
+// not: they are the same for every row.
+func RowError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "22", // data exception
+		"23", // integrity constraint violation
+		"27", // triggered data change violation
+		"09", // triggered action exception
+		"2F", // SQL routine exception
+		"38", // external routine exception
+		"39", // external routine invocation exception
+		"44", // WITH CHECK OPTION violation
+		"P0": // raised by PL/pgSQL (RAISE EXCEPTION)
+		return true
+	}
+	return false
+}
+
+// Canceled reports whether the server canceled the statement: a statement
+// timeout, or a cancel request sent when its context ended
+// (query_canceled, 57014).
+func Canceled(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57014"
+}

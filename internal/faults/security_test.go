@@ -169,7 +169,7 @@ func TestLeastPrivilegeRoleRunsEverything(t *testing.T) {
 	}), worker.Config{
 		LeaseDuration: time.Second, PollInterval: 50 * time.Millisecond, RetryPolicy: func(int) time.Duration { return 0 },
 		CleanInterval: 100 * time.Millisecond,
-		Logger: logger,
+		Logger:        logger,
 	})
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)

@@ -11,12 +11,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/internal/setaside"
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
@@ -75,6 +78,9 @@ type Cleaner struct {
 	pool    *pgxpool.Pool
 	queries *db.Queries
 	cfg     CleanerConfig
+
+	mu      sync.Mutex    // one round at a time
+	refused *setaside.Set // jobs the database refused to delete
 }
 
 // NewCleaner returns a Cleaner that uses pool. The configuration is checked
@@ -87,7 +93,8 @@ func NewCleaner(pool *pgxpool.Pool, cfg CleanerConfig) (*Cleaner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cleaner{pool: pool, queries: db.New(pool), cfg: cfg}, nil
+	return &Cleaner{pool: pool, queries: db.New(pool), cfg: cfg,
+		refused: setaside.New(cfg.Interval, setaside.DefaultMaxWait)}, nil
 }
 
 // Config returns the Cleaner's configuration with the defaults filled in.
@@ -127,7 +134,14 @@ func (c *Cleaner) Run(ctx context.Context) error {
 // retention, by the database clock, and returns how many it deleted, also
 // when it fails midway. When another process is cleaning it deletes
 // nothing. An idle round is one statement.
+//
+// A job the database refuses to delete (a foreign key of the application's
+// that references it, a trigger) does not stop the cleaning: the batch is
+// deleted one job at a time, and the refused job is left out of later
+// rounds for a while, then tried again, logged at each try.
 func (c *Cleaner) RunOnce(ctx context.Context) (deleted int64, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	params := db.JobCleanRetainedParams{
 		CompletedUs: tasuki.DefaultCompletedRetention.Microseconds(),
 		CanceledUs:  tasuki.DefaultCanceledRetention.Microseconds(),
@@ -135,13 +149,48 @@ func (c *Cleaner) RunOnce(ctx context.Context) (deleted int64, err error) {
 		Max:         int32(c.cfg.BatchSize),
 	}
 	for {
-		n, err := c.queries.JobCleanRetained(ctx, params)
-		deleted += n
+		params.SkipIds, params.ListOnly = c.refused.Skip(time.Now()), false
+		ids, err := c.queries.JobCleanRetained(ctx, params)
+		if dberr.RowError(err) {
+			params.ListOnly = true
+			if ids, err = c.queries.JobCleanRetained(ctx, params); err == nil {
+				var n int64
+				n, err = c.deleteEach(ctx, ids)
+				deleted += n
+				if err == nil && len(ids) == int(params.Max) {
+					continue
+				}
+				return deleted, err
+			}
+		}
+		deleted += int64(len(ids))
 		if err != nil {
 			return deleted, dberr.Wrap("tasuki: cleaner: delete finished jobs", err)
 		}
-		if n < int64(params.Max) {
+		if len(ids) < int(params.Max) {
 			return deleted, nil
 		}
 	}
+}
+
+// deleteEach deletes finished jobs one statement each, after the database
+// refused to delete them as a batch, and sets aside the ones it refuses.
+func (c *Cleaner) deleteEach(ctx context.Context, ids []int64) (deleted int64, err error) {
+	for _, id := range ids {
+		_, err := c.queries.JobDeleteFinished(ctx, id)
+		switch {
+		case err == nil:
+			deleted++
+			c.refused.Accepted(id)
+		case errors.Is(err, pgx.ErrNoRows):
+			// Retried or deleted meanwhile.
+		case dberr.RowError(err):
+			wait := c.refused.Refuse(id, time.Now())
+			c.cfg.Logger.Error("tasuki: cleaner: the database refused to delete a finished job; the others are deleted, and this one is tried again later",
+				slog.Int64("job_id", id), slog.Any("error", dberr.Wrap("delete", err)), slog.Duration("retry_in", wait))
+		default:
+			return deleted, dberr.Wrap("tasuki: cleaner: delete finished jobs", err)
+		}
+	}
+	return deleted, nil
 }

@@ -391,3 +391,34 @@ func TestCleanerRunSchemaMissing(t *testing.T) {
 	assert.ErrorIs(t, err, tasuki.ErrSchemaMissing)
 	assert.NoError(t, ctx.Err(), "Run returns at once")
 }
+
+// A finished job the database refuses to delete (the application's table
+// references it) does not stop the cleaning: the others are deleted, and
+// the refused one is deleted once the database accepts it.
+func TestCleanerRefusedDelete(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	old := addJobs(t, pool, 5, tasuki.StatusCompleted, 48*time.Hour)
+	_, err := pool.Exec(ctx, `CREATE TABLE receipts (job_id bigint REFERENCES tasuki_job (id))`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO receipts VALUES ($1)`, old[2])
+	require.NoError(t, err)
+
+	c := newCleaner(t, pool, maintenance.CleanerConfig{BatchSize: 2})
+	n, err := c.RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(4), n)
+	assert.Equal(t, []int64{old[2]}, remaining(t, pool))
+	n, err = c.RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n, "the refused job is set aside for a while")
+
+	_, err = pool.Exec(ctx, `DELETE FROM receipts`)
+	require.NoError(t, err)
+	// Another process (no memory of the refusal) deletes it.
+	n, err = newCleaner(t, pool, maintenance.CleanerConfig{}).RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n)
+	assert.Empty(t, remaining(t, pool))
+}

@@ -1,0 +1,72 @@
+// Package setaside remembers the jobs the database refused to change for
+// their own data (an application's trigger, constraint or foreign key), so
+// that tasuki's batch statements leave them out for a while instead of
+// failing whole, and tries them again later on a backoff. One refused row
+// then never stops the rest of its queue.
+package setaside
+
+import "time"
+
+// DefaultMaxWait caps the wait before a refused job is tried again.
+const DefaultMaxWait = 10 * time.Minute
+
+// Set is the jobs set aside. The zero value is not usable; use New. A Set
+// is not safe for concurrent use: each loop keeps its own.
+type Set struct {
+	first, max time.Duration
+	jobs       map[int64]*entry
+}
+
+type entry struct {
+	until time.Time
+	wait  time.Duration
+}
+
+// New returns an empty set whose first wait is first, doubling with each
+// refusal of the same job up to max.
+func New(first, max time.Duration) *Set {
+	return &Set{first: first, max: max, jobs: make(map[int64]*entry)}
+}
+
+// Skip returns the jobs whose wait is not over at now: the ones to leave
+// out. It never returns nil, as a nil slice reaches SQL as NULL.
+func (s *Set) Skip(now time.Time) []int64 {
+	ids := make([]int64, 0, len(s.jobs))
+	for id, e := range s.jobs {
+		if now.Before(e.until) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// Refuse records that the database refused to change job id at now, and
+// returns how long it is set aside: the first wait, or twice the last one.
+func (s *Set) Refuse(id int64, now time.Time) time.Duration {
+	e := s.jobs[id]
+	if e == nil {
+		e = &entry{wait: s.first}
+		s.jobs[id] = e
+	} else {
+		e.wait = min(2*e.wait, s.max)
+	}
+	e.until = now.Add(e.wait)
+	return e.wait
+}
+
+// Accepted records that the database accepted a change to job id.
+func (s *Set) Accepted(id int64) { delete(s.jobs, id) }
+
+// ForgetDue forgets the jobs whose wait was over at now, after a batch
+// that did not leave them out succeeded: the database accepted them, or
+// they no longer qualified.
+func (s *Set) ForgetDue(now time.Time) {
+	for id, e := range s.jobs {
+		if !now.Before(e.until) {
+			delete(s.jobs, id)
+		}
+	}
+}
+
+// Len is how many jobs the set holds, whether their wait is over or not.
+func (s *Set) Len() int { return len(s.jobs) }
