@@ -173,13 +173,20 @@ func parseIDs(args []string) ([]int64, error) {
 // does not know: "7d", "1d12h".
 var daysPrefix = regexp.MustCompile(`^(\d+)d(.*)$`)
 
+// maxDays is the most days a time.Duration holds.
+const maxDays = math.MaxInt64 / int64(24*time.Hour)
+
+// errDurationTooLong is parseAge's error for a duration over about 292
+// years, which time.Duration cannot hold.
+var errDurationTooLong = fmt.Errorf("duration longer than %dd", maxDays)
+
 // parseAge reads a duration such as 90s, 24h or 7d (days are 24 hours).
 func parseAge(s string) (time.Duration, error) {
 	var days time.Duration
 	if m := daysPrefix.FindStringSubmatch(s); m != nil {
-		n, err := strconv.Atoi(m[1])
-		if err != nil {
-			return 0, err
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil || n > maxDays {
+			return 0, errDurationTooLong
 		}
 		days = time.Duration(n) * 24 * time.Hour
 		if s = m[2]; s == "" {
@@ -189,6 +196,9 @@ func parseAge(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		return 0, err
+	}
+	if d > 0 && days > math.MaxInt64-d {
+		return 0, errDurationTooLong
 	}
 	return days + d, nil
 }

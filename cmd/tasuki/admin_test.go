@@ -530,6 +530,7 @@ func TestPauseResumeCommands(t *testing.T) {
 var adminCommands = [][]string{
 	{"stats"}, {"stats", "--json"}, {"list"}, {"show", "1"}, {"cancel", "1"}, {"cancel", "--queue", "q"},
 	{"retry", "1"}, {"retry", "--queue", "q"}, {"clean", "--older-than", "1h"}, {"pause", "q"}, {"resume", "q"},
+	{"retention", "q"}, {"retention", "q", "--completed", "48h"},
 }
 
 func TestAdminCommandsSchemaMissing(t *testing.T) {
@@ -559,7 +560,7 @@ func TestAdminCommandsRequireURL(t *testing.T) {
 func TestAdminCommandsHelp(t *testing.T) {
 	t.Parallel()
 	const secretURL = "postgres://app:hunter2secret@db.example:5432/app"
-	for _, name := range []string{"stats", "list", "show", "cancel", "retry", "clean", "pause", "resume"} {
+	for _, name := range []string{"stats", "list", "show", "cancel", "retry", "clean", "pause", "resume", "retention"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			r := runCLI(t, secretURL, name, "--help")

@@ -78,7 +78,7 @@ func TestNumberFlags(t *testing.T) {
 // that starts with '-' must go after "--", and the error says so.
 func TestQueueArgumentsStartingWithDash(t *testing.T) {
 	t.Parallel()
-	for _, command := range []string{"pause", "resume"} {
+	for _, command := range []string{"pause", "resume", "retention"} {
 		line := requireOneLineError(t, runCLI(t, "", command, "-emails"))
 		assert.Equal(t, fmt.Sprintf(`tasuki: unknown shorthand flag: 'e' in -emails; a queue name that starts with '-' goes after "--": tasuki %s -- -emails`, command), line)
 	}

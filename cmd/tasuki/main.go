@@ -7,6 +7,7 @@
 //	tasuki stats                     # jobs per queue and status
 //	tasuki list --status failed      # find jobs; show, cancel, retry, clean them
 //	tasuki pause emails              # stop a queue's workers leasing; resume it
+//	tasuki retention emails          # how long finished jobs are kept; set it
 //
 // Every command reads the database from --database-url or, when the flag
 // is not given, from the DATABASE_URL environment variable.
@@ -115,8 +116,8 @@ func newRootCmd(a *app) *cobra.Command {
 		Short: "Operate a tasuki job queue",
 		Long: `tasuki is a job queue on PostgreSQL. This command applies or rolls back
 its schema (migrate); shows and fixes jobs and queues (stats, list, show,
-cancel, retry, clean, pause, resume); and shows it at work (demo) and
-measures it (bench).
+cancel, retry, clean, pause, resume, retention); and shows it at work (demo)
+and measures it (bench).
 
 The database is given by --database-url or, when the flag is absent, by the
 DATABASE_URL environment variable, as a PostgreSQL URL or keyword/value
@@ -152,6 +153,7 @@ cluster.`,
 		newCleanCmd(a),
 		newPauseCmd(a),
 		newResumeCmd(a),
+		newRetentionCmd(a),
 		newVersionCmd(a),
 	)
 	return root

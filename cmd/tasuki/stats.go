@@ -21,6 +21,7 @@ type queueStatsJSON struct {
 	OldestRunnableSeconds float64    `json:"oldest_runnable_seconds"`
 	Paused                bool       `json:"paused"`
 	PausedAt              *time.Time `json:"paused_at"`
+	retentionSecondsJSON
 }
 
 func newStatsCmd(a *app) *cobra.Command {
@@ -28,11 +29,13 @@ func newStatsCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "stats",
 		Short: "Show every queue's jobs by status, its delay and whether it is paused",
-		Long: `stats lists every queue that has jobs, or has been paused, with its jobs
-counted by status, and under OLDEST RUNNABLE how long the runnable job that
-has waited longest has been waiting since its scheduled time ("-" when no
-job is runnable). A delay that keeps growing means the queue's workers fall
-behind, are not running, or the queue is paused.
+		Long: `stats lists every queue that has jobs, has been paused or has a retention
+setting, with its jobs counted by status, and under OLDEST RUNNABLE how long
+the runnable job that has waited longest has been waiting since its
+scheduled time ("-" when no job is runnable). A delay that keeps growing
+means the queue's workers fall behind, are not running, or the queue is
+paused. With --json, each queue's retention in effect too, in seconds, -1
+for forever (see 'tasuki retention').
 
 It reads every job once: on a table of many millions of jobs it takes a few
 seconds, without holding up the workers.`,
@@ -53,6 +56,7 @@ seconds, without holding up the workers.`,
 							Completed: s.Completed, Failed: s.Failed, Canceled: s.Canceled,
 							OldestRunnableSeconds: s.OldestRunnableAge.Seconds(),
 							Paused:                s.Paused, PausedAt: s.PausedAt,
+							retentionSecondsJSON: toRetentionSecondsJSON(s.Retention),
 						})
 					}
 					return a.printJSON(out)
@@ -75,6 +79,6 @@ seconds, without holding up the workers.`,
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table, with each queue's retention")
 	return cmd
 }
