@@ -142,15 +142,16 @@ queues AS (
 targets AS (
     SELECT q.queue, s.status,
            CASE s.status
-               WHEN 'completed' THEN coalesce(tq.completed_retention_us, $1::bigint)
-               WHEN 'canceled'  THEN coalesce(tq.canceled_retention_us,  $2::bigint)
-               ELSE                  coalesce(tq.failed_retention_us,    $3::bigint)
+               WHEN 'completed' THEN coalesce(tq.completed_retention_us, ts.completed_retention_us, $1::bigint)
+               WHEN 'canceled'  THEN coalesce(tq.canceled_retention_us,  ts.canceled_retention_us,  $2::bigint)
+               ELSE                  coalesce(tq.failed_retention_us,    ts.failed_retention_us,    $3::bigint)
            END AS retention_us
     FROM queues q
     CROSS JOIN (SELECT 'completed'::tasuki_job_status AS status
                 UNION ALL SELECT 'canceled'
                 UNION ALL SELECT 'failed') AS s
     LEFT JOIN tasuki_queue tq ON tq.name = q.queue
+    LEFT JOIN tasuki_settings ts ON ts.singleton
     WHERE q.queue IS NOT NULL
 ),
 expired AS (
@@ -191,9 +192,10 @@ type JobCleanRetainedParams struct {
 // transaction: when this transaction gets the cleaner's advisory lock (see
 // CleanerTryLock), it deletes up to max finished jobs that finished longer
 // ago than their queue's retention for their status, by the database
-// clock. A queue's retention is its tasuki_queue row's setting, or the
-// default given here (completed_us, canceled_us, failed_us) when the queue
-// has no row or the column is NULL; -1 keeps the jobs forever. So every
+// clock. A queue's retention is its tasuki_queue row's setting; where that
+// is missing or NULL, the installation's (tasuki_settings); where that is
+// missing too, the built-in default given here (completed_us, canceled_us,
+// failed_us). -1 keeps the jobs forever. So every
 // process cleans every queue by the same rule, whatever it was configured
 // with. It deletes nothing when another process is cleaning. It returns
 // the ids of the jobs it deleted; call it until it returns fewer than max:
@@ -553,6 +555,28 @@ func (q *Queries) QueueResume(ctx context.Context, name string) (*QueueResumeRow
 	return &i, err
 }
 
+const queueRetention = `-- name: QueueRetention :one
+SELECT tq.completed_retention_us, tq.canceled_retention_us, tq.failed_retention_us
+FROM (SELECT 1) one
+LEFT JOIN tasuki_queue tq ON tq.name = $1
+`
+
+type QueueRetentionRow struct {
+	CompletedRetentionUs pgtype.Int8
+	CanceledRetentionUs  pgtype.Int8
+	FailedRetentionUs    pgtype.Int8
+}
+
+// A queue's own retention setting in microseconds (NULL: not set, the
+// installation's default applies; -1: forever), as one row even for a
+// queue without a tasuki_queue row.
+func (q *Queries) QueueRetention(ctx context.Context, name string) (*QueueRetentionRow, error) {
+	row := q.db.QueryRow(ctx, queueRetention, name)
+	var i QueueRetentionRow
+	err := row.Scan(&i.CompletedRetentionUs, &i.CanceledRetentionUs, &i.FailedRetentionUs)
+	return &i, err
+}
+
 const queueSetRetention = `-- name: QueueSetRetention :exec
 INSERT INTO tasuki_queue (name, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
 VALUES ($1, $2::bigint, $3::bigint, $4::bigint, now())
@@ -619,30 +643,37 @@ SELECT coalesce(counts.queue, q.name)::text AS queue,
        q.paused_at,
        q.completed_retention_us,
        q.canceled_retention_us,
-       q.failed_retention_us
+       q.failed_retention_us,
+       ts.completed_retention_us AS default_completed_retention_us,
+       ts.canceled_retention_us AS default_canceled_retention_us,
+       ts.failed_retention_us AS default_failed_retention_us
 FROM counts
 FULL OUTER JOIN tasuki_queue q ON q.name = counts.queue
+LEFT JOIN tasuki_settings ts ON ts.singleton
 ORDER BY 1
 `
 
 type QueueStatsRow struct {
-	Queue                string
-	Pending              int64
-	Running              int64
-	Completed            int64
-	Failed               int64
-	Canceled             int64
-	OldestRunnableUs     int64
-	PausedAt             *time.Time
-	CompletedRetentionUs pgtype.Int8
-	CanceledRetentionUs  pgtype.Int8
-	FailedRetentionUs    pgtype.Int8
+	Queue                       string
+	Pending                     int64
+	Running                     int64
+	Completed                   int64
+	Failed                      int64
+	Canceled                    int64
+	OldestRunnableUs            int64
+	PausedAt                    *time.Time
+	CompletedRetentionUs        pgtype.Int8
+	CanceledRetentionUs         pgtype.Int8
+	FailedRetentionUs           pgtype.Int8
+	DefaultCompletedRetentionUs pgtype.Int8
+	DefaultCanceledRetentionUs  pgtype.Int8
+	DefaultFailedRetentionUs    pgtype.Int8
 }
 
 // Per queue: jobs in each status, how long the runnable job that has waited
 // longest (pending, scheduled at or before now) has been waiting, and
-// whether the queue is paused. Every queue with jobs or with a tasuki_queue
-// row appears; count(*) FILTER and coalesce make every column non-NULL,
+// whether the queue is paused, and its retention setting next to the
+// installation's. Every queue with jobs or with a tasuki_queue row appears; count(*) FILTER and coalesce make every column non-NULL,
 // zeros included. It reads every job once.
 func (q *Queries) QueueStats(ctx context.Context, now *time.Time) ([]*QueueStatsRow, error) {
 	rows, err := q.db.Query(ctx, queueStats, now)
@@ -665,6 +696,9 @@ func (q *Queries) QueueStats(ctx context.Context, now *time.Time) ([]*QueueStats
 			&i.CompletedRetentionUs,
 			&i.CanceledRetentionUs,
 			&i.FailedRetentionUs,
+			&i.DefaultCompletedRetentionUs,
+			&i.DefaultCanceledRetentionUs,
+			&i.DefaultFailedRetentionUs,
 		); err != nil {
 			return nil, err
 		}
@@ -674,4 +708,49 @@ func (q *Queries) QueueStats(ctx context.Context, now *time.Time) ([]*QueueStats
 		return nil, err
 	}
 	return items, nil
+}
+
+const settingsRetention = `-- name: SettingsRetention :one
+SELECT ts.completed_retention_us, ts.canceled_retention_us, ts.failed_retention_us
+FROM (SELECT true AS singleton) one
+LEFT JOIN tasuki_settings ts ON ts.singleton
+`
+
+type SettingsRetentionRow struct {
+	CompletedRetentionUs pgtype.Int8
+	CanceledRetentionUs  pgtype.Int8
+	FailedRetentionUs    pgtype.Int8
+}
+
+// The installation's default retention in microseconds (NULL: tasuki's
+// built-in default; -1: forever), as one row even when nothing was set.
+func (q *Queries) SettingsRetention(ctx context.Context) (*SettingsRetentionRow, error) {
+	row := q.db.QueryRow(ctx, settingsRetention)
+	var i SettingsRetentionRow
+	err := row.Scan(&i.CompletedRetentionUs, &i.CanceledRetentionUs, &i.FailedRetentionUs)
+	return &i, err
+}
+
+const settingsSetRetention = `-- name: SettingsSetRetention :exec
+INSERT INTO tasuki_settings (singleton, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
+VALUES (true, $1::bigint, $2::bigint, $3::bigint, now())
+ON CONFLICT (singleton) DO UPDATE
+SET completed_retention_us = excluded.completed_retention_us,
+    canceled_retention_us = excluded.canceled_retention_us,
+    failed_retention_us = excluded.failed_retention_us,
+    updated_at = excluded.updated_at
+`
+
+type SettingsSetRetentionParams struct {
+	CompletedUs pgtype.Int8
+	CanceledUs  pgtype.Int8
+	FailedUs    pgtype.Int8
+}
+
+// Sets how long finished jobs of queues without a setting of their own are
+// kept, by status, in microseconds: NULL for tasuki's built-in default, -1
+// for forever.
+func (q *Queries) SettingsSetRetention(ctx context.Context, arg SettingsSetRetentionParams) error {
+	_, err := q.db.Exec(ctx, settingsSetRetention, arg.CompletedUs, arg.CanceledUs, arg.FailedUs)
+	return err
 }

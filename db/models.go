@@ -105,3 +105,11 @@ type TasukiQueue struct {
 	CanceledRetentionUs  pgtype.Int8
 	FailedRetentionUs    pgtype.Int8
 }
+
+type TasukiSetting struct {
+	Singleton            bool
+	CompletedRetentionUs pgtype.Int8
+	CanceledRetentionUs  pgtype.Int8
+	FailedRetentionUs    pgtype.Int8
+	UpdatedAt            time.Time
+}

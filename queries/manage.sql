@@ -10,8 +10,8 @@ pgx cannot encode an array of an enum type it has not loaded.
 -- name: QueueStats :many
 -- Per queue: jobs in each status, how long the runnable job that has waited
 -- longest (pending, scheduled at or before now) has been waiting, and
--- whether the queue is paused. Every queue with jobs or with a tasuki_queue
--- row appears; count(*) FILTER and coalesce make every column non-NULL,
+-- whether the queue is paused, and its retention setting next to the
+-- installation's. Every queue with jobs or with a tasuki_queue row appears; count(*) FILTER and coalesce make every column non-NULL,
 -- zeros included. It reads every job once.
 WITH clock AS (
     SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
@@ -39,9 +39,13 @@ SELECT coalesce(counts.queue, q.name)::text AS queue,
        q.paused_at,
        q.completed_retention_us,
        q.canceled_retention_us,
-       q.failed_retention_us
+       q.failed_retention_us,
+       ts.completed_retention_us AS default_completed_retention_us,
+       ts.canceled_retention_us AS default_canceled_retention_us,
+       ts.failed_retention_us AS default_failed_retention_us
 FROM counts
 FULL OUTER JOIN tasuki_queue q ON q.name = counts.queue
+LEFT JOIN tasuki_settings ts ON ts.singleton
 ORDER BY 1;
 
 -- name: JobList :many
@@ -243,9 +247,10 @@ SELECT EXISTS (SELECT 1 FROM resumed) AS resumed,
 -- transaction: when this transaction gets the cleaner's advisory lock (see
 -- CleanerTryLock), it deletes up to max finished jobs that finished longer
 -- ago than their queue's retention for their status, by the database
--- clock. A queue's retention is its tasuki_queue row's setting, or the
--- default given here (completed_us, canceled_us, failed_us) when the queue
--- has no row or the column is NULL; -1 keeps the jobs forever. So every
+-- clock. A queue's retention is its tasuki_queue row's setting; where that
+-- is missing or NULL, the installation's (tasuki_settings); where that is
+-- missing too, the built-in default given here (completed_us, canceled_us,
+-- failed_us). -1 keeps the jobs forever. So every
 -- process cleans every queue by the same rule, whatever it was configured
 -- with. It deletes nothing when another process is cleaning. It returns
 -- the ids of the jobs it deleted; call it until it returns fewer than max:
@@ -291,15 +296,16 @@ queues AS (
 targets AS (
     SELECT q.queue, s.status,
            CASE s.status
-               WHEN 'completed' THEN coalesce(tq.completed_retention_us, sqlc.arg('completed_us')::bigint)
-               WHEN 'canceled'  THEN coalesce(tq.canceled_retention_us,  sqlc.arg('canceled_us')::bigint)
-               ELSE                  coalesce(tq.failed_retention_us,    sqlc.arg('failed_us')::bigint)
+               WHEN 'completed' THEN coalesce(tq.completed_retention_us, ts.completed_retention_us, sqlc.arg('completed_us')::bigint)
+               WHEN 'canceled'  THEN coalesce(tq.canceled_retention_us,  ts.canceled_retention_us,  sqlc.arg('canceled_us')::bigint)
+               ELSE                  coalesce(tq.failed_retention_us,    ts.failed_retention_us,    sqlc.arg('failed_us')::bigint)
            END AS retention_us
     FROM queues q
     CROSS JOIN (SELECT 'completed'::tasuki_job_status AS status
                 UNION ALL SELECT 'canceled'
                 UNION ALL SELECT 'failed') AS s
     LEFT JOIN tasuki_queue tq ON tq.name = q.queue
+    LEFT JOIN tasuki_settings ts ON ts.singleton
     WHERE q.queue IS NOT NULL
 ),
 expired AS (
@@ -325,6 +331,33 @@ deleted AS (
       AND id IN (SELECT e.id FROM expired e)
 )
 SELECT e.id FROM expired e ORDER BY e.id;
+
+-- name: SettingsSetRetention :exec
+-- Sets how long finished jobs of queues without a setting of their own are
+-- kept, by status, in microseconds: NULL for tasuki's built-in default, -1
+-- for forever.
+INSERT INTO tasuki_settings (singleton, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
+VALUES (true, sqlc.narg('completed_us')::bigint, sqlc.narg('canceled_us')::bigint, sqlc.narg('failed_us')::bigint, now())
+ON CONFLICT (singleton) DO UPDATE
+SET completed_retention_us = excluded.completed_retention_us,
+    canceled_retention_us = excluded.canceled_retention_us,
+    failed_retention_us = excluded.failed_retention_us,
+    updated_at = excluded.updated_at;
+
+-- name: SettingsRetention :one
+-- The installation's default retention in microseconds (NULL: tasuki's
+-- built-in default; -1: forever), as one row even when nothing was set.
+SELECT ts.completed_retention_us, ts.canceled_retention_us, ts.failed_retention_us
+FROM (SELECT true AS singleton) one
+LEFT JOIN tasuki_settings ts ON ts.singleton;
+
+-- name: QueueRetention :one
+-- A queue's own retention setting in microseconds (NULL: not set, the
+-- installation's default applies; -1: forever), as one row even for a
+-- queue without a tasuki_queue row.
+SELECT tq.completed_retention_us, tq.canceled_retention_us, tq.failed_retention_us
+FROM (SELECT 1) one
+LEFT JOIN tasuki_queue tq ON tq.name = @name;
 
 -- name: QueueSetRetention :exec
 -- Sets how long a queue's finished jobs are kept, by status, in

@@ -99,8 +99,9 @@ type QueueStats struct {
 	// PausedAt is when the queue was paused; nil when it is not.
 	PausedAt *time.Time
 	// Retention is how long the queue's finished jobs are kept: its own
-	// setting (Admin.SetRetention) with the defaults filled in, KeepForever
-	// for a status kept forever.
+	// setting (Admin.SetRetention), else the installation's
+	// (Admin.SetDefaultRetention), else tasuki's built-in default;
+	// KeepForever for a status kept forever.
 	Retention Retention
 }
 
@@ -130,11 +131,8 @@ func (a *Admin) Stats(ctx context.Context) ([]QueueStats, error) {
 			OldestRunnableAge: time.Duration(r.OldestRunnableUs) * time.Microsecond,
 			Paused:            r.PausedAt != nil,
 			PausedAt:          r.PausedAt,
-			Retention: Retention{
-				Completed: retentionFromColumn(r.CompletedRetentionUs, DefaultCompletedRetention),
-				Canceled:  retentionFromColumn(r.CanceledRetentionUs, DefaultCanceledRetention),
-				Failed:    retentionFromColumn(r.FailedRetentionUs, DefaultFailedRetention),
-			},
+			Retention: retentionFromColumns(r.CompletedRetentionUs, r.CanceledRetentionUs, r.FailedRetentionUs,
+				retentionFromColumns(r.DefaultCompletedRetentionUs, r.DefaultCanceledRetentionUs, r.DefaultFailedRetentionUs, builtinRetention)),
 		})
 	}
 	return out, nil

@@ -2,6 +2,7 @@ package tasuki_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,7 +64,7 @@ func TestAdminValidatesEveryInput(t *testing.T) {
 	ctx := context.Background()
 	a := newAdmin(t, testdb.New(t))
 	nul := "bad\x00queue"
-	long := string(make([]byte, 200))
+	long := strings.Repeat("q", 200)
 	farFuture := time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)
 	farPast := time.Date(-5000, 1, 1, 0, 0, 0, 0, time.UTC)
 	invalidUTF8 := string([]byte{0xff, 0xfe})

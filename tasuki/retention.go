@@ -23,15 +23,20 @@ const (
 	// KeepForever, as a retention, keeps the finished jobs of that status
 	// forever.
 	KeepForever time.Duration = -1
+	// MaxRetention is the longest retention other than KeepForever: 100
+	// years.
+	MaxRetention = 100 * 365 * 24 * time.Hour
 )
 
-// Retention is how long a queue's finished jobs are kept after they
-// finished, by status, before the workers' retention cleaner deletes them.
-// It is a setting of the queue, stored in the database (Admin.SetRetention),
-// so that every worker process cleans the queue by the same rule. For each
-// field, 0 means tasuki's default (24 h for completed jobs, 7 days for
-// canceled and failed ones) and KeepForever (-1) keeps the jobs; any other
-// value must be positive.
+// Retention is how long finished jobs are kept after they finished, by
+// status, before the workers' retention cleaner deletes them. It is a
+// setting stored in the database, of a queue (Admin.SetRetention) or of
+// the whole installation (Admin.SetDefaultRetention), so that every worker
+// process cleans a queue by the same rule. For each field, KeepForever (-1)
+// keeps the jobs, and a positive value up to MaxRetention keeps them that
+// long. 0 means "not set": a queue's field then follows the installation's
+// setting, and an installation's field tasuki's built-in default (24 h for
+// completed jobs, 7 days for canceled and failed ones).
 type Retention struct {
 	// Completed is how long completed jobs are kept. Defaults to 24 h.
 	Completed time.Duration
@@ -49,15 +54,15 @@ func retentionColumn(option string, d time.Duration) (pgtype.Int8, error) {
 		return pgtype.Int8{}, nil
 	case d == KeepForever:
 		return pgtype.Int8{Int64: -1, Valid: true}, nil
-	case d < time.Microsecond:
+	case d < time.Microsecond || d > MaxRetention:
 		return pgtype.Int8{}, &InvalidOptionError{Option: option, Value: d,
-			Reason: "must be at least 1µs, 0 for the default or -1 (KeepForever) to keep such jobs forever"}
+			Reason: "must be between 1µs and 100 years, 0 for the default or -1 (KeepForever) to keep such jobs forever"}
 	}
 	return pgtype.Int8{Int64: d.Microseconds(), Valid: true}, nil
 }
 
-// retentionFromColumn is the inverse of retentionColumn, with the
-// default filled in for NULL.
+// retentionFromColumn is the inverse of retentionColumn, with def for
+// NULL.
 func retentionFromColumn(v pgtype.Int8, def time.Duration) time.Duration {
 	switch {
 	case !v.Valid:
@@ -68,29 +73,95 @@ func retentionFromColumn(v pgtype.Int8, def time.Duration) time.Duration {
 	return time.Duration(v.Int64) * time.Microsecond
 }
 
+// retentionParams checks r and turns it into its database columns.
+func retentionParams(r Retention) (completed, canceled, failed pgtype.Int8, err error) {
+	if completed, err = retentionColumn("Retention.Completed", r.Completed); err != nil {
+		return
+	}
+	if canceled, err = retentionColumn("Retention.Canceled", r.Canceled); err != nil {
+		return
+	}
+	failed, err = retentionColumn("Retention.Failed", r.Failed)
+	return
+}
+
+// retentionFromColumns turns stored columns into a Retention, with def for
+// the columns not set.
+func retentionFromColumns(completed, canceled, failed pgtype.Int8, def Retention) Retention {
+	return Retention{
+		Completed: retentionFromColumn(completed, def.Completed),
+		Canceled:  retentionFromColumn(canceled, def.Canceled),
+		Failed:    retentionFromColumn(failed, def.Failed),
+	}
+}
+
+// builtinRetention is tasuki's built-in default retention.
+var builtinRetention = Retention{
+	Completed: DefaultCompletedRetention,
+	Canceled:  DefaultCanceledRetention,
+	Failed:    DefaultFailedRetention,
+}
+
 // SetRetention sets how long the finished jobs of a queue are kept, for
 // every worker process at once: the retention cleaner of any worker, of
 // any queue, deletes this queue's jobs only by this setting. It replaces
-// the queue's previous setting whole; a zero Retention goes back to the
-// defaults. A queue needs no jobs to have a setting. Admin.Stats shows
-// each queue's retention in effect.
+// the queue's previous setting whole; a field left at 0 follows the
+// installation's default (SetDefaultRetention), and a zero Retention
+// removes the queue's own setting. A queue needs no jobs to have a setting
+// (so a mistyped name is not an error). Admin.Stats shows each queue's
+// retention in effect.
 func (a *Admin) SetRetention(ctx context.Context, queue string, r Retention) error {
 	if err := ValidateQueue("queue", queue); err != nil {
 		return err
 	}
 	p := db.QueueSetRetentionParams{Name: queue}
 	var err error
-	if p.CompletedUs, err = retentionColumn("Retention.Completed", r.Completed); err != nil {
-		return err
-	}
-	if p.CanceledUs, err = retentionColumn("Retention.Canceled", r.Canceled); err != nil {
-		return err
-	}
-	if p.FailedUs, err = retentionColumn("Retention.Failed", r.Failed); err != nil {
+	if p.CompletedUs, p.CanceledUs, p.FailedUs, err = retentionParams(r); err != nil {
 		return err
 	}
 	if err := a.queries.QueueSetRetention(ctx, p); err != nil {
 		return dberr.Wrap(fmt.Sprintf("tasuki: set retention of queue %q", queue), err)
 	}
 	return nil
+}
+
+// QueueRetention returns a queue's own retention setting as stored: a
+// field not set is 0 (the installation's default applies). Admin.Stats
+// gives the retention in effect instead.
+func (a *Admin) QueueRetention(ctx context.Context, queue string) (Retention, error) {
+	if err := ValidateQueue("queue", queue); err != nil {
+		return Retention{}, err
+	}
+	r, err := a.queries.QueueRetention(ctx, queue)
+	if err != nil {
+		return Retention{}, dberr.Wrap(fmt.Sprintf("tasuki: read retention of queue %q", queue), err)
+	}
+	return retentionFromColumns(r.CompletedRetentionUs, r.CanceledRetentionUs, r.FailedRetentionUs, Retention{}), nil
+}
+
+// SetDefaultRetention sets how long finished jobs of the queues without a
+// setting of their own (for that status) are kept, for every worker
+// process at once. A field left at 0 follows tasuki's built-in default (24
+// h for completed jobs, 7 days for canceled and failed ones); KeepForever
+// everywhere turns cleaning off for every queue that does not ask for it.
+func (a *Admin) SetDefaultRetention(ctx context.Context, r Retention) error {
+	var p db.SettingsSetRetentionParams
+	var err error
+	if p.CompletedUs, p.CanceledUs, p.FailedUs, err = retentionParams(r); err != nil {
+		return err
+	}
+	if err := a.queries.SettingsSetRetention(ctx, p); err != nil {
+		return dberr.Wrap("tasuki: set the default retention", err)
+	}
+	return nil
+}
+
+// DefaultRetention returns the installation's default retention as stored:
+// a field not set is 0 (tasuki's built-in default applies).
+func (a *Admin) DefaultRetention(ctx context.Context) (Retention, error) {
+	r, err := a.queries.SettingsRetention(ctx)
+	if err != nil {
+		return Retention{}, dberr.Wrap("tasuki: read the default retention", err)
+	}
+	return retentionFromColumns(r.CompletedRetentionUs, r.CanceledRetentionUs, r.FailedRetentionUs, Retention{}), nil
 }

@@ -268,7 +268,7 @@ const ownConns = 2
 func (w *Worker[T]) ownPool() (*pgxpool.Pool, error) {
 	cfg := w.pool.Config()
 	cfg.MaxConns = ownConns
-	cfg.MinConns = 0
+	cfg.MinConns, cfg.MinIdleConns = 0, 0
 	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tasuki-worker"
 	}

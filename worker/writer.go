@@ -307,17 +307,22 @@ func (w *Worker[T]) watchLeases(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
+		case <-tick.C:
+			now := time.Now()
+			var stopped []*lease
 			w.mu.Lock()
 			for _, l := range w.running {
 				if !l.returned && !l.lost && l.expires.Sub(now) < margin {
 					l.lost = true
 					l.cancel(ErrLeaseLost)
-					w.log.Warn("tasuki: stopping a job whose lease could not be renewed before it lapses",
-						slog.Int64("job_id", l.id), slog.Time("lease_expires", l.expires))
+					stopped = append(stopped, l)
 				}
 			}
 			w.mu.Unlock()
+			for _, l := range stopped {
+				w.log.Warn("tasuki: stopped a job whose lease could not be renewed before it lapses",
+					slog.Int64("job_id", l.id))
+			}
 		}
 	}
 }

@@ -107,7 +107,7 @@ func formatRetention(d time.Duration) string {
 }
 
 func newRetentionCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var asJSON, installation bool
 	values := make([]string, len(retentionStatuses))
 	cmd := &cobra.Command{
 		Use:   "retention <queue>",
@@ -121,24 +121,26 @@ A value is a duration (48h, 90m, 7d, 1d12h; days are 24 hours), "forever"
 to keep such jobs, or "default" for tasuki's default: 24h for completed
 jobs, 7d for canceled and failed ones.
 
-A status whose flag is not given keeps the value in effect. A value in
-effect equal to tasuki's default is kept as the default, and shown as
-"(the default)": a queue then follows tasuki's default should a later
-version change it. (Whether such a value was set explicitly cannot be
-told; to keep one fixed across such a change, give it again with every
-change.) A queue needs no jobs to have a setting; for a queue without jobs
-retention says so, as the name may be mistyped. It reads every job once,
-as 'tasuki stats' does.`,
+A status whose flag is not given keeps its setting; "default" removes a
+queue's setting for that status, which then follows the default of every
+queue, set with --installation (itself "default" unless set: tasuki's
+defaults above). A queue needs no jobs to have a setting; for a queue
+without jobs retention says so, as the name may be mistyped. For a queue it
+reads every job once, as 'tasuki stats' does.`,
 		Example: `  tasuki retention emails
   tasuki retention emails --completed 48h
   tasuki retention audit --completed forever --canceled forever --failed forever
-  tasuki retention emails --failed default --json | jq .retention_failed_seconds`,
+  tasuki retention emails --failed default --json | jq .retention_failed_seconds
+  tasuki retention --installation --completed forever   # keep every queue's jobs unless it says otherwise`,
 		Args:        retentionArgs,
 		Annotations: map[string]string{argsAnnotation: argsQueues},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			queue := args[0]
-			if err := tasuki.ValidateQueue("queue", queue); err != nil {
-				return err
+			var queue string
+			if !installation {
+				queue = args[0]
+				if err := tasuki.ValidateQueue("queue", queue); err != nil {
+					return err
+				}
 			}
 			// Every value is checked before the database is asked for.
 			given := make([]bool, len(retentionStatuses))
@@ -156,67 +158,78 @@ as 'tasuki stats' does.`,
 			}
 			return a.withAdmin(cmd.Context(), func(adm *tasuki.Admin) error {
 				ctx := cmd.Context()
-				stats, err := adm.Stats(ctx)
+				// What is stored (0: not set) and what applies where
+				// nothing is: the installation's setting, else tasuki's.
+				inherited := defaultRetention()
+				installationOwn, err := adm.DefaultRetention(ctx)
 				if err != nil {
 					return err
 				}
-				// A queue Stats does not list has neither jobs nor a
-				// setting: the defaults are in effect.
-				current := tasuki.QueueStats{Queue: queue, Retention: defaultRetention()}
-				for _, s := range stats {
-					if s.Queue == queue {
-						current = s
+				own := installationOwn
+				var jobs int64
+				if !installation {
+					inherited = effectiveRetention(installationOwn, inherited)
+					if own, err = adm.QueueRetention(ctx, queue); err != nil {
+						return err
+					}
+					stats, err := adm.Stats(ctx)
+					if err != nil {
+						return err
+					}
+					for _, s := range stats {
+						if s.Queue == queue {
+							jobs = s.Total()
+						}
 					}
 				}
-				now := current.Retention
-				if set {
-					// SetRetention replaces the whole setting: a status not
-					// given keeps its value in effect, one equal to the
-					// default as the default (0).
-					var r tasuki.Retention
-					for i, st := range retentionStatuses {
-						d := *st.field(&current.Retention)
-						if given[i] {
-							d = parsed[i]
-						}
-						if d == st.def {
-							d = 0
-						}
-						*st.field(&r) = d
-						if d == 0 {
-							d = st.def
-						}
-						*st.field(&now) = d
+				stored := own
+				for i, st := range retentionStatuses {
+					if given[i] {
+						*st.field(&stored) = parsed[i]
 					}
-					if err := adm.SetRetention(ctx, queue, r); err != nil {
+				}
+				changed := stored != own
+				if changed {
+					if installation {
+						err = adm.SetDefaultRetention(ctx, stored)
+					} else {
+						err = adm.SetRetention(ctx, queue, stored)
+					}
+					if err != nil {
 						return err
 					}
 				}
-				changed := now != current.Retention
+				now := effectiveRetention(stored, inherited)
 				if asJSON {
 					return a.printJSON(retentionJSON{
-						Queue: queue, Jobs: current.Total(), Changed: changed,
+						Queue: queue, Jobs: jobs, Changed: changed,
 						retentionSecondsJSON: toRetentionSecondsJSON(now),
 					})
 				}
+				subject, keeps, its := "queue "+queue, "keeps", "its"
+				if installation {
+					subject, keeps, its = "queues without a setting of their own", "keep", "their"
+				}
 				switch {
 				case !set:
-					fmt.Fprintf(a.stdout, "queue %s keeps its finished jobs:\n", queue)
+					fmt.Fprintf(a.stdout, "%s %s %s finished jobs:\n", subject, keeps, its)
 				case changed:
-					fmt.Fprintf(a.stdout, "queue %s now keeps its finished jobs:\n", queue)
+					fmt.Fprintf(a.stdout, "%s now %s %s finished jobs:\n", subject, keeps, its)
 				default:
-					fmt.Fprintf(a.stdout, "queue %s already kept its finished jobs so; nothing changed:\n", queue)
+					fmt.Fprintf(a.stdout, "%s already kept %s finished jobs so; nothing changed:\n", subject, its)
 				}
 				for _, st := range retentionStatuses {
-					d := *st.field(&now)
 					note := ""
-					if d == st.def {
+					if *st.field(&stored) == 0 {
 						note = " (the default)"
+						if !installation && *st.field(&installationOwn) != 0 {
+							note = " (the default of every queue: tasuki retention --installation)"
+						}
 					}
-					fmt.Fprintf(a.stdout, "  %-9s  %s%s\n", st.flag, formatRetention(d), note)
+					fmt.Fprintf(a.stdout, "  %-9s  %s%s\n", st.flag, formatRetention(*st.field(&now)), note)
 				}
 				switch {
-				case current.Total() > 0:
+				case installation || jobs > 0:
 				case set:
 					fmt.Fprintf(a.stdout, "queue %s has no jobs yet: its jobs will be kept so (tasuki stats lists the queues)\n", queue)
 				default:
@@ -231,12 +244,21 @@ as 'tasuki stats' does.`,
 			fmt.Sprintf(`how long %s jobs are kept: a duration (48h, 7d), "forever" or "default" (%s); not given keeps the value in effect`,
 				st.flag, formatRetention(st.def)))
 	}
+	cmd.Flags().BoolVar(&installation, "installation", false,
+		"show or set the default of every queue without a setting of its own, instead of one queue's")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of text: the queue, its jobs, whether the retention changed, and each retention in seconds (-1 for forever)")
 	return cmd
 }
 
-// retentionArgs takes exactly one queue, and says how to give it.
+// retentionArgs takes exactly one queue, or none with --installation, and
+// says how to give it.
 func retentionArgs(cmd *cobra.Command, args []string) error {
+	if installation, _ := cmd.Flags().GetBool("installation"); installation {
+		if len(args) > 0 {
+			return fmt.Errorf("give a queue or --installation, not both: %s --installation [--completed D] …", cmd.CommandPath())
+		}
+		return nil
+	}
 	switch len(args) {
 	case 1:
 		return nil
@@ -248,6 +270,17 @@ func retentionArgs(cmd *cobra.Command, args []string) error {
 		quoted[i] = fmt.Sprintf("%q", q)
 	}
 	return fmt.Errorf("give one queue, not %d (%s): %s <queue>", len(args), strings.Join(quoted, ", "), cmd.CommandPath())
+}
+
+// effectiveRetention is stored with inherited in place of the fields not
+// set (0).
+func effectiveRetention(stored, inherited tasuki.Retention) tasuki.Retention {
+	for _, st := range retentionStatuses {
+		if *st.field(&stored) == 0 {
+			*st.field(&stored) = *st.field(&inherited)
+		}
+	}
+	return stored
 }
 
 func defaultRetention() tasuki.Retention {

@@ -237,3 +237,40 @@ func TestRetentionHelp(t *testing.T) {
 	requireOK(t, r)
 	assert.Contains(t, r.stdout, "retention")
 }
+
+// --installation shows and sets the default of every queue without a
+// setting of its own; a queue's show says which values come from it.
+func TestRetentionInstallation(t *testing.T) {
+	t.Parallel()
+	url, pool := migrated(t)
+	adm, err := tasuki.NewAdmin(pool)
+	require.NoError(t, err)
+
+	r := runCLI(t, url, "retention", "--installation", "--completed", "forever")
+	requireOK(t, r)
+	assert.Equal(t, "queues without a setting of their own now keep their finished jobs:\n"+
+		"  completed  forever\n"+
+		"  canceled   7d (the default)\n"+
+		"  failed     7d (the default)\n", r.stdout)
+	stored, err := adm.DefaultRetention(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, tasuki.Retention{Completed: tasuki.KeepForever}, stored)
+
+	seed(t, pool, "emails", tasuki.StatusCompleted, 1, time.Hour)
+	r = runCLI(t, url, "retention", "emails", "--failed", "30d")
+	requireOK(t, r)
+	assert.Equal(t, "queue emails now keeps its finished jobs:\n"+
+		"  completed  forever (the default of every queue: tasuki retention --installation)\n"+
+		"  canceled   7d (the default)\n"+
+		"  failed     30d\n", r.stdout)
+	assert.Equal(t, tasuki.Retention{Completed: tasuki.KeepForever, Canceled: tasuki.DefaultCanceledRetention, Failed: 30 * 24 * time.Hour},
+		retentionOf(t, adm, "emails"))
+
+	r = runCLI(t, url, "retention", "--installation", "--json")
+	requireOK(t, r)
+	assert.JSONEq(t, `{"queue": "", "jobs": 0, "changed": false,
+		"retention_completed_seconds": -1, "retention_canceled_seconds": 604800, "retention_failed_seconds": 604800}`, r.stdout)
+
+	line := requireOneLineError(t, runCLI(t, url, "retention", "--installation", "emails"))
+	assert.Contains(t, line, "give a queue or --installation, not both")
+}

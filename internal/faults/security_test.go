@@ -43,6 +43,8 @@ var appGrants = []grant{
 	// DELETE.
 	{"DELETE", "%[1]s.tasuki_job"},
 	{"SELECT", "%[1]s.tasuki_queue"},
+	// The retention cleaner reads the installation's default retention.
+	{"SELECT", "%[1]s.tasuki_settings"},
 }
 
 // grant is one privilege on one object; %[1]s in the object is the schema.

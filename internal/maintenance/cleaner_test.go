@@ -422,3 +422,66 @@ func TestCleanerRefusedDelete(t *testing.T) {
 	assert.Equal(t, int64(1), n)
 	assert.Empty(t, remaining(t, pool))
 }
+
+// The installation's default retention applies to every queue without a
+// setting of its own, and a queue's own setting wins over it, field by
+// field; Stats shows the result and QueueRetention and DefaultRetention
+// what is stored.
+func TestCleanerDefaultRetention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	admin, err := tasuki.NewAdmin(pool)
+	require.NoError(t, err)
+	day := 24 * time.Hour
+
+	stored, err := admin.DefaultRetention(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, tasuki.Retention{}, stored, "nothing set: tasuki's built-in defaults")
+
+	require.NoError(t, admin.SetDefaultRetention(ctx, tasuki.Retention{Completed: tasuki.KeepForever, Failed: 30 * day}))
+	require.NoError(t, admin.SetRetention(ctx, "short", tasuki.Retention{Completed: time.Hour}))
+
+	kept := sorted(
+		addJobsIn(t, pool, "plain", 2, tasuki.StatusCompleted, 1000*day), // the installation keeps completed jobs
+		addJobsIn(t, pool, "plain", 2, tasuki.StatusFailed, 20*day),      // failed: 30 days
+		addJobsIn(t, pool, "short", 1, tasuki.StatusCompleted, 30*time.Minute),
+		addJobsIn(t, pool, "short", 1, tasuki.StatusCanceled, 6*day), // canceled: built-in 7 days
+	)
+	addJobsIn(t, pool, "plain", 1, tasuki.StatusFailed, 31*day)
+	addJobsIn(t, pool, "plain", 1, tasuki.StatusCanceled, 8*day)
+	addJobsIn(t, pool, "short", 2, tasuki.StatusCompleted, 2*time.Hour)
+
+	n, err := newCleaner(t, pool, maintenance.CleanerConfig{}).RunOnce(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(4), n)
+	assert.Equal(t, kept, remaining(t, pool))
+
+	stats, err := admin.Stats(ctx)
+	require.NoError(t, err)
+	got := map[string]tasuki.Retention{}
+	for _, s := range stats {
+		got[s.Queue] = s.Retention
+	}
+	assert.Equal(t, map[string]tasuki.Retention{
+		"plain": {Completed: tasuki.KeepForever, Canceled: 7 * day, Failed: 30 * day},
+		"short": {Completed: time.Hour, Canceled: 7 * day, Failed: 30 * day},
+	}, got)
+
+	stored, err = admin.DefaultRetention(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, tasuki.Retention{Completed: tasuki.KeepForever, Failed: 30 * day}, stored)
+	own, err := admin.QueueRetention(ctx, "short")
+	require.NoError(t, err)
+	assert.Equal(t, tasuki.Retention{Completed: time.Hour}, own)
+	own, err = admin.QueueRetention(ctx, "never-set")
+	require.NoError(t, err)
+	assert.Equal(t, tasuki.Retention{}, own)
+
+	var invalid *tasuki.InvalidOptionError
+	require.ErrorAs(t, admin.SetDefaultRetention(ctx, tasuki.Retention{Canceled: tasuki.MaxRetention + time.Hour}), &invalid)
+	assert.Equal(t, "Retention.Canceled", invalid.Option)
+	require.NoError(t, admin.SetDefaultRetention(ctx, tasuki.Retention{Canceled: tasuki.MaxRetention}))
+	_, err = admin.QueueRetention(ctx, "bad\x00queue")
+	require.ErrorAs(t, err, &invalid)
+}
