@@ -15,13 +15,11 @@ import (
 	"github.com/tasukiq/tasuki/worker"
 )
 
-// Review: a job leased right after the worker rescued expired jobs one at
-// a time (rescueEach) is not stopped with ErrLeaseLost while its lease is
-// fresh. lease() is timed from fetchLoop's sentAt, taken before the first
-// JobLease, the one-by-one rescues and the second JobLease: the local
-// estimate of the new lease is older than the lease itself by however long
-// the rescues took, and the watchdog cancels the handler at once.
-func TestReviewLeaseAfterRescueEachIsNotCanceled(t *testing.T) {
+// A job leased right after the worker rescued expired jobs one at a time
+// is not stopped with ErrLeaseLost while its lease is fresh: its lease is
+// timed from the statement that leased it, not from before the rescues,
+// which took most of a lease.
+func TestLeaseAfterRescueEachIsNotCanceled(t *testing.T) {
 	t.Parallel()
 	pool := testdb.New(t)
 	client := newClient[task](t, pool)
@@ -65,20 +63,17 @@ func TestReviewLeaseAfterRescueEachIsNotCanceled(t *testing.T) {
 	assert.Equal(t, tasuki.StatusCompleted, job.Status, "errors: %s", errorsText(job))
 }
 
-// Review: the listener keeps its backoff when only its own connection
-// fails. With ListenURL pointing at a server that refuses it (here: a
-// database that does not exist, as after a typo or while the direct
-// endpoint is down, with the pool going through PgBouncer), every
-// successful lease of the worker (health.ok) ends the listener's backoff
-// wait, so it reconnects at the rate of the lease loop: one new server
-// connection (a forked backend) per poll, instead of a backoff growing to
-// 5 s.
-func TestReviewListenerBackoffSurvivesOtherLoopsSucceeding(t *testing.T) {
+// The listener keeps its backoff when only its own connection fails
+// (ListenURL names a database that does not exist, as after a typo, or a
+// direct endpoint that is down while the pool goes through PgBouncer):
+// leases that succeed all along do not cut its waits short, so it does not
+// open a server connection per poll.
+func TestListenerBackoffSurvivesOtherLoopsSucceeding(t *testing.T) {
 	t.Parallel()
 	pool := testdb.New(t)
 	u, err := url.Parse(testdb.URL())
 	require.NoError(t, err)
-	u.Path = "/no_such_database_review"
+	u.Path = "/no_such_database"
 	logger, logs := bufferLogger()
 	w := newWorker(t, pool, func(context.Context, *tasuki.Job[task]) error { return nil },
 		worker.Config{PollInterval: 10 * time.Millisecond, ListenURL: u.String(), Logger: logger})
@@ -91,14 +86,13 @@ func TestReviewListenerBackoffSurvivesOtherLoopsSucceeding(t *testing.T) {
 	assert.LessOrEqual(t, attempts, 12, "listener connection attempts in 3 s")
 }
 
-// Review: a rescue that takes longer than the lease statement's timeout
-// does not stall the queue. Here a dead worker left 1000 expired jobs and
-// the application has an audit trigger costing about 1 ms per changed row:
-// rescuing the batch takes over a second, past the half-lease timeout of
-// JobLease. The statement fails with a timeout (not a row error, so
-// rescueEach does not run), nextRescue is not advanced, and every retry
-// runs the same rescue again: nothing is leased, nothing is rescued.
-func TestReviewSlowRescueDoesNotStallTheQueue(t *testing.T) {
+// A rescue that takes longer than the lease statement's timeout does not
+// stall the queue. A dead worker left 1000 expired jobs and the
+// application has an audit trigger costing about 1 ms per changed row:
+// rescuing them in one batch takes over a second, past the half-lease
+// timeout. New jobs are leased meanwhile, and later rescues take fewer jobs
+// at a time until they pass.
+func TestSlowRescueDoesNotStallTheQueue(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testdb.New(t)

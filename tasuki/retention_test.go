@@ -14,10 +14,10 @@ import (
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
-// Review (sound): SetRetention and PauseQueue racing on the same new
-// tasuki_queue row each keep their own columns: neither overwrites the
-// other, whichever inserts the row.
-func TestReviewSetRetentionRacesPauseQueue(t *testing.T) {
+// SetRetention and PauseQueue racing on the same new tasuki_queue row
+// each keep their own columns: neither overwrites the other, whichever
+// inserts the row.
+func TestSetRetentionRacesPauseQueue(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testdb.New(t)
@@ -49,9 +49,9 @@ func TestReviewSetRetentionRacesPauseQueue(t *testing.T) {
 	}
 }
 
-// Review (sound): migration 3 goes down and up again with retention
-// settings and finished jobs in place.
-func TestReviewRetentionMigrationDownUpWithData(t *testing.T) {
+// Migration 3 goes down and up again with retention settings and finished
+// jobs in place.
+func TestRetentionMigrationDownUpWithData(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testdb.New(t)

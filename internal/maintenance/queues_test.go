@@ -14,11 +14,10 @@ import (
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
-// Review (sound): the loose index scan visits queues whose names sort
-// oddly (case, accents, combining marks, spaces, LIKE wildcards, emoji,
+// The cleaner's loose index scan visits queues whose names sort oddly (case, accents, combining marks, spaces, LIKE wildcards, emoji,
 // 128 characters) and keeps the settings of each, including a queue kept
 // forever that sorts between the others.
-func TestReviewCleanerOddQueueNames(t *testing.T) {
+func TestCleanerOddQueueNames(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testdb.New(t)
@@ -39,9 +38,9 @@ func TestReviewCleanerOddQueueNames(t *testing.T) {
 	assert.Equal(t, kept, remaining(t, pool))
 }
 
-// Review (sound): with 10k queues, one expired job each, a round deletes
-// them all, batch after batch.
-func TestReviewCleanerManyQueues(t *testing.T) {
+// With 10k queues, one expired job each, a round deletes them all, batch
+// after batch.
+func TestCleanerManyQueues(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testdb.New(t)
