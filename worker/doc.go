@@ -9,9 +9,15 @@
 // fenced by the job's lease token: a worker that lost its lease can no
 // longer change the job.
 //
-// A worker needs one pool connection at a time for leasing, one for
-// writing outcomes and heartbeats, and keeps one more connection of its own
-// for LISTEN (see Config.ListenURL and Config.DisableListen for poolers).
-// An idle worker sends one statement per PollInterval, and its retention
-// cleaner one more per CleanInterval.
+// Handlers and the retention cleaner use the pool given to New. The
+// worker's own statements go through a pool of its own, opened by Run with
+// the same settings: one connection for leasing and one for writing
+// outcomes and heartbeats, so that handlers holding every connection of
+// the application's pool cannot hold them up. One more connection of its
+// own serves LISTEN (see Config.ListenURL and Config.DisableListen for
+// poolers). An idle worker sends one statement per PollInterval, and its
+// retention cleaner one more per CleanInterval.
+//
+// How long finished jobs are kept is a setting of each queue in the
+// database, not of the worker: see tasuki.Retention.
 package worker
