@@ -16,7 +16,7 @@ func newBenchCmd(a *app) *cobra.Command {
 	var cfg bench.Config
 	var noProgress bool
 	cmd := &cobra.Command{
-		Use:   "bench [insert|drain|latency|idle ...]",
+		Use:   "bench [insert|drain|latency|idle|snapshot ...]",
 		Short: "Measure insert speed, drain rate, latency and idle cost",
 		Long: `Measures tasuki on a real database and prints one summary line per run:
 
@@ -29,17 +29,31 @@ func newBenchCmd(a *app) *cobra.Command {
   latency  single inserts at a steady --rate for --duration into a running
            worker: insert→handler-start percentiles
   idle     statements sent by an idle worker with default settings
+  snapshot the queue while an old transaction holds back vacuum: a worker
+           (--concurrency, here 32 unless given) runs 1 ms jobs inserted
+           one at a time at a steady --rate (here 400/s unless given); after
+           --baseline a session of its own opens a REPEATABLE READ
+           transaction, reads tasuki_job and stays idle in transaction for
+           --hold, then rolls back, and the run goes on for --after. One
+           line for the baseline, then one per --minute-length (numbered
+           from the transaction's start, then "after 1", …): insert→
+           handler-start p50 and p99, completed and inserted per second,
+           runnable queue depth at the minute's end, and tasuki_job's
+           n_dead_tup (from the statistics system, which lags by a second
+           or more: each connection reports when it goes idle)
 
-With no arguments it runs all four. Every worker setting but concurrency
-keeps its default. Without --database-url or DATABASE_URL it runs on a
-throwaway PostgreSQL cluster with durable settings (fsync and synchronous
-commit on), vacuuming tasuki's table between runs; against a real database
+With no arguments it runs the first four; snapshot runs only when named.
+Every worker setting but concurrency keeps its default. Without
+--database-url or DATABASE_URL it runs on a throwaway PostgreSQL cluster
+with durable settings (fsync and synchronous commit on), vacuuming tasuki's
+table between runs; against a real database
 it works in queues of its own and deletes their jobs afterwards. The insert
 run's empty commits each write a transactional WAL message with the prefix
 "tasuki.bench", which logical decoding (change data capture) passes on.`,
 		Example: `  tasuki bench
-  tasuki bench drain --jobs 1000000 --memory`,
-		ValidArgs: []string{"insert", "drain", "latency", "idle"},
+  tasuki bench drain --jobs 1000000 --memory
+  tasuki bench snapshot --hold 5m`,
+		ValidArgs: []string{"insert", "drain", "latency", "idle", "snapshot"},
 		Args:      cobra.OnlyValidArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -76,6 +90,17 @@ run's empty commits each write a transactional WAL message with the prefix
 					res, err = bench.Latency(ctx, cfg)
 				case "idle":
 					res, err = bench.Idle(ctx, cfg)
+				case "snapshot":
+					snap := cfg
+					// The shared flags' defaults are the other runs';
+					// this run has its own unless they are given.
+					if !cmd.Flags().Changed("concurrency") {
+						snap.Concurrency = 0
+					}
+					if !cmd.Flags().Changed("rate") {
+						snap.Rate = 0
+					}
+					res, err = bench.Snapshot(ctx, snap, a.stdout)
 				}
 				if err != nil {
 					return fmt.Errorf("bench %s: %w", run, err)
@@ -87,12 +112,18 @@ run's empty commits each write a transactional WAL message with the prefix
 	}
 	f := cmd.Flags()
 	f.IntVar(&cfg.Jobs, "jobs", 100_000, "no-op jobs in the drain")
-	f.IntVar(&cfg.Concurrency, "concurrency", bench.DefaultConcurrency, "worker concurrency in the drain and latency runs")
-	f.IntVar(&cfg.Rate, "rate", 200, "inserts per second in the latency run")
+	f.IntVar(&cfg.Concurrency, "concurrency", bench.DefaultConcurrency, "worker concurrency in the drain and latency runs (snapshot: 32 unless given)")
+	f.IntVar(&cfg.Rate, "rate", 200, "inserts per second in the latency run (snapshot: 400 unless given)")
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the latency run")
 	f.IntVar(&cfg.Inserts, "inserts", 5000, "single inserts timed in the insert run")
 	f.IntVar(&cfg.BulkJobs, "bulk", 100_000, "jobs in the insert run's COPY")
 	f.BoolVar(&cfg.Memory, "memory", false, "sample the worker's live heap at each tenth of the drain")
+	f.DurationVar(&cfg.Baseline, "baseline", time.Minute, "snapshot run: how long it measures before the transaction opens")
+	f.DurationVar(&cfg.Hold, "hold", 15*time.Minute, "snapshot run: how long the transaction stays idle")
+	f.DurationVar(&cfg.After, "after", 2*time.Minute, "snapshot run: how long it goes on after the transaction ends")
+	f.DurationVar(&cfg.MinuteLength, "minute-length", time.Minute, "snapshot run: the period of its lines")
+	f.BoolVar(&cfg.Explain, "explain", false, "snapshot run: explain (analyze, buffers) a lease's index scan at each line")
+	_ = f.MarkHidden("explain")
 	f.BoolVar(&noProgress, "no-progress", false, "hide progress bars")
 	return cmd
 }

@@ -1,8 +1,8 @@
 // Package bench measures tasuki on a real database: how fast a worker
 // drains a backlog, the delay from insert to handler start at a steady
-// rate, insert throughput (single and COPY), what an idle worker costs, and
-// whether a worker's memory stays flat over a long drain. `tasuki bench`
-// runs it.
+// rate, insert throughput (single and COPY), what an idle worker costs,
+// whether a worker's memory stays flat over a long drain, and how the queue
+// fares while an old transaction holds back vacuum. `tasuki bench` runs it.
 package bench
 
 import (
@@ -36,9 +36,11 @@ type Config struct {
 	// Concurrency is the worker's concurrency in the drain and latency
 	// runs; every other worker setting keeps its default. Defaults to
 	// 2,000, the worker count of River's own benchmark, so that the two are
-	// compared alike.
+	// compared alike. The snapshot run defaults to SnapshotConcurrency
+	// instead.
 	Concurrency int
-	// Rate is the latency run's inserts per second. Defaults to 200.
+	// Rate is the latency run's inserts per second. Defaults to 200. The
+	// snapshot run defaults to SnapshotRate instead.
 	Rate int
 	// Duration is how long the latency run inserts. Defaults to 10 s.
 	Duration time.Duration
@@ -52,6 +54,24 @@ type Config struct {
 	Memory bool
 	// Progress receives progress bars; nil shows none.
 	Progress io.Writer
+
+	// Baseline is how long the snapshot run measures before it opens its
+	// transaction. Defaults to 1 minute.
+	Baseline time.Duration
+	// Hold is how long the snapshot run's transaction stays open, idle.
+	// Defaults to 15 minutes.
+	Hold time.Duration
+	// After is how long the snapshot run goes on once the transaction has
+	// ended. Defaults to 2 minutes.
+	After time.Duration
+	// MinuteLength is the period of the snapshot run's lines: one per
+	// "minute" of the hold and after it. Defaults to 1 minute; tests and
+	// quick looks use less.
+	MinuteLength time.Duration
+	// Explain makes the snapshot run explain (ANALYZE, BUFFERS) the read
+	// at the heart of a lease at the end of each period and add the pages
+	// it visited to the line. Defaults to false.
+	Explain bool
 }
 
 // DefaultConcurrency is Config.Concurrency's default.

@@ -2,6 +2,8 @@ package bench_test
 
 import (
 	"context"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,4 +90,47 @@ func TestLatencyMeasuresEveryInsertedJob(t *testing.T) {
 	assert.LessOrEqual(t, res.P99, res.Max)
 	assert.Positive(t, res.InsertP50)
 	assert.Contains(t, res.String(), "the insert's own commit")
+}
+
+func TestSnapshotWritesALinePerMinuteOfTheHold(t *testing.T) {
+	url, q := migrated(t)
+	ctx := context.Background()
+	var out strings.Builder
+	res, err := bench.Snapshot(ctx, bench.Config{
+		URL: url, Rate: 100, Concurrency: 8,
+		Baseline: time.Second, Hold: 2 * time.Second, After: time.Second,
+		MinuteLength: time.Second, Explain: true,
+	}, &out)
+	require.NoError(t, err)
+	t.Log("\n" + out.String())
+
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 5, "a header, the baseline, two minutes held and one after:\n%s", out.String())
+	assert.Contains(t, lines[0], "n_dead_tup")
+	line := regexp.MustCompile(`^snapshot: (before|\d+|after \d+) +(\d+) +(\S+) +(\S+) +(\d+\.\d) +(\d+\.\d) +(\d+) +(\d+)  lease scan: (\d+) pages in (\S+) \((shared .*)\)$`)
+	var labels []string
+	for _, l := range lines[1:] {
+		f := line.FindStringSubmatch(l)
+		require.NotNil(t, f, "line does not parse: %q", l)
+		labels = append(labels, f[1])
+		for _, d := range []string{f[3], f[4], f[10]} {
+			_, err := time.ParseDuration(d)
+			assert.NoError(t, err, "in %q", l)
+		}
+	}
+	assert.Equal(t, []string{"before", "1", "2", "after 1"}, labels)
+
+	require.Len(t, res.Minutes, 4)
+	assert.Positive(t, res.Xid)
+	for _, m := range res.Minutes {
+		assert.Positive(t, m.Started, m.Label)
+		assert.Positive(t, m.Inserted, m.Label)
+		assert.LessOrEqual(t, m.P50, m.P99, m.Label)
+		assert.Positive(t, m.ScanPages, m.Label)
+	}
+	assert.Contains(t, res.String(), "idle for 2s")
+
+	s, err := q.JobCountByStatus(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, s, "the snapshot run deletes its queue's jobs afterwards")
 }
