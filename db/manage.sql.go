@@ -165,15 +165,16 @@ expired AS (
           AND d.status IN ('completed', 'failed', 'canceled')
           AND d.finished_at < now() - t.retention_us * interval '1 microsecond'
           AND NOT (d.id = ANY(coalesce($4::bigint[], '{}')))
-        LIMIT $5::integer
+          AND (coalesce(cardinality($5::bigint[]), 0) = 0 OR d.id = ANY($5::bigint[]))
+        LIMIT $6::integer
         FOR UPDATE SKIP LOCKED
     ) x
     WHERE t.retention_us >= 0
-    LIMIT $5::integer
+    LIMIT $6::integer
 ),
 deleted AS (
     DELETE FROM tasuki_job
-    WHERE NOT $6::boolean
+    WHERE NOT $7::boolean
       AND id IN (SELECT e.id FROM expired e)
 )
 SELECT e.id FROM expired e ORDER BY e.id
@@ -184,6 +185,7 @@ type JobCleanRetainedParams struct {
 	CanceledUs  int64
 	FailedUs    int64
 	SkipIds     []int64
+	OnlyIds     []int64
 	Max         int32
 	ListOnly    bool
 }
@@ -205,8 +207,10 @@ type JobCleanRetainedParams struct {
 // before (a foreign key of the application's that references the job, a
 // trigger), and the cleaner tries them again later, one at a time. With
 // list_only, it deletes nothing and returns the ids it would delete: after
-// the database refused a batch, the cleaner deletes those one at a time, so
-// that one row it refuses does not stop the cleaning.
+// the database refused a batch, the cleaner deletes those one at a time,
+// with only_ids naming one each time (so each is checked against its
+// retention again, under the lock), so that one row the database refuses
+// does not stop the cleaning.
 //
 // The queues that have finished jobs are found with a loose index scan of
 // tasuki_job_finished_queue_idx (one index descent per queue, however many
@@ -218,6 +222,7 @@ func (q *Queries) JobCleanRetained(ctx context.Context, arg JobCleanRetainedPara
 		arg.CanceledUs,
 		arg.FailedUs,
 		arg.SkipIds,
+		arg.OnlyIds,
 		arg.Max,
 		arg.ListOnly,
 	)
@@ -498,6 +503,76 @@ func (q *Queries) JobRetryMany(ctx context.Context, arg JobRetryManyParams) (*Jo
 	return &i, err
 }
 
+const queueChangeRetention = `-- name: QueueChangeRetention :one
+WITH changed AS (
+    INSERT INTO tasuki_queue AS q (name, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
+    VALUES ($1, $2::bigint, $3::bigint, $4::bigint, now())
+    ON CONFLICT (name) DO UPDATE
+    SET completed_retention_us = CASE WHEN $5::boolean THEN excluded.completed_retention_us ELSE q.completed_retention_us END,
+        canceled_retention_us  = CASE WHEN $6::boolean  THEN excluded.canceled_retention_us  ELSE q.canceled_retention_us END,
+        failed_retention_us    = CASE WHEN $7::boolean    THEN excluded.failed_retention_us    ELSE q.failed_retention_us END,
+        updated_at = excluded.updated_at
+    -- A row already as asked is left alone, and returns nothing.
+    WHERE (q.completed_retention_us, q.canceled_retention_us, q.failed_retention_us) IS DISTINCT FROM (
+        CASE WHEN $5::boolean THEN excluded.completed_retention_us ELSE q.completed_retention_us END,
+        CASE WHEN $6::boolean  THEN excluded.canceled_retention_us  ELSE q.canceled_retention_us END,
+        CASE WHEN $7::boolean    THEN excluded.failed_retention_us    ELSE q.failed_retention_us END)
+    RETURNING q.completed_retention_us, q.canceled_retention_us, q.failed_retention_us,
+              -- A new row changes something only if it sets something.
+              (q.xmax = 0 AND q.completed_retention_us IS NULL AND q.canceled_retention_us IS NULL
+               AND q.failed_retention_us IS NULL) AS unchanged
+)
+SELECT c.completed_retention_us, c.canceled_retention_us, c.failed_retention_us, (NOT c.unchanged)::boolean AS changed
+FROM changed c
+UNION ALL
+SELECT o.completed_retention_us, o.canceled_retention_us, o.failed_retention_us, false
+FROM tasuki_queue o
+WHERE o.name = $1
+  AND NOT EXISTS (SELECT 1 FROM changed)
+`
+
+type QueueChangeRetentionParams struct {
+	Name         string
+	CompletedUs  pgtype.Int8
+	CanceledUs   pgtype.Int8
+	FailedUs     pgtype.Int8
+	SetCompleted bool
+	SetCanceled  bool
+	SetFailed    bool
+}
+
+type QueueChangeRetentionRow struct {
+	CompletedRetentionUs pgtype.Int8
+	CanceledRetentionUs  pgtype.Int8
+	FailedRetentionUs    pgtype.Int8
+	Changed              bool
+}
+
+// Changes some of a queue's retention settings in one statement (set_x
+// says which; a value is microseconds, NULL for not set, -1 for forever)
+// and returns the settings after, and whether they changed. Two changes of
+// different statuses at once both take effect: the upsert writes each
+// field from the row as it is when it locks it.
+func (q *Queries) QueueChangeRetention(ctx context.Context, arg QueueChangeRetentionParams) (*QueueChangeRetentionRow, error) {
+	row := q.db.QueryRow(ctx, queueChangeRetention,
+		arg.Name,
+		arg.CompletedUs,
+		arg.CanceledUs,
+		arg.FailedUs,
+		arg.SetCompleted,
+		arg.SetCanceled,
+		arg.SetFailed,
+	)
+	var i QueueChangeRetentionRow
+	err := row.Scan(
+		&i.CompletedRetentionUs,
+		&i.CanceledRetentionUs,
+		&i.FailedRetentionUs,
+		&i.Changed,
+	)
+	return &i, err
+}
+
 const queuePause = `-- name: QueuePause :one
 WITH before AS (
     SELECT q.paused_at FROM tasuki_queue q WHERE q.name = $1
@@ -708,6 +783,70 @@ func (q *Queries) QueueStats(ctx context.Context, now *time.Time) ([]*QueueStats
 		return nil, err
 	}
 	return items, nil
+}
+
+const settingsChangeRetention = `-- name: SettingsChangeRetention :one
+WITH changed AS (
+    INSERT INTO tasuki_settings AS s (singleton, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
+    VALUES (true, $1::bigint, $2::bigint, $3::bigint, now())
+    ON CONFLICT (singleton) DO UPDATE
+    SET completed_retention_us = CASE WHEN $4::boolean THEN excluded.completed_retention_us ELSE s.completed_retention_us END,
+        canceled_retention_us  = CASE WHEN $5::boolean  THEN excluded.canceled_retention_us  ELSE s.canceled_retention_us END,
+        failed_retention_us    = CASE WHEN $6::boolean    THEN excluded.failed_retention_us    ELSE s.failed_retention_us END,
+        updated_at = excluded.updated_at
+    -- A row already as asked is left alone, and returns nothing.
+    WHERE (s.completed_retention_us, s.canceled_retention_us, s.failed_retention_us) IS DISTINCT FROM (
+        CASE WHEN $4::boolean THEN excluded.completed_retention_us ELSE s.completed_retention_us END,
+        CASE WHEN $5::boolean  THEN excluded.canceled_retention_us  ELSE s.canceled_retention_us END,
+        CASE WHEN $6::boolean    THEN excluded.failed_retention_us    ELSE s.failed_retention_us END)
+    RETURNING s.completed_retention_us, s.canceled_retention_us, s.failed_retention_us,
+              -- A new row changes something only if it sets something.
+              (s.xmax = 0 AND s.completed_retention_us IS NULL AND s.canceled_retention_us IS NULL
+               AND s.failed_retention_us IS NULL) AS unchanged
+)
+SELECT c.completed_retention_us, c.canceled_retention_us, c.failed_retention_us, (NOT c.unchanged)::boolean AS changed
+FROM changed c
+UNION ALL
+SELECT o.completed_retention_us, o.canceled_retention_us, o.failed_retention_us, false
+FROM tasuki_settings o
+WHERE o.singleton
+  AND NOT EXISTS (SELECT 1 FROM changed)
+`
+
+type SettingsChangeRetentionParams struct {
+	CompletedUs  pgtype.Int8
+	CanceledUs   pgtype.Int8
+	FailedUs     pgtype.Int8
+	SetCompleted bool
+	SetCanceled  bool
+	SetFailed    bool
+}
+
+type SettingsChangeRetentionRow struct {
+	CompletedRetentionUs pgtype.Int8
+	CanceledRetentionUs  pgtype.Int8
+	FailedRetentionUs    pgtype.Int8
+	Changed              bool
+}
+
+// QueueChangeRetention for the installation's default retention.
+func (q *Queries) SettingsChangeRetention(ctx context.Context, arg SettingsChangeRetentionParams) (*SettingsChangeRetentionRow, error) {
+	row := q.db.QueryRow(ctx, settingsChangeRetention,
+		arg.CompletedUs,
+		arg.CanceledUs,
+		arg.FailedUs,
+		arg.SetCompleted,
+		arg.SetCanceled,
+		arg.SetFailed,
+	)
+	var i SettingsChangeRetentionRow
+	err := row.Scan(
+		&i.CompletedRetentionUs,
+		&i.CanceledRetentionUs,
+		&i.FailedRetentionUs,
+		&i.Changed,
+	)
+	return &i, err
 }
 
 const settingsRetention = `-- name: SettingsRetention :one

@@ -260,8 +260,10 @@ SELECT EXISTS (SELECT 1 FROM resumed) AS resumed,
 -- before (a foreign key of the application's that references the job, a
 -- trigger), and the cleaner tries them again later, one at a time. With
 -- list_only, it deletes nothing and returns the ids it would delete: after
--- the database refused a batch, the cleaner deletes those one at a time, so
--- that one row it refuses does not stop the cleaning.
+-- the database refused a batch, the cleaner deletes those one at a time,
+-- with only_ids naming one each time (so each is checked against its
+-- retention again, under the lock), so that one row the database refuses
+-- does not stop the cleaning.
 --
 -- The queues that have finished jobs are found with a loose index scan of
 -- tasuki_job_finished_queue_idx (one index descent per queue, however many
@@ -319,6 +321,7 @@ expired AS (
           AND d.status IN ('completed', 'failed', 'canceled')
           AND d.finished_at < now() - t.retention_us * interval '1 microsecond'
           AND NOT (d.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+          AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR d.id = ANY(sqlc.arg('only_ids')::bigint[]))
         LIMIT sqlc.arg('max')::integer
         FOR UPDATE SKIP LOCKED
     ) x
@@ -350,6 +353,66 @@ SET completed_retention_us = excluded.completed_retention_us,
 SELECT ts.completed_retention_us, ts.canceled_retention_us, ts.failed_retention_us
 FROM (SELECT true AS singleton) one
 LEFT JOIN tasuki_settings ts ON ts.singleton;
+
+-- name: QueueChangeRetention :one
+-- Changes some of a queue's retention settings in one statement (set_x
+-- says which; a value is microseconds, NULL for not set, -1 for forever)
+-- and returns the settings after, and whether they changed. Two changes of
+-- different statuses at once both take effect: the upsert writes each
+-- field from the row as it is when it locks it.
+WITH changed AS (
+    INSERT INTO tasuki_queue AS q (name, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
+    VALUES (@name, sqlc.narg('completed_us')::bigint, sqlc.narg('canceled_us')::bigint, sqlc.narg('failed_us')::bigint, now())
+    ON CONFLICT (name) DO UPDATE
+    SET completed_retention_us = CASE WHEN sqlc.arg('set_completed')::boolean THEN excluded.completed_retention_us ELSE q.completed_retention_us END,
+        canceled_retention_us  = CASE WHEN sqlc.arg('set_canceled')::boolean  THEN excluded.canceled_retention_us  ELSE q.canceled_retention_us END,
+        failed_retention_us    = CASE WHEN sqlc.arg('set_failed')::boolean    THEN excluded.failed_retention_us    ELSE q.failed_retention_us END,
+        updated_at = excluded.updated_at
+    -- A row already as asked is left alone, and returns nothing.
+    WHERE (q.completed_retention_us, q.canceled_retention_us, q.failed_retention_us) IS DISTINCT FROM (
+        CASE WHEN sqlc.arg('set_completed')::boolean THEN excluded.completed_retention_us ELSE q.completed_retention_us END,
+        CASE WHEN sqlc.arg('set_canceled')::boolean  THEN excluded.canceled_retention_us  ELSE q.canceled_retention_us END,
+        CASE WHEN sqlc.arg('set_failed')::boolean    THEN excluded.failed_retention_us    ELSE q.failed_retention_us END)
+    RETURNING q.completed_retention_us, q.canceled_retention_us, q.failed_retention_us,
+              -- A new row changes something only if it sets something.
+              (q.xmax = 0 AND q.completed_retention_us IS NULL AND q.canceled_retention_us IS NULL
+               AND q.failed_retention_us IS NULL) AS unchanged
+)
+SELECT c.completed_retention_us, c.canceled_retention_us, c.failed_retention_us, (NOT c.unchanged)::boolean AS changed
+FROM changed c
+UNION ALL
+SELECT o.completed_retention_us, o.canceled_retention_us, o.failed_retention_us, false
+FROM tasuki_queue o
+WHERE o.name = @name
+  AND NOT EXISTS (SELECT 1 FROM changed);
+
+-- name: SettingsChangeRetention :one
+-- QueueChangeRetention for the installation's default retention.
+WITH changed AS (
+    INSERT INTO tasuki_settings AS s (singleton, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
+    VALUES (true, sqlc.narg('completed_us')::bigint, sqlc.narg('canceled_us')::bigint, sqlc.narg('failed_us')::bigint, now())
+    ON CONFLICT (singleton) DO UPDATE
+    SET completed_retention_us = CASE WHEN sqlc.arg('set_completed')::boolean THEN excluded.completed_retention_us ELSE s.completed_retention_us END,
+        canceled_retention_us  = CASE WHEN sqlc.arg('set_canceled')::boolean  THEN excluded.canceled_retention_us  ELSE s.canceled_retention_us END,
+        failed_retention_us    = CASE WHEN sqlc.arg('set_failed')::boolean    THEN excluded.failed_retention_us    ELSE s.failed_retention_us END,
+        updated_at = excluded.updated_at
+    -- A row already as asked is left alone, and returns nothing.
+    WHERE (s.completed_retention_us, s.canceled_retention_us, s.failed_retention_us) IS DISTINCT FROM (
+        CASE WHEN sqlc.arg('set_completed')::boolean THEN excluded.completed_retention_us ELSE s.completed_retention_us END,
+        CASE WHEN sqlc.arg('set_canceled')::boolean  THEN excluded.canceled_retention_us  ELSE s.canceled_retention_us END,
+        CASE WHEN sqlc.arg('set_failed')::boolean    THEN excluded.failed_retention_us    ELSE s.failed_retention_us END)
+    RETURNING s.completed_retention_us, s.canceled_retention_us, s.failed_retention_us,
+              -- A new row changes something only if it sets something.
+              (s.xmax = 0 AND s.completed_retention_us IS NULL AND s.canceled_retention_us IS NULL
+               AND s.failed_retention_us IS NULL) AS unchanged
+)
+SELECT c.completed_retention_us, c.canceled_retention_us, c.failed_retention_us, (NOT c.unchanged)::boolean AS changed
+FROM changed c
+UNION ALL
+SELECT o.completed_retention_us, o.canceled_retention_us, o.failed_retention_us, false
+FROM tasuki_settings o
+WHERE o.singleton
+  AND NOT EXISTS (SELECT 1 FROM changed);
 
 -- name: QueueRetention :one
 -- A queue's own retention setting in microseconds (NULL: not set, the

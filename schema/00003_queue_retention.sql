@@ -50,6 +50,26 @@ CREATE TABLE tasuki_settings (
 -- queue's jobs past that queue's retention with one range of this index,
 -- and never reads the jobs of a queue that keeps them (a queue kept forever
 -- costs it nothing). It replaces the index on finished_at alone.
+-- A build with CREATE INDEX CONCURRENTLY that was interrupted leaves an
+-- invalid index of that name, which IF NOT EXISTS would take as built: it
+-- is dropped and built again here.
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1
+        FROM pg_catalog.pg_index i
+        JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = 'tasuki_job'::regclass
+          AND c.relname = 'tasuki_job_finished_queue_idx'
+          AND NOT (i.indisvalid AND i.indisready)
+    ) THEN
+        EXECUTE format('DROP INDEX %s.tasuki_job_finished_queue_idx',
+                       (SELECT relnamespace::regnamespace::text FROM pg_catalog.pg_class WHERE oid = 'tasuki_job'::regclass));
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 CREATE INDEX IF NOT EXISTS tasuki_job_finished_queue_idx
     ON tasuki_job (queue, status, finished_at)
     WHERE status IN ('completed', 'failed', 'canceled');

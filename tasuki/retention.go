@@ -165,3 +165,73 @@ func (a *Admin) DefaultRetention(ctx context.Context) (Retention, error) {
 	}
 	return retentionFromColumns(r.CompletedRetentionUs, r.CanceledRetentionUs, r.FailedRetentionUs, Retention{}), nil
 }
+
+// RetentionChange changes some fields of a retention setting and keeps the
+// others: a nil field is kept; a field pointing to 0 removes the setting
+// of that status (it follows the default again), to KeepForever keeps such
+// jobs forever, and to a positive duration up to MaxRetention keeps them
+// that long.
+type RetentionChange struct {
+	// Completed is the new retention of completed jobs; nil keeps it.
+	Completed *time.Duration
+	// Canceled is the new retention of canceled jobs; nil keeps it.
+	Canceled *time.Duration
+	// Failed is the new retention of failed jobs; nil keeps it.
+	Failed *time.Duration
+}
+
+// changeColumn checks one field of a RetentionChange.
+func changeColumn(option string, d *time.Duration) (col pgtype.Int8, set bool, err error) {
+	if d == nil {
+		return pgtype.Int8{}, false, nil
+	}
+	col, err = retentionColumn(option, *d)
+	return col, true, err
+}
+
+// ChangeRetention changes the fields of a queue's retention setting that c
+// sets, keeping the others, in one statement: two changes of different
+// fields at once both take effect. It returns the queue's setting after
+// the change, as stored (0: not set), and whether it changed.
+func (a *Admin) ChangeRetention(ctx context.Context, queue string, c RetentionChange) (Retention, bool, error) {
+	if err := ValidateQueue("queue", queue); err != nil {
+		return Retention{}, false, err
+	}
+	p := db.QueueChangeRetentionParams{Name: queue}
+	var err error
+	if p.CompletedUs, p.SetCompleted, err = changeColumn("RetentionChange.Completed", c.Completed); err != nil {
+		return Retention{}, false, err
+	}
+	if p.CanceledUs, p.SetCanceled, err = changeColumn("RetentionChange.Canceled", c.Canceled); err != nil {
+		return Retention{}, false, err
+	}
+	if p.FailedUs, p.SetFailed, err = changeColumn("RetentionChange.Failed", c.Failed); err != nil {
+		return Retention{}, false, err
+	}
+	r, err := a.queries.QueueChangeRetention(ctx, p)
+	if err != nil {
+		return Retention{}, false, dberr.Wrap(fmt.Sprintf("tasuki: change retention of queue %q", queue), err)
+	}
+	return retentionFromColumns(r.CompletedRetentionUs, r.CanceledRetentionUs, r.FailedRetentionUs, Retention{}), r.Changed, nil
+}
+
+// ChangeDefaultRetention is ChangeRetention for the installation's default
+// retention (SetDefaultRetention).
+func (a *Admin) ChangeDefaultRetention(ctx context.Context, c RetentionChange) (Retention, bool, error) {
+	var p db.SettingsChangeRetentionParams
+	var err error
+	if p.CompletedUs, p.SetCompleted, err = changeColumn("RetentionChange.Completed", c.Completed); err != nil {
+		return Retention{}, false, err
+	}
+	if p.CanceledUs, p.SetCanceled, err = changeColumn("RetentionChange.Canceled", c.Canceled); err != nil {
+		return Retention{}, false, err
+	}
+	if p.FailedUs, p.SetFailed, err = changeColumn("RetentionChange.Failed", c.Failed); err != nil {
+		return Retention{}, false, err
+	}
+	r, err := a.queries.SettingsChangeRetention(ctx, p)
+	if err != nil {
+		return Retention{}, false, dberr.Wrap("tasuki: change the default retention", err)
+	}
+	return retentionFromColumns(r.CompletedRetentionUs, r.CanceledRetentionUs, r.FailedRetentionUs, Retention{}), r.Changed, nil
+}

@@ -33,8 +33,10 @@ type leased struct {
 // ones it refuses are set aside, so that such a row never stops the queue.
 // When the rescue fails otherwise (a timeout, with an expensive trigger on
 // many expired jobs), the lease runs again without it, and later rescues
-// take fewer jobs at a time.
-func (w *Worker[T]) lease(ctx context.Context, n int, rescue bool) ([]leased, error) {
+// take fewer jobs at a time. It also returns how many jobs it set aside:
+// the caller leases again at once then, as the jobs behind them wait.
+func (w *Worker[T]) lease(ctx context.Context, n int, rescue bool) (jobs []leased, setAside int, err error) {
+	w.refused.ForgetStale(time.Now())
 	p := db.JobLeaseParams{
 		Queue:     w.cfg.Queue,
 		Max:       int32(n),
@@ -49,11 +51,6 @@ func (w *Worker[T]) lease(ctx context.Context, n int, rescue bool) ([]leased, er
 	switch {
 	case err == nil && rescue:
 		w.rescueMax = min(2*w.rescueMax, maxRescue)
-		if len(p.SkipIds) < w.refused.Len() {
-			// The batch included every job whose wait was over, to lease
-			// or to rescue, and passed.
-			w.refused.ForgetDue(sentAt)
-		}
 	case err != nil && dberr.RowError(err):
 		if rescue {
 			w.rescueEach(ctx)
@@ -70,13 +67,13 @@ func (w *Worker[T]) lease(ctx context.Context, n int, rescue bool) ([]leased, er
 		rows, err = w.queryLease(ctx, p)
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	out := make([]leased, len(rows))
 	for i, r := range rows {
 		out[i] = leased{row: r, sentAt: sentAt}
 	}
-	return out, nil
+	return out, 0, nil
 }
 
 func (w *Worker[T]) queryLease(ctx context.Context, p db.JobLeaseParams) ([]*db.TasukiJob, error) {
@@ -88,18 +85,17 @@ func (w *Worker[T]) queryLease(ctx context.Context, p db.JobLeaseParams) ([]*db.
 // leaseEach leases the runnable jobs one statement each, after the database
 // refused a batch lease. What it leased is returned even when a later
 // statement fails: those jobs are this worker's now.
-func (w *Worker[T]) leaseEach(ctx context.Context, p db.JobLeaseParams) ([]leased, error) {
+func (w *Worker[T]) leaseEach(ctx context.Context, p db.JobLeaseParams) (out []leased, setAside int, err error) {
 	if p.Max == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
 	ids, err := w.queries.JobRunnableIDs(stmtCtx, db.JobRunnableIDsParams{Queue: p.Queue, SkipIds: p.SkipIds, Max: p.Max})
 	cancel()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	p.Rescue, p.Max = false, 1
-	var out []leased
 	for _, id := range ids {
 		p.OnlyIds = []int64{id}
 		sentAt := time.Now()
@@ -112,15 +108,16 @@ func (w *Worker[T]) leaseEach(ctx context.Context, p db.JobLeaseParams) ([]lease
 			}
 		case dberr.RowError(err):
 			w.setAside(id, "lease", err)
+			setAside++
 		default:
 			if len(out) > 0 {
 				w.log.Warn("tasuki: leasing jobs one by one failed; retrying", slog.Any("error", dberr.Wrap("lease", err)))
-				return out, nil
+				return out, setAside, nil
 			}
-			return nil, err
+			return nil, setAside, err
 		}
 	}
-	return out, nil
+	return out, setAside, nil
 }
 
 // rescueEach rescues the queue's expired jobs one statement each, after the

@@ -327,7 +327,7 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 			case <-rescueDue.C:
 				// Busy, but expired leases (of dead workers) are still
 				// rescued on time: a lease of no jobs runs only the rescue.
-				if _, err := w.lease(dbCtx, 0, true); err != nil && dbCtx.Err() == nil {
+				if _, _, err := w.lease(dbCtx, 0, true); err != nil && dbCtx.Err() == nil {
 					w.log.Warn("tasuki: rescuing expired jobs failed", slog.Any("error", dberr.Wrap("rescue", err)))
 				}
 				nextRescue = time.Now().Add(rescueEvery)
@@ -351,7 +351,7 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		rescue := !time.Now().Before(nextRescue)
 		// dbCtx, not ctx: a lease statement interrupted by shutdown could
 		// commit without its rows reaching us; they are given back below.
-		jobs, err := w.lease(dbCtx, free, rescue)
+		jobs, setAside, err := w.lease(dbCtx, free, rescue)
 		if err != nil {
 			d := b.next()
 			w.log.Warn("tasuki: leasing jobs failed; retrying", slog.Any("error", dberr.Wrap("lease", err)), slog.Duration("retry_in", d))
@@ -375,7 +375,8 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		// Jobs a rescue returned to pending are announced on commit, so
 		// the notification wakes this loop (and other workers) for them;
 		// with DisableListen they wait for the next poll.
-		more = len(jobs) == free
+		// Jobs set aside stood in front of others: lease again at once.
+		more = len(jobs) == free || setAside > 0
 	}
 }
 

@@ -48,15 +48,22 @@ func toRetentionSecondsJSON(r tasuki.Retention) retentionSecondsJSON {
 // retentionStatus is one status a retention is set for: its flag and its
 // field of tasuki.Retention.
 type retentionStatus struct {
-	flag  string
-	def   time.Duration
-	field func(*tasuki.Retention) *time.Duration
+	flag   string
+	def    time.Duration
+	field  func(*tasuki.Retention) *time.Duration
+	change func(*tasuki.RetentionChange) **time.Duration
 }
 
 var retentionStatuses = []retentionStatus{
-	{"completed", tasuki.DefaultCompletedRetention, func(r *tasuki.Retention) *time.Duration { return &r.Completed }},
-	{"canceled", tasuki.DefaultCanceledRetention, func(r *tasuki.Retention) *time.Duration { return &r.Canceled }},
-	{"failed", tasuki.DefaultFailedRetention, func(r *tasuki.Retention) *time.Duration { return &r.Failed }},
+	{"completed", tasuki.DefaultCompletedRetention,
+		func(r *tasuki.Retention) *time.Duration { return &r.Completed },
+		func(c *tasuki.RetentionChange) **time.Duration { return &c.Completed }},
+	{"canceled", tasuki.DefaultCanceledRetention,
+		func(r *tasuki.Retention) *time.Duration { return &r.Canceled },
+		func(c *tasuki.RetentionChange) **time.Duration { return &c.Canceled }},
+	{"failed", tasuki.DefaultFailedRetention,
+		func(r *tasuki.Retention) *time.Duration { return &r.Failed },
+		func(c *tasuki.RetentionChange) **time.Duration { return &c.Failed }},
 }
 
 // parseRetention reads the value of --completed, --canceled or --failed:
@@ -182,18 +189,21 @@ reads every job once, as 'tasuki stats' does.`,
 						}
 					}
 				}
-				stored := own
-				for i, st := range retentionStatuses {
-					if given[i] {
-						*st.field(&stored) = parsed[i]
+				// Only the statuses given change, in one statement: two
+				// runs at once for different statuses both take effect.
+				stored, changed := own, false
+				if set {
+					var change tasuki.RetentionChange
+					for i, st := range retentionStatuses {
+						if given[i] {
+							*st.change(&change) = &parsed[i]
+						}
 					}
-				}
-				changed := stored != own
-				if changed {
 					if installation {
-						err = adm.SetDefaultRetention(ctx, stored)
+						stored, changed, err = adm.ChangeDefaultRetention(ctx, change)
+						installationOwn = stored
 					} else {
-						err = adm.SetRetention(ctx, queue, stored)
+						stored, changed, err = adm.ChangeRetention(ctx, queue, change)
 					}
 					if err != nil {
 						return err

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
@@ -94,7 +93,7 @@ func NewCleaner(pool *pgxpool.Pool, cfg CleanerConfig) (*Cleaner, error) {
 		return nil, err
 	}
 	return &Cleaner{pool: pool, queries: db.New(pool), cfg: cfg,
-		refused: setaside.New(cfg.Interval, setaside.DefaultMaxWait)}, nil
+		refused: setaside.New(min(cfg.Interval, setaside.DefaultMaxWait), setaside.DefaultMaxWait)}, nil
 }
 
 // Config returns the Cleaner's configuration with the defaults filled in.
@@ -149,13 +148,14 @@ func (c *Cleaner) RunOnce(ctx context.Context) (deleted int64, err error) {
 		Max:         int32(c.cfg.BatchSize),
 	}
 	for {
-		params.SkipIds, params.ListOnly = c.refused.Skip(time.Now()), false
+		params.SkipIds, params.ListOnly, params.OnlyIds = c.refused.Skip(time.Now()), false, []int64{}
+		c.refused.ForgetStale(time.Now())
 		ids, err := c.queries.JobCleanRetained(ctx, params)
 		if dberr.RowError(err) {
 			params.ListOnly = true
 			if ids, err = c.queries.JobCleanRetained(ctx, params); err == nil {
 				var n int64
-				n, err = c.deleteEach(ctx, ids)
+				n, err = c.deleteEach(ctx, params, ids)
 				deleted += n
 				if err == nil && len(ids) == int(params.Max) {
 					continue
@@ -175,15 +175,20 @@ func (c *Cleaner) RunOnce(ctx context.Context) (deleted int64, err error) {
 
 // deleteEach deletes finished jobs one statement each, after the database
 // refused to delete them as a batch, and sets aside the ones it refuses.
-func (c *Cleaner) deleteEach(ctx context.Context, ids []int64) (deleted int64, err error) {
+// Each statement checks the job against its queue's retention again, under
+// the cleaner's lock: a job retried meanwhile, or whose queue now keeps it,
+// stays.
+func (c *Cleaner) deleteEach(ctx context.Context, params db.JobCleanRetainedParams, ids []int64) (deleted int64, err error) {
+	params.ListOnly, params.SkipIds, params.Max = false, []int64{}, 1
 	for _, id := range ids {
-		_, err := c.queries.JobDeleteFinished(ctx, id)
+		params.OnlyIds = []int64{id}
+		gone, err := c.queries.JobCleanRetained(ctx, params)
 		switch {
 		case err == nil:
-			deleted++
+			// Deleted, or no longer due (retried, kept, deleted by
+			// another process): nothing to remember either way.
+			deleted += int64(len(gone))
 			c.refused.Accepted(id)
-		case errors.Is(err, pgx.ErrNoRows):
-			// Retried or deleted meanwhile.
 		case dberr.RowError(err):
 			wait := c.refused.Refuse(id, time.Now())
 			c.cfg.Logger.Error("tasuki: cleaner: the database refused to delete a finished job; the others are deleted, and this one is tried again later",

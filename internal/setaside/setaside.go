@@ -57,12 +57,13 @@ func (s *Set) Refuse(id int64, now time.Time) time.Duration {
 // Accepted records that the database accepted a change to job id.
 func (s *Set) Accepted(id int64) { delete(s.jobs, id) }
 
-// ForgetDue forgets the jobs whose wait was over at now, after a batch
-// that did not leave them out succeeded: the database accepted them, or
-// they no longer qualified.
-func (s *Set) ForgetDue(now time.Time) {
+// ForgetStale forgets the jobs whose wait has been over for longer than
+// the longest wait: they were not refused again when tried (accepted,
+// or gone, or no longer qualifying), so the set does not grow for the life
+// of the process. A job refused again is remembered, and its wait doubles.
+func (s *Set) ForgetStale(now time.Time) {
 	for id, e := range s.jobs {
-		if !now.Before(e.until) {
+		if now.Sub(e.until) > s.max {
 			delete(s.jobs, id)
 		}
 	}

@@ -22,10 +22,10 @@ func TestSet(t *testing.T) {
 	assert.Equal(t, 3*time.Second, s.Refuse(7, t0.Add(6*time.Second)))
 
 	s.Refuse(8, t0.Add(6*time.Second)) // until 7s; 7 waits until 9s
-	s.ForgetDue(t0.Add(6 * time.Second))
-	assert.Equal(t, 2, s.Len(), "nothing due yet")
-	s.ForgetDue(t0.Add(7 * time.Second))
-	assert.Equal(t, 1, s.Len(), "8 was due and is forgotten")
+	s.ForgetStale(t0.Add(9 * time.Second))
+	assert.Equal(t, 2, s.Len(), "a job whose wait just ended is remembered, so its next wait doubles")
+	s.ForgetStale(t0.Add(10*time.Second + time.Millisecond))
+	assert.Equal(t, 1, s.Len(), "8 was not refused again for longer than the longest wait: forgotten")
 	s.Accepted(7)
 	assert.Zero(t, s.Len())
 }
