@@ -42,8 +42,8 @@ func (r iteratorForJobInsertCopy) Err() error {
 	return nil
 }
 
-// Bulk insert through COPY: the fastest way to add many jobs. Follow it with
-// NotifyInsert in the same transaction.
+// Bulk insert through COPY: the fastest way to add many jobs. Workers are
+// woken after the commit, as for JobInsert.
 func (q *Queries) JobInsertCopy(ctx context.Context, arg []JobInsertCopyParams) (int64, error) {
 	return q.db.CopyFrom(ctx, []string{"tasuki_job"}, []string{"queue", "priority", "payload", "max_attempts", "scheduled_at", "metadata"}, &iteratorForJobInsertCopy{rows: arg})
 }

@@ -8,30 +8,35 @@ package db
 import (
 	"context"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const databaseNow = `-- name: DatabaseNow :one
-SELECT coalesce($1::timestamptz, clock_timestamp())::timestamptz AS now
+SELECT coalesce($1::timestamptz, clock_timestamp())::timestamptz AS now,
+       pg_current_xact_id()::text::bigint AS xact_id
 `
 
+type DatabaseNowRow struct {
+	Now    time.Time
+	XactID int64
+}
+
 // The database clock at this statement (clock_timestamp(), not the start of
-// the transaction), or the override when one is given. Used to turn delays
-// into scheduled times for bulk inserts, counted from the insert.
-func (q *Queries) DatabaseNow(ctx context.Context, now *time.Time) (time.Time, error) {
+// the transaction), or the override when one is given, and the id of the
+// transaction (assigned now if it had none). Used to turn delays into
+// scheduled times for bulk inserts, counted from the insert, and to learn
+// when the transaction committed.
+func (q *Queries) DatabaseNow(ctx context.Context, now *time.Time) (*DatabaseNowRow, error) {
 	row := q.db.QueryRow(ctx, databaseNow, now)
-	var now_2 time.Time
-	err := row.Scan(&now_2)
-	return now_2, err
+	var i DatabaseNowRow
+	err := row.Scan(&i.Now, &i.XactID)
+	return &i, err
 }
 
 const jobInsert = `-- name: JobInsert :one
 /*
-Inserting jobs. Each insert sends the NOTIFY that wakes workers in the
-inserting transaction, so it is delivered only if that commits. The
-payload names the schema, so installations in different schemas of one
-database ignore each other's wake-ups.
+Inserting jobs, and waking workers once the inserts committed. The
+notification payload names the schema, so installations in different
+schemas of one database ignore each other's wake-ups.
 */
 
 WITH clock AS (
@@ -53,19 +58,12 @@ inserted AS (
         ),
         $8::text::jsonb
     )
-    RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
-),
-notified AS (
-    SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
-                FROM pg_catalog.pg_class c
-                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                WHERE c.oid = 'tasuki_job'::regclass), 'q', i.queue)::text)
-    FROM inserted i
-    WHERE i.scheduled_at <= (SELECT now FROM clock)
+    RETURNING id, scheduled_at, created_at
 )
-SELECT inserted.id, inserted.queue, inserted.status, inserted.priority, inserted.payload, inserted.attempts, inserted.max_attempts, inserted.scheduled_at, inserted.created_at, inserted.attempted_at, inserted.lease_expires_at, inserted.lease_token, inserted.errors, inserted.finished_at, inserted.metadata
-FROM inserted
-CROSS JOIN (SELECT count(*) AS sent FROM notified) n
+SELECT i.id, i.scheduled_at, i.created_at,
+       (i.scheduled_at <= (SELECT now FROM clock))::boolean AS runnable,
+       pg_current_xact_id()::text::bigint AS xact_id
+FROM inserted i
 `
 
 type JobInsertParams struct {
@@ -80,31 +78,27 @@ type JobInsertParams struct {
 }
 
 type JobInsertRow struct {
-	ID             int64
-	Queue          string
-	Status         TasukiJobStatus
-	Priority       int16
-	Payload        []byte
-	Attempts       int32
-	MaxAttempts    int32
-	ScheduledAt    time.Time
-	CreatedAt      time.Time
-	AttemptedAt    *time.Time
-	LeaseExpiresAt *time.Time
-	LeaseToken     pgtype.UUID
-	Errors         []byte
-	FinishedAt     *time.Time
-	Metadata       []byte
+	ID          int64
+	ScheduledAt time.Time
+	CreatedAt   time.Time
+	Runnable    bool
+	XactID      int64
 }
 
-// Inserts one job and, when it is runnable now, wakes the queue's workers in
-// the same round trip. Its scheduled time is run_at if given, else the
+// Inserts one job. Its scheduled time is run_at if given, else the
 // database clock (or the now override) plus delay_us microseconds.
 // The clock is clock_timestamp(), the time of this statement, not now(),
 // the start of its transaction: a delay counts from the insert even in a
 // transaction that has been open for a while.
-// notified is not a data-modifying CTE, so it runs only if the query reads
-// it; an inner join with its count cannot be planned away.
+//
+// It sends no notification: a NOTIFY in the inserting transaction would
+// make the commits of all inserting transactions wait for one another
+// (PostgreSQL holds one lock on its notification queue from before a
+// commit until its WAL flush is done). Workers are woken after the commit
+// instead, by WakeQueues from the client, which needs the transaction's id
+// (xact_id) to learn when a caller's transaction committed.
+// Only what the client does not know already: the payload, queue and
+// options it sent come back as it sent them.
 func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInsertRow, error) {
 	row := q.db.QueryRow(ctx, jobInsert,
 		arg.Now,
@@ -119,20 +113,10 @@ func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInser
 	var i JobInsertRow
 	err := row.Scan(
 		&i.ID,
-		&i.Queue,
-		&i.Status,
-		&i.Priority,
-		&i.Payload,
-		&i.Attempts,
-		&i.MaxAttempts,
 		&i.ScheduledAt,
 		&i.CreatedAt,
-		&i.AttemptedAt,
-		&i.LeaseExpiresAt,
-		&i.LeaseToken,
-		&i.Errors,
-		&i.FinishedAt,
-		&i.Metadata,
+		&i.Runnable,
+		&i.XactID,
 	)
 	return &i, err
 }
@@ -153,8 +137,64 @@ SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.
                 WHERE c.oid = 'tasuki_job'::regclass), 'q', $1::text)::text)
 `
 
-// Wakes the workers of a queue: one notification for a whole COPY.
+// Wakes the workers of a queue, on commit: after a retry or a resume.
 func (q *Queries) NotifyInsert(ctx context.Context, queue string) error {
 	_, err := q.db.Exec(ctx, notifyInsert, queue)
 	return err
+}
+
+const wakeQueues = `-- name: WakeQueues :exec
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', q)::text)
+FROM unnest($1::text[]) AS q
+CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+`
+
+// Wakes the workers of the given queues, sent by a client after the
+// transactions that inserted their jobs committed: one notification per
+// queue, however many jobs. A NOTIFY gives its transaction an id, so its
+// commit writes WAL; that commit need not wait for the WAL flush (a wake-up
+// lost in a crash of the database server leaves the jobs to the workers'
+// poll), and, as PostgreSQL holds its notification queue's lock until the
+// commit is done, not waiting keeps wake-ups from queueing behind the disk.
+func (q *Queries) WakeQueues(ctx context.Context, queues []string) error {
+	_, err := q.db.Exec(ctx, wakeQueues, queues)
+	return err
+}
+
+const xactStatus = `-- name: XactStatus :many
+SELECT x::bigint AS xact_id, coalesce(pg_xact_status(x::text::xid8), 'committed')::text AS status
+FROM unnest($1::bigint[]) AS x
+`
+
+type XactStatusRow struct {
+	XactID int64
+	Status string
+}
+
+// Whether the given transactions committed, aborted or are in progress
+// (pg_xact_status), so that a client wakes workers for jobs inserted in a
+// caller's transaction once that commits, and never for one rolled back. A
+// transaction too old to tell (NULL) has ended: it counts as committed, as
+// a needless wake-up costs only a lease that finds nothing.
+func (q *Queries) XactStatus(ctx context.Context, xactIds []int64) ([]*XactStatusRow, error) {
+	rows, err := q.db.Query(ctx, xactStatus, xactIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*XactStatusRow
+	for rows.Next() {
+		var i XactStatusRow
+		if err := rows.Scan(&i.XactID, &i.Status); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

@@ -1,17 +1,22 @@
 /*
-Inserting jobs. Each insert sends the NOTIFY that wakes workers in the
-inserting transaction, so it is delivered only if that commits. The
-payload names the schema, so installations in different schemas of one
-database ignore each other's wake-ups.
+Inserting jobs, and waking workers once the inserts committed. The
+notification payload names the schema, so installations in different
+schemas of one database ignore each other's wake-ups.
 */
 
 -- name: JobInsert :one
--- Inserts one job and, when it is runnable now, wakes the queue's workers in
--- the same round trip. Its scheduled time is run_at if given, else the
+-- Inserts one job. Its scheduled time is run_at if given, else the
 -- database clock (or the now override) plus delay_us microseconds.
 -- The clock is clock_timestamp(), the time of this statement, not now(),
 -- the start of its transaction: a delay counts from the insert even in a
 -- transaction that has been open for a while.
+--
+-- It sends no notification: a NOTIFY in the inserting transaction would
+-- make the commits of all inserting transactions wait for one another
+-- (PostgreSQL holds one lock on its notification queue from before a
+-- commit until its WAL flush is done). Workers are woken after the commit
+-- instead, by WakeQueues from the client, which needs the transaction's id
+-- (xact_id) to learn when a caller's transaction committed.
 WITH clock AS (
     SELECT coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()) AS now
 ),
@@ -31,37 +36,57 @@ inserted AS (
         ),
         sqlc.arg('metadata')::text::jsonb
     )
-    RETURNING *
-),
-notified AS (
-    SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
-                FROM pg_catalog.pg_class c
-                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                WHERE c.oid = 'tasuki_job'::regclass), 'q', i.queue)::text)
-    FROM inserted i
-    WHERE i.scheduled_at <= (SELECT now FROM clock)
+    RETURNING id, scheduled_at, created_at
 )
--- notified is not a data-modifying CTE, so it runs only if the query reads
--- it; an inner join with its count cannot be planned away.
-SELECT inserted.*
-FROM inserted
-CROSS JOIN (SELECT count(*) AS sent FROM notified) n;
+-- Only what the client does not know already: the payload, queue and
+-- options it sent come back as it sent them.
+SELECT i.id, i.scheduled_at, i.created_at,
+       (i.scheduled_at <= (SELECT now FROM clock))::boolean AS runnable,
+       pg_current_xact_id()::text::bigint AS xact_id
+FROM inserted i;
 
 -- name: JobInsertCopy :copyfrom
--- Bulk insert through COPY: the fastest way to add many jobs. Follow it with
--- NotifyInsert in the same transaction.
+-- Bulk insert through COPY: the fastest way to add many jobs. Workers are
+-- woken after the commit, as for JobInsert.
 INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
 VALUES (@queue, @priority, @payload, @max_attempts, @scheduled_at, @metadata);
 
 -- name: DatabaseNow :one
 -- The database clock at this statement (clock_timestamp(), not the start of
--- the transaction), or the override when one is given. Used to turn delays
--- into scheduled times for bulk inserts, counted from the insert.
-SELECT coalesce(sqlc.narg('now')::timestamptz, clock_timestamp())::timestamptz AS now;
+-- the transaction), or the override when one is given, and the id of the
+-- transaction (assigned now if it had none). Used to turn delays into
+-- scheduled times for bulk inserts, counted from the insert, and to learn
+-- when the transaction committed.
+SELECT coalesce(sqlc.narg('now')::timestamptz, clock_timestamp())::timestamptz AS now,
+       pg_current_xact_id()::text::bigint AS xact_id;
 
 -- name: NotifyInsert :exec
--- Wakes the workers of a queue: one notification for a whole COPY.
+-- Wakes the workers of a queue, on commit: after a retry or a resume.
 SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
                 FROM pg_catalog.pg_class c
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.oid = 'tasuki_job'::regclass), 'q', sqlc.arg('queue')::text)::text);
+
+-- name: WakeQueues :exec
+-- Wakes the workers of the given queues, sent by a client after the
+-- transactions that inserted their jobs committed: one notification per
+-- queue, however many jobs. A NOTIFY gives its transaction an id, so its
+-- commit writes WAL; that commit need not wait for the WAL flush (a wake-up
+-- lost in a crash of the database server leaves the jobs to the workers'
+-- poll), and, as PostgreSQL holds its notification queue's lock until the
+-- commit is done, not waiting keeps wake-ups from queueing behind the disk.
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = 'tasuki_job'::regclass), 'q', q)::text)
+FROM unnest(sqlc.arg('queues')::text[]) AS q
+CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit;
+
+-- name: XactStatus :many
+-- Whether the given transactions committed, aborted or are in progress
+-- (pg_xact_status), so that a client wakes workers for jobs inserted in a
+-- caller's transaction once that commits, and never for one rolled back. A
+-- transaction too old to tell (NULL) has ended: it counts as committed, as
+-- a needless wake-up costs only a lease that finds nothing.
+SELECT x::bigint AS xact_id, coalesce(pg_xact_status(x::text::xid8), 'committed')::text AS status
+FROM unnest(sqlc.arg('xact_ids')::bigint[]) AS x;

@@ -67,6 +67,8 @@ func jobIn(t *testing.T, pool *pgxpool.Pool, queue string, status tasuki.Status)
 	c := newClient(t, pool, tasuki.ClientConfig{Queue: queue})
 	job, err := c.Insert(context.Background(), email{To: string(status) + "@example.com"}, &tasuki.InsertOpts{MaxAttempts: 1})
 	require.NoError(t, err)
+	// Its wake-up is out before the test listens.
+	require.NoError(t, c.Flush(context.Background()))
 	if status == tasuki.StatusPending {
 		return job.ID
 	}

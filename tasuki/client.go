@@ -15,6 +15,7 @@ import (
 
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/internal/waker"
 )
 
 // Defaults of ClientConfig and InsertOpts.
@@ -77,6 +78,7 @@ type Client[T any] struct {
 	pool    *pgxpool.Pool
 	queries *db.Queries
 	cfg     ClientConfig
+	waker   *waker.Waker
 }
 
 // NewClient returns a client that uses pool. The configuration is checked
@@ -103,7 +105,7 @@ func NewClient[T any](pool *pgxpool.Pool, cfg ClientConfig) (*Client[T], error) 
 	case cfg.MaxPayloadBytes < -1:
 		return nil, &InvalidOptionError{Option: "ClientConfig.MaxPayloadBytes", Value: cfg.MaxPayloadBytes, Reason: "must be positive, 0 for the default (1 MiB) or -1 for no limit"}
 	}
-	return &Client[T]{pool: pool, queries: db.New(pool), cfg: cfg}, nil
+	return &Client[T]{pool: pool, queries: db.New(pool), cfg: cfg, waker: waker.New(pool)}, nil
 }
 
 // Queue is the client's default queue.
@@ -269,19 +271,60 @@ func hex4(h []byte) rune {
 
 func isLowSurrogate(r rune) bool { return r >= 0xDC00 && r <= 0xDFFF }
 
-// Insert adds one job and returns it as stored. Workers are woken by a
-// NOTIFY sent with the insert.
+// Insert adds one job and returns it as stored. The queue's workers are
+// woken by a notification the client sends after the insert committed,
+// from a goroutine of its own, shared with the other inserts committed
+// meanwhile, so that concurrent inserts do not wait for one another's
+// commits, nor Insert for the notification. A program that exits right
+// after an Insert calls Flush first, or its workers find the job at their
+// next poll.
 func (c *Client[T]) Insert(ctx context.Context, payload T, opts *InsertOpts) (*Job[T], error) {
-	return c.insert(ctx, c.queries, payload, opts)
+	row, err := c.insert(ctx, c.queries, payload, opts)
+	if err != nil {
+		return nil, err
+	}
+	if row.Runnable {
+		c.waker.WakeSoon(row.queue)
+	}
+	return row.job, row.decodeErr
 }
 
 // InsertTx adds one job inside the caller's transaction: the job exists if
-// and only if tx commits, and workers are woken only then.
+// and only if tx commits. Workers are woken once it committed, by a
+// notification the client sends from a goroutine of its own, which follows
+// the transaction by its id; nobody is woken if it rolls back. A program
+// that exits right after its commit calls Flush first, or its workers find
+// the job at their next poll.
 func (c *Client[T]) InsertTx(ctx context.Context, tx pgx.Tx, payload T, opts *InsertOpts) (*Job[T], error) {
-	return c.insert(ctx, c.queries.WithTx(tx), payload, opts)
+	row, err := c.insert(ctx, c.queries.WithTx(tx), payload, opts)
+	if err != nil {
+		return nil, err
+	}
+	if row.Runnable {
+		c.waker.Watch(row.XactID, row.queue)
+	}
+	return row.job, row.decodeErr
 }
 
-func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *InsertOpts) (*Job[T], error) {
+// Flush waits until the workers were woken for every job this client
+// inserted so far: for InsertTx and InsertManyTx, until each caller's
+// transaction ended. Call it before a program that inserted jobs exits; a
+// long-running service need not.
+func (c *Client[T]) Flush(ctx context.Context) error {
+	return c.waker.Flush(ctx)
+}
+
+// inserted is one insert's result.
+type inserted[T any] struct {
+	*db.JobInsertRow
+	queue string
+	job   *Job[T]
+	// decodeErr: the payload sent does not decode back into T (a
+	// MarshalJSON without its UnmarshalJSON, say). The job is stored.
+	decodeErr error
+}
+
+func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *InsertOpts) (*inserted[T], error) {
 	in, err := c.resolve(opts)
 	if err != nil {
 		return nil, err
@@ -302,41 +345,62 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 	if err != nil {
 		return nil, dberr.Wrap("tasuki: insert job", err)
 	}
-	return JobFromRow[T]((*db.TasukiJob)(row))
+	// The stored job is what was sent, not read back; its payload is
+	// decoded from the JSON sent, so that it is what a worker will see
+	// (encoding/json replaces invalid UTF-8, drops `json:"-"` fields, …).
+	job := &Job[T]{
+		ID: row.ID, Queue: in.queue, Status: StatusPending, Priority: int(in.priority),
+		MaxAttempts: int(in.maxAttempts), ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt,
+		Metadata: json.RawMessage("{}"),
+	}
+	res := &inserted[T]{JobInsertRow: row, queue: in.queue, job: job}
+	if err := json.Unmarshal(b, &job.Payload); err != nil {
+		// The job is stored; a worker will fail it the same way.
+		res.decodeErr = &PayloadDecodeError{JobID: row.ID, Type: typeName[T](), Err: err}
+	}
+	return res, nil
 }
 
 // InsertMany adds many jobs with one COPY, in a transaction of its own, and
-// returns how many were inserted. opts apply to every job. Workers get one
-// NOTIFY for the whole batch. Every payload is checked before the first row
-// is sent: one invalid payload inserts nothing.
+// returns how many were inserted. Workers are woken as by Insert, with one
+// notification for the whole batch. opts apply to every
+// job. Every payload is checked before the first row is sent: one invalid
+// payload inserts nothing.
 func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOpts) (int64, error) {
 	rows, in, err := c.prepareMany(payloads, opts)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	var n int64
+	var res copied
 	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		n, err = c.copyJobs(ctx, c.queries.WithTx(tx), rows, in)
+		res, err = c.copyJobs(ctx, c.queries.WithTx(tx), rows, in)
 		return err
 	})
 	if err != nil {
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
-	return n, nil
+	if res.runnable {
+		c.waker.WakeSoon(in.queue)
+	}
+	return res.n, nil
 }
 
 // InsertManyTx is InsertMany inside the caller's transaction: the jobs exist
-// if and only if tx commits, and workers are woken only then.
+// if and only if tx commits, and workers are woken only then, as by
+// InsertTx.
 func (c *Client[T]) InsertManyTx(ctx context.Context, tx pgx.Tx, payloads []T, opts *InsertOpts) (int64, error) {
 	rows, in, err := c.prepareMany(payloads, opts)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	n, err := c.copyJobs(ctx, c.queries.WithTx(tx), rows, in)
+	res, err := c.copyJobs(ctx, c.queries.WithTx(tx), rows, in)
 	if err != nil {
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
-	return n, nil
+	if res.runnable {
+		c.waker.Watch(res.xact, in.queue)
+	}
+	return res.n, nil
 }
 
 func (c *Client[T]) prepareMany(payloads []T, opts *InsertOpts) ([]db.JobInsertCopyParams, insertion, error) {
@@ -355,16 +419,22 @@ func (c *Client[T]) prepareMany(payloads []T, opts *InsertOpts) ([]db.JobInsertC
 	return rows, in, nil
 }
 
-// copyJobs runs in a transaction: the COPY and its notification commit
-// together.
-func (c *Client[T]) copyJobs(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams, in insertion) (int64, error) {
+// copied is the result of copyJobs.
+type copied struct {
+	n        int64
+	xact     int64 // the inserting transaction
+	runnable bool  // the jobs are runnable at once: wake the workers
+}
+
+// copyJobs runs in a transaction.
+func (c *Client[T]) copyJobs(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams, in insertion) (copied, error) {
 	// COPY cannot compute a default from a parameter, so the scheduled time
 	// is fixed here, from the database clock.
 	now, err := q.DatabaseNow(ctx, nil)
 	if err != nil {
-		return 0, err
+		return copied{}, err
 	}
-	at := now.Add(in.delay)
+	at := now.Now.Add(in.delay)
 	if in.runAt != nil {
 		at = *in.runAt
 	}
@@ -372,13 +442,7 @@ func (c *Client[T]) copyJobs(ctx context.Context, q *db.Queries, rows []db.JobIn
 		rows[i].ScheduledAt = at
 	}
 	n, err := q.JobInsertCopy(ctx, rows)
-	if err != nil {
-		return 0, err
-	}
-	if !at.After(now) {
-		err = q.NotifyInsert(ctx, in.queue)
-	}
-	return n, err
+	return copied{n: n, xact: now.XactID, runnable: !at.After(now.Now)}, err
 }
 
 // Get returns the job with the given id, or an error wrapping

@@ -166,7 +166,9 @@ func TestInsertTxRolledBack(t *testing.T) {
 	assert.Zero(t, count)
 
 	// Notifications arrive in commit order, so if the rolled-back inserts
-	// had sent one, it would come before this committed insert's.
+	// had sent one, it would come before this committed insert's. Flush:
+	// the client has decided about the rolled-back transaction.
+	require.NoError(t, c.Flush(ctx))
 	_, err = c.Insert(ctx, email{To: "committed"}, &tasuki.InsertOpts{Queue: "committed"})
 	require.NoError(t, err)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -117,7 +117,7 @@ func TestStaleWorkersCompletionIsRefused(t *testing.T) {
 	// job is rescued, then leased again under a new token.
 	now, err := q.DatabaseNow(ctx, nil)
 	require.NoError(t, err)
-	later := now.Add(time.Minute)
+	later := now.Now.Add(time.Minute)
 	rescued, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 0, LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000, Now: &later})
 	require.NoError(t, err)
 	assert.Empty(t, rescued, "rescued jobs are leased by the next call")

@@ -15,15 +15,20 @@ import (
 func newBenchCmd(a *app) *cobra.Command {
 	var cfg bench.Config
 	var noProgress bool
+	var producers int
 	cmd := &cobra.Command{
 		Use:   "bench [insert|drain|latency|idle|snapshot ...]",
 		Short: "Measure insert speed, drain rate, latency and idle cost",
 		Long: `Measures tasuki on a real database and prints one summary line per run:
 
   insert   single inserts from one goroutine (each its own transaction,
-           NOTIFY included), timed in turns with as many empty durable
+           its wake-up included), timed in turns with as many empty durable
            commits (the disk's ceiling for them); then one COPY of --bulk
-           jobs
+           jobs. With --producers N, N goroutines at once, in turns: a plain
+           one-row INSERT per transaction, Insert, InsertTx in a transaction
+           that also inserts one plain row, and two plain rows in a
+           transaction; then min(10, N) goroutines inserting 100-job
+           batches: a plain COPY and InsertMany
   drain    --jobs pre-inserted no-op jobs: the time until the database
            records all of them done, by one worker with --concurrency
   latency  single inserts at a steady --rate for --duration into a running
@@ -83,6 +88,10 @@ run's empty commits each write a transactional WAL message with the prefix
 				var res fmt.Stringer
 				switch run {
 				case "insert":
+					if producers > 1 {
+						res, err = bench.Producers(ctx, bench.ProducersConfig{URL: cfg.URL, Producers: producers})
+						break
+					}
 					res, err = bench.Insert(ctx, cfg)
 				case "drain":
 					res, err = bench.Drain(ctx, cfg)
@@ -117,6 +126,7 @@ run's empty commits each write a transactional WAL message with the prefix
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the latency run")
 	f.IntVar(&cfg.Inserts, "inserts", 5000, "single inserts timed in the insert run")
 	f.IntVar(&cfg.BulkJobs, "bulk", 100_000, "jobs in the insert run's COPY")
+	f.IntVar(&producers, "producers", 1, "insert run: goroutines inserting at once; above 1, each way of inserting runs side by side with its plain counterpart (batches from min(10, producers))")
 	f.BoolVar(&cfg.Memory, "memory", false, "sample the worker's live heap at each tenth of the drain")
 	f.DurationVar(&cfg.Baseline, "baseline", time.Minute, "snapshot run: how long it measures before the transaction opens")
 	f.DurationVar(&cfg.Hold, "hold", 15*time.Minute, "snapshot run: how long the transaction stays idle")

@@ -134,3 +134,20 @@ func TestSnapshotWritesALinePerMinuteOfTheHold(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, s, "the snapshot run deletes its queue's jobs afterwards")
 }
+
+// The producers run measures every way of inserting, each a positive rate,
+// and leaves none of its jobs behind.
+func TestProducersMeasuresEveryWayAndCleansUp(t *testing.T) {
+	url, q := migrated(t)
+	ctx := context.Background()
+	res, err := bench.Producers(ctx, bench.ProducersConfig{URL: url, Producers: 4, BulkProducers: 2, Batch: 10, Turn: 200 * time.Millisecond, Turns: 1})
+	require.NoError(t, err)
+	for name, rate := range map[string]float64{"plain": res.Plain, "Insert": res.Insert, "InsertTx": res.InsertTx,
+		"plain tx": res.PlainTx, "plain COPY": res.PlainCopy, "InsertMany": res.InsertMany} {
+		assert.Positive(t, rate, name)
+	}
+	assert.Contains(t, res.String(), "4 producers at once")
+	stats, err := q.JobCountByStatus(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, stats, "the run deletes its jobs")
+}
