@@ -12,12 +12,17 @@ import (
 
 const databaseNow = `-- name: DatabaseNow :one
 SELECT coalesce($1::timestamptz, clock_timestamp())::timestamptz AS now,
-       pg_current_xact_id()::text::bigint AS xact_id
+       pg_current_xact_id()::text::bigint AS xact_id,
+       (SELECT n.nspname::text
+        FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = 'tasuki_job'::regclass) AS schema
 `
 
 type DatabaseNowRow struct {
 	Now    time.Time
 	XactID int64
+	Schema string
 }
 
 // The database clock at this statement (clock_timestamp(), not the start of
@@ -28,7 +33,7 @@ type DatabaseNowRow struct {
 func (q *Queries) DatabaseNow(ctx context.Context, now *time.Time) (*DatabaseNowRow, error) {
 	row := q.db.QueryRow(ctx, databaseNow, now)
 	var i DatabaseNowRow
-	err := row.Scan(&i.Now, &i.XactID)
+	err := row.Scan(&i.Now, &i.XactID, &i.Schema)
 	return &i, err
 }
 
@@ -62,7 +67,11 @@ inserted AS (
 )
 SELECT i.id, i.scheduled_at, i.created_at,
        (i.scheduled_at <= (SELECT now FROM clock))::boolean AS runnable,
-       pg_current_xact_id()::text::bigint AS xact_id
+       pg_current_xact_id()::text::bigint AS xact_id,
+       (SELECT n.nspname::text
+        FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = 'tasuki_job'::regclass) AS schema
 FROM inserted i
 `
 
@@ -83,6 +92,7 @@ type JobInsertRow struct {
 	CreatedAt   time.Time
 	Runnable    bool
 	XactID      int64
+	Schema      string
 }
 
 // Inserts one job. Its scheduled time is run_at if given, else the
@@ -99,6 +109,9 @@ type JobInsertRow struct {
 // (xact_id) to learn when a caller's transaction committed.
 // Only what the client does not know already: the payload, queue and
 // options it sent come back as it sent them.
+// schema is the schema that holds tasuki_job as this transaction's
+// search_path finds it, which need not be the client pool's: the wake-up
+// names it.
 func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInsertRow, error) {
 	row := q.db.QueryRow(ctx, jobInsert,
 		arg.Now,
@@ -117,6 +130,7 @@ func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInser
 		&i.CreatedAt,
 		&i.Runnable,
 		&i.XactID,
+		&i.Schema,
 	)
 	return &i, err
 }
@@ -144,28 +158,35 @@ func (q *Queries) NotifyInsert(ctx context.Context, queue string) error {
 }
 
 const wakeQueues = `-- name: WakeQueues :exec
-SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
-                FROM pg_catalog.pg_class c
-                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                WHERE c.oid = 'tasuki_job'::regclass), 'q', q)::text)
-FROM unnest($1::text[]) AS q
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', t.s, 'q', t.q)::text)
+FROM (SELECT unnest($1::text[]) AS s,
+             unnest($2::text[]) AS q) AS t
 CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 `
 
-// Wakes the workers of the given queues, sent by a client after the
-// transactions that inserted their jobs committed: one notification per
+type WakeQueuesParams struct {
+	Schemas []string
+	Queues  []string
+}
+
+// Wakes the workers of the given queues, each named with the schema that
+// holds its jobs (the inserts returned it), sent by a client after the
+// transactions that inserted the jobs committed: one notification per
 // queue, however many jobs. A NOTIFY gives its transaction an id, so its
 // commit writes WAL; that commit need not wait for the WAL flush (a wake-up
 // lost in a crash of the database server leaves the jobs to the workers'
 // poll), and, as PostgreSQL holds its notification queue's lock until the
 // commit is done, not waiting keeps wake-ups from queueing behind the disk.
-func (q *Queries) WakeQueues(ctx context.Context, queues []string) error {
-	_, err := q.db.Exec(ctx, wakeQueues, queues)
+func (q *Queries) WakeQueues(ctx context.Context, arg WakeQueuesParams) error {
+	_, err := q.db.Exec(ctx, wakeQueues, arg.Schemas, arg.Queues)
 	return err
 }
 
 const xactStatus = `-- name: XactStatus :many
-SELECT x::bigint AS xact_id, coalesce(pg_xact_status(x::text::xid8), 'committed')::text AS status
+SELECT x::bigint AS xact_id,
+       CASE WHEN x::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot()) THEN 'unknown'
+            ELSE coalesce(pg_xact_status(x::text::xid8), 'committed')
+       END::text AS status
 FROM unnest($1::bigint[]) AS x
 `
 
@@ -179,6 +200,12 @@ type XactStatusRow struct {
 // caller's transaction once that commits, and never for one rolled back. A
 // transaction too old to tell (NULL) has ended: it counts as committed, as
 // a needless wake-up costs only a lease that finds nothing.
+//
+// An id this server has not reached yet ('unknown': a transaction of
+// another server, or one lost in a failover to a replica that was behind)
+// would make pg_xact_status fail the whole statement, and with it every
+// other id: it is answered without asking, and the client wakes its queue
+// and stops following it.
 func (q *Queries) XactStatus(ctx context.Context, xactIds []int64) ([]*XactStatusRow, error) {
 	rows, err := q.db.Query(ctx, xactStatus, xactIds)
 	if err != nil {

@@ -40,9 +40,16 @@ inserted AS (
 )
 -- Only what the client does not know already: the payload, queue and
 -- options it sent come back as it sent them.
+-- schema is the schema that holds tasuki_job as this transaction's
+-- search_path finds it, which need not be the client pool's: the wake-up
+-- names it.
 SELECT i.id, i.scheduled_at, i.created_at,
        (i.scheduled_at <= (SELECT now FROM clock))::boolean AS runnable,
-       pg_current_xact_id()::text::bigint AS xact_id
+       pg_current_xact_id()::text::bigint AS xact_id,
+       (SELECT n.nspname::text
+        FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = 'tasuki_job'::regclass) AS schema
 FROM inserted i;
 
 -- name: JobInsertCopy :copyfrom
@@ -58,7 +65,11 @@ VALUES (@queue, @priority, @payload, @max_attempts, @scheduled_at, @metadata);
 -- scheduled times for bulk inserts, counted from the insert, and to learn
 -- when the transaction committed.
 SELECT coalesce(sqlc.narg('now')::timestamptz, clock_timestamp())::timestamptz AS now,
-       pg_current_xact_id()::text::bigint AS xact_id;
+       pg_current_xact_id()::text::bigint AS xact_id,
+       (SELECT n.nspname::text
+        FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = 'tasuki_job'::regclass) AS schema;
 
 -- name: NotifyInsert :exec
 -- Wakes the workers of a queue, on commit: after a retry or a resume.
@@ -68,18 +79,17 @@ SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.
                 WHERE c.oid = 'tasuki_job'::regclass), 'q', sqlc.arg('queue')::text)::text);
 
 -- name: WakeQueues :exec
--- Wakes the workers of the given queues, sent by a client after the
--- transactions that inserted their jobs committed: one notification per
+-- Wakes the workers of the given queues, each named with the schema that
+-- holds its jobs (the inserts returned it), sent by a client after the
+-- transactions that inserted the jobs committed: one notification per
 -- queue, however many jobs. A NOTIFY gives its transaction an id, so its
 -- commit writes WAL; that commit need not wait for the WAL flush (a wake-up
 -- lost in a crash of the database server leaves the jobs to the workers'
 -- poll), and, as PostgreSQL holds its notification queue's lock until the
 -- commit is done, not waiting keeps wake-ups from queueing behind the disk.
-SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
-                FROM pg_catalog.pg_class c
-                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                WHERE c.oid = 'tasuki_job'::regclass), 'q', q)::text)
-FROM unnest(sqlc.arg('queues')::text[]) AS q
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', t.s, 'q', t.q)::text)
+FROM (SELECT unnest(sqlc.arg('schemas')::text[]) AS s,
+             unnest(sqlc.arg('queues')::text[]) AS q) AS t
 CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit;
 
 -- name: XactStatus :many
@@ -88,5 +98,14 @@ CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commi
 -- caller's transaction once that commits, and never for one rolled back. A
 -- transaction too old to tell (NULL) has ended: it counts as committed, as
 -- a needless wake-up costs only a lease that finds nothing.
-SELECT x::bigint AS xact_id, coalesce(pg_xact_status(x::text::xid8), 'committed')::text AS status
+--
+-- An id this server has not reached yet ('unknown': a transaction of
+-- another server, or one lost in a failover to a replica that was behind)
+-- would make pg_xact_status fail the whole statement, and with it every
+-- other id: it is answered without asking, and the client wakes its queue
+-- and stops following it.
+SELECT x::bigint AS xact_id,
+       CASE WHEN x::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot()) THEN 'unknown'
+            ELSE coalesce(pg_xact_status(x::text::xid8), 'committed')
+       END::text AS status
 FROM unnest(sqlc.arg('xact_ids')::bigint[]) AS x;

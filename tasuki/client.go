@@ -284,7 +284,7 @@ func (c *Client[T]) Insert(ctx context.Context, payload T, opts *InsertOpts) (*J
 		return nil, err
 	}
 	if row.Runnable {
-		c.waker.WakeSoon(row.queue)
+		c.waker.WakeSoon(waker.Target{Schema: row.Schema, Queue: row.queue})
 	}
 	return row.job, row.decodeErr
 }
@@ -301,15 +301,18 @@ func (c *Client[T]) InsertTx(ctx context.Context, tx pgx.Tx, payload T, opts *In
 		return nil, err
 	}
 	if row.Runnable {
-		c.waker.Watch(row.XactID, row.queue)
+		c.waker.Watch(row.XactID, waker.Target{Schema: row.Schema, Queue: row.queue})
 	}
 	return row.job, row.decodeErr
 }
 
 // Flush waits until the workers were woken for every job this client
-// inserted so far: for InsertTx and InsertManyTx, until each caller's
-// transaction ended. Call it before a program that inserted jobs exits; a
-// long-running service need not.
+// inserted before the call (for InsertTx and InsertManyTx: once each
+// caller's transaction ended; so never call it inside a transaction you
+// inserted in), or until ctx ends. It returns the error of a wake-up that
+// could not be sent: those jobs wait for the workers' next poll. Call it
+// before a program that inserted jobs exits; a long-running service need
+// not.
 func (c *Client[T]) Flush(ctx context.Context) error {
 	return c.waker.Flush(ctx)
 }
@@ -380,7 +383,7 @@ func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOp
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
 	if res.runnable {
-		c.waker.WakeSoon(in.queue)
+		c.waker.WakeSoon(waker.Target{Schema: res.schema, Queue: in.queue})
 	}
 	return res.n, nil
 }
@@ -398,7 +401,7 @@ func (c *Client[T]) InsertManyTx(ctx context.Context, tx pgx.Tx, payloads []T, o
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
 	if res.runnable {
-		c.waker.Watch(res.xact, in.queue)
+		c.waker.Watch(res.xact, waker.Target{Schema: res.schema, Queue: in.queue})
 	}
 	return res.n, nil
 }
@@ -422,8 +425,9 @@ func (c *Client[T]) prepareMany(payloads []T, opts *InsertOpts) ([]db.JobInsertC
 // copied is the result of copyJobs.
 type copied struct {
 	n        int64
-	xact     int64 // the inserting transaction
-	runnable bool  // the jobs are runnable at once: wake the workers
+	xact     int64  // the inserting transaction
+	schema   string // the schema that holds the jobs
+	runnable bool   // the jobs are runnable at once: wake the workers
 }
 
 // copyJobs runs in a transaction.
@@ -442,7 +446,7 @@ func (c *Client[T]) copyJobs(ctx context.Context, q *db.Queries, rows []db.JobIn
 		rows[i].ScheduledAt = at
 	}
 	n, err := q.JobInsertCopy(ctx, rows)
-	return copied{n: n, xact: now.XactID, runnable: !at.After(now.Now)}, err
+	return copied{n: n, xact: now.XactID, schema: now.Schema, runnable: !at.After(now.Now)}, err
 }
 
 // Get returns the job with the given id, or an error wrapping

@@ -5,20 +5,22 @@
 // for one another: it takes one lock on its notification queue before such
 // a commit and holds it until the commit's WAL flush is done. Inserts that
 // notify therefore commit one at a time and lose group commit. A Waker
-// sends the notifications itself, in statements of their own that write no
-// WAL, and coalesces them: a notification sent after a commit covers every
-// job committed before it was sent.
+// sends the notifications itself, in statements of their own, and
+// coalesces them: a notification sent after a commit covers every job
+// committed before it was sent.
 //
 // Three ways in: WakeSoon, after a commit the caller made (Insert,
 // InsertMany), has a notification sent after that moment, without waiting
 // for it; Wake does the same and waits; Watch, for a transaction the
 // caller commits later (InsertTx), follows the transaction by its id and
-// wakes once it committed, never if it rolled back. Flush waits for all of
-// them.
+// wakes once it committed, never if it rolled back. Flush waits for what
+// was asked before it.
 package waker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -38,6 +40,12 @@ const (
 	maxWatched = 10_000
 )
 
+// Target is a queue to wake, with the schema that holds its jobs: the
+// inserting transaction's, which need not be the pool's.
+type Target struct {
+	Schema, Queue string
+}
+
 // Waker sends the wake-ups of one client. It runs goroutines only while
 // it has work: none is left behind when it is idle. Safe for concurrent
 // use.
@@ -46,44 +54,41 @@ type Waker struct {
 	queries *db.Queries
 
 	mu sync.Mutex
-	// next is the wake-up that waits to be sent: the queues of the callers
-	// that asked since the one being sent started. nil when nobody waits.
-	next *round
-	// sending: a goroutine is sending a round.
-	sending bool
+	// next collects the targets asked since the round being sent began;
+	// current is that round. nil when there is none.
+	next, current *round
 	// watched are the transactions followed for Watch, by id.
 	watched map[int64]*watch
-	// polling: a goroutine follows watched.
 	polling bool
-	// idle is closed and replaced whenever the Waker has nothing left to
-	// do, for Flush.
-	idle chan struct{}
+	// polled is closed and replaced after each pass of the poller, and
+	// when it stops: Flush waits on it for watched transactions to end.
+	polled chan struct{}
 }
 
 // round is one notification statement and the callers it covers.
 type round struct {
-	queues map[string]struct{}
-	done   chan struct{}
-	err    error
+	targets map[Target]struct{}
+	done    chan struct{}
+	err     error
 }
 
 type watch struct {
-	queues map[string]struct{}
-	since  time.Time
+	targets map[Target]struct{}
+	since   time.Time
 }
 
 // New returns a Waker that sends through pool.
 func New(pool *pgxpool.Pool) *Waker {
-	return &Waker{pool: pool, queries: db.New(pool), watched: make(map[int64]*watch), idle: make(chan struct{})}
+	return &Waker{pool: pool, queries: db.New(pool), watched: make(map[int64]*watch), polled: make(chan struct{})}
 }
 
-// Wake wakes the workers of queue, whose jobs committed before the call,
-// and returns once a notification sent after the call began went out, or
-// with the error of sending it. Concurrent callers share notifications: a
-// busy client sends one statement at a time, for every queue asked since
-// the previous one started.
-func (w *Waker) Wake(ctx context.Context, queue string) error {
-	r := w.enqueue(queue)
+// Wake wakes the workers of t, whose jobs committed before the call, and
+// returns once a notification sent after the call began went out, or with
+// the error of sending it.
+func (w *Waker) Wake(ctx context.Context, t Target) error {
+	w.mu.Lock()
+	r := w.enqueueLocked(t)
+	w.mu.Unlock()
 	select {
 	case <-r.done:
 		return r.err
@@ -92,64 +97,73 @@ func (w *Waker) Wake(ctx context.Context, queue string) error {
 	}
 }
 
-// WakeSoon wakes the workers of queue, whose jobs committed before the
-// call, as Wake does, without waiting for the notification to go out.
-func (w *Waker) WakeSoon(queue string) { w.enqueue(queue) }
-
-// enqueue adds queues to the next round, starting a sender if none runs,
-// and returns that round.
-func (w *Waker) enqueue(queues ...string) *round {
+// WakeSoon is Wake without waiting: Flush reports how it went.
+func (w *Waker) WakeSoon(t Target) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.enqueueLocked(t)
+	w.mu.Unlock()
+}
+
+// enqueueLocked adds targets to the next round, starting a sender if none
+// runs, and returns that round. w.mu is held.
+func (w *Waker) enqueueLocked(targets ...Target) *round {
 	if w.next == nil {
-		w.next = &round{queues: make(map[string]struct{}), done: make(chan struct{})}
+		w.next = &round{targets: make(map[Target]struct{}), done: make(chan struct{})}
+		if w.current == nil {
+			go w.send()
+		}
 	}
-	for _, q := range queues {
-		w.next.queues[q] = struct{}{}
-	}
-	if !w.sending {
-		w.sending = true
-		go w.send()
+	for _, t := range targets {
+		w.next.targets[t] = struct{}{}
 	}
 	return w.next
 }
 
-// send sends rounds until nobody waits.
+// send sends rounds until nobody waits. Concurrent callers share rounds: a
+// busy client sends one statement at a time, for every target asked since
+// the previous one began.
 func (w *Waker) send() {
 	for {
 		w.mu.Lock()
 		r := w.next
-		w.next = nil
+		w.next, w.current = nil, r
+		w.mu.Unlock()
 		if r == nil {
-			w.sending = false
-			w.signalIdle()
+			return
+		}
+		p := db.WakeQueuesParams{}
+		for t := range r.targets {
+			p.Schemas = append(p.Schemas, t.Schema)
+			p.Queues = append(p.Queues, t.Queue)
+		}
+		// Not a caller's context: the round serves many callers.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := w.queries.WakeQueues(ctx, p); err != nil {
+			r.err = fmt.Errorf("tasuki: wake workers (they will find the jobs at their next poll): %w", err)
+		}
+		cancel()
+		w.mu.Lock()
+		w.current = nil
+		close(r.done)
+		if w.next == nil {
 			w.mu.Unlock()
 			return
 		}
 		w.mu.Unlock()
-		queues := make([]string, 0, len(r.queues))
-		for q := range r.queues {
-			queues = append(queues, q)
-		}
-		// Not the caller's context: the round serves many callers.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		r.err = w.queries.WakeQueues(ctx, queues)
-		cancel()
-		close(r.done)
 	}
 }
 
-// Watch wakes the workers of queue once transaction xact commits; nothing
+// Watch wakes the workers of t once transaction xact commits; nothing
 // happens if it rolls back. It returns at once.
-func (w *Waker) Watch(xact int64, queue string) {
+func (w *Waker) Watch(xact int64, t Target) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	wt := w.watched[xact]
 	if wt == nil {
-		wt = &watch{queues: make(map[string]struct{}), since: time.Now()}
+		wt = &watch{targets: make(map[Target]struct{}), since: time.Now()}
 		w.watched[xact] = wt
 	}
-	wt.queues[queue] = struct{}{}
+	wt.targets[t] = struct{}{}
 	if !w.polling {
 		w.polling = true
 		go w.poll()
@@ -162,7 +176,7 @@ func (w *Waker) poll() {
 		w.mu.Lock()
 		if len(w.watched) == 0 {
 			w.polling = false
-			w.signalIdle()
+			w.passedLocked()
 			w.mu.Unlock()
 			return
 		}
@@ -183,57 +197,108 @@ func (w *Waker) poll() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		rows, err := w.queries.XactStatus(ctx, ids)
 		cancel()
+		w.mu.Lock()
 		if err == nil {
-			var queues []string
-			w.mu.Lock()
+			var targets []Target
 			for _, r := range rows {
 				wt := w.watched[r.XactID]
 				switch {
 				case wt == nil, r.Status == "in progress":
 					continue
-				case r.Status == "committed":
-					for q := range wt.queues {
-						queues = append(queues, q)
+				case r.Status != "aborted": // committed, or unknown to this server
+					for t := range wt.targets {
+						targets = append(targets, t)
 					}
 				}
 				delete(w.watched, r.XactID)
 			}
-			w.mu.Unlock()
-			if len(queues) > 0 {
-				// Not waited for: a failed wake-up leaves the jobs to the
-				// workers' poll, and this loop has others to follow.
-				w.enqueue(queues...)
+			if len(targets) > 0 {
+				// Under the lock that removed the watches, so that Flush,
+				// once it sees them gone, finds their round.
+				w.enqueueLocked(targets...)
 			}
 		} else {
-			wait = slowPoll * 5
+			wait = 5 * slowPoll
 		}
+		w.passedLocked()
+		w.mu.Unlock()
 		time.Sleep(wait)
 	}
 }
 
-// signalIdle tells Flush that the Waker may be done; w.mu is held.
-func (w *Waker) signalIdle() {
-	if !w.sending && !w.polling {
-		close(w.idle)
-		w.idle = make(chan struct{})
-	}
+// passedLocked tells Flush that a pass ended. w.mu is held.
+func (w *Waker) passedLocked() {
+	close(w.polled)
+	w.polled = make(chan struct{})
 }
 
-// Flush returns once every wake-up asked for so far was sent (for Watch:
-// once each watched transaction ended), or when ctx ends.
+// Flush returns once the wake-ups asked before it was called went out
+// (for Watch: once each transaction watched then ended, and its wake-up
+// went out), or when ctx ends. It returns the first error of sending one
+// of them: those jobs wait for the workers' next poll. It does not wait
+// for what is asked after it was called.
 func (w *Waker) Flush(ctx context.Context) error {
-	for {
+	w.mu.Lock()
+	rounds := w.roundsLocked()
+	var ids []int64
+	for id := range w.watched {
+		ids = append(ids, id)
+	}
+	w.mu.Unlock()
+
+	var errs []error
+	wait := func(rs []*round) error {
+		for _, r := range rs {
+			select {
+			case <-r.done:
+				errs = append(errs, r.err)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	if err := wait(rounds); err != nil {
+		return err
+	}
+	for len(ids) > 0 {
 		w.mu.Lock()
-		busy := w.sending || w.polling
-		idle := w.idle
+		left := ids[:0]
+		for _, id := range ids {
+			if _, ok := w.watched[id]; ok {
+				left = append(left, id)
+			}
+		}
+		ids = left
+		polled := w.polled
+		if len(ids) == 0 {
+			// Their wake-ups were enqueued with their removal: they are in
+			// one of these rounds, or already sent.
+			rounds = w.roundsLocked()
+		}
 		w.mu.Unlock()
-		if !busy {
-			return nil
+		if len(ids) == 0 {
+			if err := wait(rounds); err != nil {
+				return err
+			}
+			break
 		}
 		select {
-		case <-idle:
+		case <-polled:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// roundsLocked is the rounds being sent or waiting to be. w.mu is held.
+func (w *Waker) roundsLocked() []*round {
+	var rs []*round
+	for _, r := range []*round{w.current, w.next} {
+		if r != nil {
+			rs = append(rs, r)
+		}
+	}
+	return rs
 }

@@ -1,0 +1,95 @@
+package waker
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/testdb"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m) }
+
+// listenQueues returns a function that waits for the next insert
+// notification and returns its queue.
+func listenQueues(t *testing.T, pool *pgxpool.Pool) func(ctx context.Context) (string, error) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	require.NoError(t, db.New(conn).ListenJobs(ctx))
+	return func(ctx context.Context) (string, error) {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return "", err
+		}
+		var msg struct {
+			Q string `json:"q"`
+		}
+		return msg.Q, json.Unmarshal([]byte(n.Payload), &msg)
+	}
+}
+
+// committedXact commits a transaction and returns its id.
+func committedXact(t *testing.T, pool *pgxpool.Pool) int64 {
+	t.Helper()
+	var id int64
+	require.NoError(t, pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+		return tx.QueryRow(context.Background(), "SELECT pg_current_xact_id()::text::bigint").Scan(&id)
+	}))
+	return id
+}
+
+// A watched id this server has not reached (a transaction of another
+// server, or one lost in a failover to a replica that was behind), which
+// pg_xact_status refuses, does not stall the other watched transactions:
+// it is woken for and dropped.
+func TestUnknownXactDoesNotStallTheOthers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	next := listenQueues(t, pool)
+	w := New(pool)
+
+	var current int64
+	require.NoError(t, pool.QueryRow(ctx, "SELECT pg_current_xact_id()::text::bigint").Scan(&current))
+	var schema string
+	require.NoError(t, pool.QueryRow(ctx, "SELECT current_schema()").Scan(&schema))
+	w.Watch(current+1_000_000, Target{Schema: schema, Queue: "foreign"})
+
+	w.Watch(committedXact(t, pool), Target{Schema: schema, Queue: "mine"})
+	waitCtx, cancel := context.WithTimeout(ctx, 15*time.Second) // bounds a broken test
+	defer cancel()
+	got := map[string]bool{}
+	for range 2 {
+		q, err := next(waitCtx)
+		require.NoError(t, err, "the committed transaction's wake-up was never sent")
+		got[q] = true
+	}
+	assert.Equal(t, map[string]bool{"mine": true, "foreign": true}, got)
+	require.NoError(t, w.Flush(waitCtx))
+}
+
+// Flush reports a wake-up that could not be sent.
+func TestFlushReportsFailedWakeUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig("postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=5")
+	require.NoError(t, err)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg) // connects lazily
+	require.NoError(t, err)
+	defer pool.Close()
+	w := New(pool)
+	require.Error(t, w.Wake(ctx, Target{Schema: "s", Queue: "q"}), "the server is unreachable")
+
+	w.WakeSoon(Target{Schema: "s", Queue: "q"})
+	assert.Error(t, w.Flush(ctx), "Flush reported a wake-up that was never sent as done")
+}
