@@ -183,10 +183,7 @@ func (q *Queries) WakeQueues(ctx context.Context, arg WakeQueuesParams) error {
 }
 
 const xactStatus = `-- name: XactStatus :many
-SELECT x::bigint AS xact_id,
-       CASE WHEN x::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot()) THEN 'unknown'
-            ELSE coalesce(pg_xact_status(x::text::xid8), 'committed')
-       END::text AS status
+SELECT x::bigint AS xact_id, coalesce(pg_xact_status(x::text::xid8), 'committed')::text AS status
 FROM unnest($1::bigint[]) AS x
 `
 
@@ -200,12 +197,9 @@ type XactStatusRow struct {
 // caller's transaction once that commits, and never for one rolled back. A
 // transaction too old to tell (NULL) has ended: it counts as committed, as
 // a needless wake-up costs only a lease that finds nothing.
-//
-// An id this server has not reached yet ('unknown': a transaction of
-// another server, or one lost in a failover to a replica that was behind)
-// would make pg_xact_status fail the whole statement, and with it every
-// other id: it is answered without asking, and the client wakes its queue
-// and stops following it.
+// An id this server has not reached yet (a transaction of another server,
+// or one lost in a failover to a replica that was behind) fails the whole
+// statement: the client then asks about each id alone.
 func (q *Queries) XactStatus(ctx context.Context, xactIds []int64) ([]*XactStatusRow, error) {
 	rows, err := q.db.Query(ctx, xactStatus, xactIds)
 	if err != nil {

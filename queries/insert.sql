@@ -98,14 +98,8 @@ CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commi
 -- caller's transaction once that commits, and never for one rolled back. A
 -- transaction too old to tell (NULL) has ended: it counts as committed, as
 -- a needless wake-up costs only a lease that finds nothing.
---
--- An id this server has not reached yet ('unknown': a transaction of
--- another server, or one lost in a failover to a replica that was behind)
--- would make pg_xact_status fail the whole statement, and with it every
--- other id: it is answered without asking, and the client wakes its queue
--- and stops following it.
-SELECT x::bigint AS xact_id,
-       CASE WHEN x::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot()) THEN 'unknown'
-            ELSE coalesce(pg_xact_status(x::text::xid8), 'committed')
-       END::text AS status
+-- An id this server has not reached yet (a transaction of another server,
+-- or one lost in a failover to a replica that was behind) fails the whole
+-- statement: the client then asks about each id alone.
+SELECT x::bigint AS xact_id, coalesce(pg_xact_status(x::text::xid8), 'committed')::text AS status
 FROM unnest(sqlc.arg('xact_ids')::bigint[]) AS x;

@@ -301,9 +301,28 @@ func (c *Client[T]) InsertTx(ctx context.Context, tx pgx.Tx, payload T, opts *In
 		return nil, err
 	}
 	if row.Runnable {
-		c.waker.Watch(row.XactID, waker.Target{Schema: row.Schema, Queue: row.queue})
+		if err := c.wakeAfter(ctx, tx, row.XactID, waker.Target{Schema: row.Schema, Queue: row.queue}); err != nil {
+			return nil, dberr.Wrap("tasuki: insert job", err)
+		}
 	}
 	return row.job, row.decodeErr
+}
+
+// wakeAfter has the workers of t woken once the caller's transaction tx
+// (xact) commits: by the client, which follows the transaction, when tx's
+// connection goes to the same server and database as the client's pool;
+// otherwise by a NOTIFY inside tx, as the client's notifications would
+// reach another database's workers. It asks the database nothing: a
+// caller's transactions may hold every connection of the pool.
+func (c *Client[T]) wakeAfter(ctx context.Context, tx pgx.Tx, xact int64, t waker.Target) error {
+	if conn := tx.Conn(); conn != nil {
+		a, b := conn.Config(), c.pool.Config().ConnConfig
+		if a.Host == b.Host && a.Port == b.Port && a.Database == b.Database {
+			c.waker.Watch(xact, t)
+			return nil
+		}
+	}
+	return c.queries.WithTx(tx).NotifyInsert(ctx, t.Queue)
 }
 
 // Flush waits until the workers were woken for every job this client
@@ -401,7 +420,9 @@ func (c *Client[T]) InsertManyTx(ctx context.Context, tx pgx.Tx, payloads []T, o
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
 	if res.runnable {
-		c.waker.Watch(res.xact, waker.Target{Schema: res.schema, Queue: in.queue})
+		if err := c.wakeAfter(ctx, tx, res.xact, waker.Target{Schema: res.schema, Queue: in.queue}); err != nil {
+			return 0, dberr.Wrap("tasuki: insert jobs", err)
+		}
 	}
 	return res.n, nil
 }

@@ -97,3 +97,41 @@ func TestFlushWaitsOnlyForWhatCameBefore(t *testing.T) {
 	defer cancel()
 	assert.NoError(t, c.Flush(flushCtx), "Flush waited for transactions that began after it was called")
 }
+
+// A transaction in another database than the client's pool (the client's
+// notifications could not reach that database's workers) wakes them by a
+// NOTIFY inside the transaction itself.
+func TestInsertTxInAnotherDatabaseWakesItsWorkers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, testdb.URL())
+	require.NoError(t, err)
+	defer admin.Close(ctx)
+	name := fmt.Sprintf("tasuki_otherdb_%d", time.Now().UnixNano())
+	_, err = admin.Exec(ctx, "CREATE DATABASE "+name)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), testdb.URL())
+		if err == nil {
+			_, _ = c.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)")
+			c.Close(context.Background())
+		}
+	})
+	cfg, err := pgx.ParseConfig(testdb.URL())
+	require.NoError(t, err)
+	cfg.Database = name
+	otherPool := testdb.Pool(t, cfg.ConnString())
+	require.NoError(t, tasuki.Migrate(ctx, otherPool))
+	next := listen(t, otherPool)
+
+	c := newClient(t, testdb.New(t), tasuki.ClientConfig{Queue: "elsewhere"})
+	err = pgx.BeginFunc(ctx, otherPool, func(tx pgx.Tx) error {
+		_, err := c.InsertTx(ctx, tx, email{To: "other database"}, nil)
+		return err
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Flush(ctx))
+	notifyMarker(t, otherPool)
+	assert.Equal(t, "elsewhere", nextNote(t, next)["q"], "the other database's workers were woken")
+	assert.Equal(t, "marker", nextNote(t, next)["q"])
+}

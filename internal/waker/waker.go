@@ -27,6 +27,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/dberr"
 )
 
 // Watch intervals: a transaction is checked every fastPoll while it is
@@ -194,9 +195,7 @@ func (w *Waker) poll() {
 		}
 		w.mu.Unlock()
 
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		rows, err := w.queries.XactStatus(ctx, ids)
-		cancel()
+		rows, err := w.statuses(ids)
 		w.mu.Lock()
 		if err == nil {
 			var targets []Target
@@ -224,6 +223,34 @@ func (w *Waker) poll() {
 		w.mu.Unlock()
 		time.Sleep(wait)
 	}
+}
+
+// statuses asks whether the transactions ids committed. When the database
+// refuses one id (one it has not reached: a transaction of another server,
+// or one lost in a failover to a replica that was behind), which fails the
+// statement for all, it asks about each alone, and answers "unknown" for
+// the ids it refuses: their queues are woken, and they are no longer
+// followed.
+func (w *Waker) statuses(ids []int64) ([]*db.XactStatusRow, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rows, err := w.queries.XactStatus(ctx, ids)
+	if err == nil || !dberr.RowError(err) {
+		return rows, err
+	}
+	rows = rows[:0]
+	for _, id := range ids {
+		one, err := w.queries.XactStatus(ctx, []int64{id})
+		switch {
+		case err == nil:
+			rows = append(rows, one...)
+		case dberr.RowError(err):
+			rows = append(rows, &db.XactStatusRow{XactID: id, Status: "unknown"})
+		default:
+			return nil, err
+		}
+	}
+	return rows, nil
 }
 
 // passedLocked tells Flush that a pass ended. w.mu is held.
