@@ -86,8 +86,9 @@ expired AS (
       AND e.lease_expires_at < (SELECT now FROM clock)
       -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
       AND NOT (e.id = ANY(coalesce($5::bigint[], '{}')))
+      AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR e.id = ANY($6::bigint[]))
     ORDER BY e.id
-    LIMIT $6::integer
+    LIMIT $7::integer
     FOR UPDATE SKIP LOCKED
 ),
 rescued AS (
@@ -131,7 +132,7 @@ candidates AS (
       AND c.status = 'pending'
       AND c.scheduled_at <= (SELECT now FROM clock)
       AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
-      AND (coalesce(cardinality($7::bigint[]), 0) = 0 OR c.id = ANY($7::bigint[]))
+      AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
     ORDER BY c.priority, c.scheduled_at, c.id
     LIMIT $8::integer
     FOR UPDATE SKIP LOCKED
@@ -153,8 +154,8 @@ type JobLeaseParams struct {
 	Rescue    bool
 	Queue     string
 	SkipIds   []int64
-	RescueMax int32
 	OnlyIds   []int64
+	RescueMax int32
 	Max       int32
 }
 
@@ -164,22 +165,21 @@ type JobLeaseParams struct {
 // lease that expires lease_us microseconds from now.
 // SKIP LOCKED lets many workers lease at once without waiting on each other.
 //
-// Jobs in skip_ids are neither leased nor rescued: the database refused to
-// change them before (an application's trigger or constraint), and the
-// worker tries them again later, one at a time. When only_ids is not
-// empty, only those jobs are leased: that is how the worker leases one job
-// at a time after a batch was refused.
-//
 // When rescue is true, the same round trip also rescues up to rescue_max
 // jobs of the queue whose lease expired (their worker died, hung or lost
-// its connection), as JobRescueExpired does. Rescued jobs are
-// leased by the next call, not this one (one statement sees one snapshot);
-// the queue's workers are notified on commit, so that call comes at once.
-// If the database refuses to rescue a row (an application's trigger or
-// constraint), this statement fails as a whole: the worker then leases
-// without rescue and rescues the expired jobs one at a time with
-// JobRescueExpired, setting aside the ones refused (skip_ids), so that one
-// such row never stops the queue.
+// its connection): back to pending with the lost attempt recorded as an
+// error, or failed when that was the last attempt, so no job stays running
+// forever. Rescued jobs are leased by the next call, not this one (one
+// statement sees one snapshot); the queue's workers are notified on
+// commit, so that call comes at once.
+//
+// Jobs in skip_ids are neither leased nor rescued: the database refused to
+// change them before (an application's trigger or constraint), and the
+// worker tries them again later. When only_ids is not empty, only those
+// jobs are leased or rescued. If the database refuses a row, this
+// statement fails as a whole: the worker then rescues and leases one job
+// per call, with only_ids naming it, and sets aside the ones refused, so
+// that one such row never stops the queue.
 //
 // A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
 // jobs are still rescued.
@@ -190,8 +190,8 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 		arg.Rescue,
 		arg.Queue,
 		arg.SkipIds,
-		arg.RescueMax,
 		arg.OnlyIds,
+		arg.RescueMax,
 		arg.Max,
 	)
 	if err != nil {
@@ -221,104 +221,6 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 			return nil, err
 		}
 		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const jobRescueExpired = `-- name: JobRescueExpired :many
-WITH clock AS (
-    SELECT coalesce($1::timestamptz, now()) AS now
-),
-expired AS (
-    SELECT e.id
-    FROM tasuki_job e
-    WHERE e.queue = $2
-      AND e.status = 'running'
-      AND e.lease_expires_at < (SELECT now FROM clock)
-      -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
-      AND NOT (e.id = ANY(coalesce($3::bigint[], '{}')))
-      AND (coalesce(cardinality($4::bigint[]), 0) = 0 OR e.id = ANY($4::bigint[]))
-    ORDER BY e.id
-    LIMIT $5::integer
-    FOR UPDATE SKIP LOCKED
-),
-rescued AS (
-    UPDATE tasuki_job r
-    SET status = CASE WHEN r.attempts >= r.max_attempts
-                      THEN 'failed'::tasuki_job_status
-                      ELSE 'pending'::tasuki_job_status END,
-        finished_at = CASE WHEN r.attempts >= r.max_attempts
-                           THEN (SELECT now FROM clock) END,
-        scheduled_at = (SELECT now FROM clock),
-        errors = r.errors || jsonb_build_array(jsonb_build_object(
-            'attempt', r.attempts,
-            'at', (SELECT now FROM clock),
-            'error', 'lease expired: the worker stopped renewing its lease (it crashed, hung or lost its database connection)'
-        )),
-        lease_token = NULL,
-        lease_expires_at = NULL
-    FROM expired
-    WHERE r.id = expired.id
-    RETURNING r.id, r.queue, r.status
-),
-notified AS (
-    -- A rescued job is runnable now: wake the queue's workers, as an insert
-    -- does, instead of leaving it to their next poll. One notification is
-    -- sent per transaction however many rows ask. The payload names the
-    -- schema that holds tasuki_job, whatever the caller's search_path.
-    SELECT pg_notify('tasuki_jobs', json_build_object(
-        'k', 'insert', 's', (SELECT n.nspname::text
-                FROM pg_catalog.pg_class c
-                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                WHERE c.oid = 'tasuki_job'::regclass), 'q', x.queue)::text)
-    FROM rescued x
-    WHERE x.status = 'pending'
-)
-SELECT r.id
-FROM rescued r
-CROSS JOIN (SELECT count(*) AS sent FROM notified) n
-ORDER BY r.id
-`
-
-type JobRescueExpiredParams struct {
-	Now     *time.Time
-	Queue   string
-	SkipIds []int64
-	OnlyIds []int64
-	Max     int32
-}
-
-// Rescues up to max jobs of one queue whose lease expired (their worker
-// died, hung or lost its connection): back to pending with the lost attempt
-// recorded as an error, or failed when that was the last attempt, so no job
-// stays running forever. Jobs in skip_ids are left alone. When only_ids is
-// not empty, only those jobs are considered: after the database refused the
-// rescue of JobLease, the worker rescues one job at a time that way.
-// Returns the ids rescued.
-// notified is not a data-modifying CTE, so it runs only if the query
-// reads it; a cross join with its count cannot be planned away.
-func (q *Queries) JobRescueExpired(ctx context.Context, arg JobRescueExpiredParams) ([]int64, error) {
-	rows, err := q.db.Query(ctx, jobRescueExpired,
-		arg.Now,
-		arg.Queue,
-		arg.SkipIds,
-		arg.OnlyIds,
-		arg.Max,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		items = append(items, id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

@@ -385,9 +385,9 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 
 // InsertMany adds many jobs with one COPY, in a transaction of its own, and
 // returns how many were inserted. Workers are woken as by Insert, with one
-// notification for the whole batch. opts apply to every
-// job. Every payload is checked before the first row is sent: one invalid
-// payload inserts nothing.
+// notification for the whole batch. opts apply to every job. Every payload
+// is checked before the first row is sent: one invalid payload inserts
+// nothing.
 func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOpts) (int64, error) {
 	rows, in, err := c.prepareMany(payloads, opts)
 	if err != nil || len(rows) == 0 {

@@ -94,12 +94,3 @@ func (h *health) sleep(ctx context.Context, d time.Duration) {
 	case <-back:
 	}
 }
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}

@@ -10,12 +10,8 @@ import (
 	"github.com/tasukiq/tasuki/internal/dberr"
 )
 
-// oneByOneMax is the most jobs leased or rescued one statement each in a
-// round, after the database refused a batch; JobLease's rescue takes at
-// most 1000 too.
-const oneByOneMax = 1000
-
-// maxRescue is the most expired jobs one lease statement rescues.
+// maxRescue is the most expired jobs one lease statement rescues, and the
+// most rescued one statement each in a round after a batch was refused.
 const maxRescue = 1000
 
 // leased is a job this worker leased, with when the statement that leased
@@ -124,18 +120,18 @@ func (w *Worker[T]) leaseEach(ctx context.Context, p db.JobLeaseParams) (out []l
 // database refused the rescue of a batch.
 func (w *Worker[T]) rescueEach(ctx context.Context) {
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
-	expired, err := w.queries.JobExpiredIDs(stmtCtx, db.JobExpiredIDsParams{Queue: w.cfg.Queue, SkipIds: w.refused.Skip(time.Now()), Max: oneByOneMax})
+	expired, err := w.queries.JobExpiredIDs(stmtCtx, db.JobExpiredIDsParams{Queue: w.cfg.Queue, SkipIds: w.refused.Skip(time.Now()), Max: maxRescue})
 	cancel()
 	if err != nil {
 		w.log.Warn("tasuki: rescuing expired jobs failed; retrying at the next rescue", slog.Any("error", dberr.Wrap("rescue", err)))
 		return
 	}
 	for _, id := range expired {
-		stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
-		_, err := w.queries.JobRescueExpired(stmtCtx, db.JobRescueExpiredParams{
-			Queue: w.cfg.Queue, SkipIds: []int64{}, OnlyIds: []int64{id}, Max: 1,
+		// A lease of no jobs that rescues only this one.
+		_, err := w.queryLease(ctx, db.JobLeaseParams{
+			Queue: w.cfg.Queue, Max: 0, LeaseUs: 1, Rescue: true, RescueMax: 1,
+			SkipIds: []int64{}, OnlyIds: []int64{id},
 		})
-		cancel()
 		switch {
 		case err == nil:
 			w.refused.Accepted(id)

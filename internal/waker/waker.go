@@ -9,12 +9,12 @@
 // coalesces them: a notification sent after a commit covers every job
 // committed before it was sent.
 //
-// Three ways in: WakeSoon, after a commit the caller made (Insert,
+// Two ways in: WakeSoon, after a commit the caller made (Insert,
 // InsertMany), has a notification sent after that moment, without waiting
-// for it; Wake does the same and waits; Watch, for a transaction the
-// caller commits later (InsertTx), follows the transaction by its id and
-// wakes once it committed, never if it rolled back. Flush waits for what
-// was asked before it.
+// for it; Watch, for a transaction the caller commits later (InsertTx),
+// follows the transaction by its id and wakes once it committed, never if
+// it rolled back. Flush waits for what was asked before it, and reports a
+// wake-up that could not be sent.
 package waker
 
 import (
@@ -83,22 +83,9 @@ func New(pool *pgxpool.Pool) *Waker {
 	return &Waker{pool: pool, queries: db.New(pool), watched: make(map[int64]*watch), polled: make(chan struct{})}
 }
 
-// Wake wakes the workers of t, whose jobs committed before the call, and
-// returns once a notification sent after the call began went out, or with
-// the error of sending it.
-func (w *Waker) Wake(ctx context.Context, t Target) error {
-	w.mu.Lock()
-	r := w.enqueueLocked(t)
-	w.mu.Unlock()
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// WakeSoon is Wake without waiting: Flush reports how it went.
+// WakeSoon wakes the workers of t, whose jobs committed before the call,
+// by a notification sent after it, without waiting for it: Flush reports
+// how it went. Concurrent callers share notifications.
 func (w *Waker) WakeSoon(t Target) {
 	w.mu.Lock()
 	w.enqueueLocked(t)

@@ -88,8 +88,6 @@ func TestFlushReportsFailedWakeUp(t *testing.T) {
 	require.NoError(t, err)
 	defer pool.Close()
 	w := New(pool)
-	require.Error(t, w.Wake(ctx, Target{Schema: "s", Queue: "q"}), "the server is unreachable")
-
 	w.WakeSoon(Target{Schema: "s", Queue: "q"})
 	assert.Error(t, w.Flush(ctx), "Flush reported a wake-up that was never sent as done")
 }
