@@ -652,36 +652,6 @@ func (q *Queries) QueueRetention(ctx context.Context, name string) (*QueueRetent
 	return &i, err
 }
 
-const queueSetRetention = `-- name: QueueSetRetention :exec
-INSERT INTO tasuki_queue (name, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
-VALUES ($1, $2::bigint, $3::bigint, $4::bigint, now())
-ON CONFLICT (name) DO UPDATE
-SET completed_retention_us = excluded.completed_retention_us,
-    canceled_retention_us = excluded.canceled_retention_us,
-    failed_retention_us = excluded.failed_retention_us,
-    updated_at = excluded.updated_at
-`
-
-type QueueSetRetentionParams struct {
-	Name        string
-	CompletedUs pgtype.Int8
-	CanceledUs  pgtype.Int8
-	FailedUs    pgtype.Int8
-}
-
-// Sets how long a queue's finished jobs are kept, by status, in
-// microseconds: NULL for tasuki's default, -1 for forever. A queue needs
-// no jobs to have a setting.
-func (q *Queries) QueueSetRetention(ctx context.Context, arg QueueSetRetentionParams) error {
-	_, err := q.db.Exec(ctx, queueSetRetention,
-		arg.Name,
-		arg.CompletedUs,
-		arg.CanceledUs,
-		arg.FailedUs,
-	)
-	return err
-}
-
 const queueStats = `-- name: QueueStats :many
 /*
 Operating tasuki: statistics, listing, bulk cancel and retry, deleting
@@ -868,28 +838,4 @@ func (q *Queries) SettingsRetention(ctx context.Context) (*SettingsRetentionRow,
 	var i SettingsRetentionRow
 	err := row.Scan(&i.CompletedRetentionUs, &i.CanceledRetentionUs, &i.FailedRetentionUs)
 	return &i, err
-}
-
-const settingsSetRetention = `-- name: SettingsSetRetention :exec
-INSERT INTO tasuki_settings (singleton, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
-VALUES (true, $1::bigint, $2::bigint, $3::bigint, now())
-ON CONFLICT (singleton) DO UPDATE
-SET completed_retention_us = excluded.completed_retention_us,
-    canceled_retention_us = excluded.canceled_retention_us,
-    failed_retention_us = excluded.failed_retention_us,
-    updated_at = excluded.updated_at
-`
-
-type SettingsSetRetentionParams struct {
-	CompletedUs pgtype.Int8
-	CanceledUs  pgtype.Int8
-	FailedUs    pgtype.Int8
-}
-
-// Sets how long finished jobs of queues without a setting of their own are
-// kept, by status, in microseconds: NULL for tasuki's built-in default, -1
-// for forever.
-func (q *Queries) SettingsSetRetention(ctx context.Context, arg SettingsSetRetentionParams) error {
-	_, err := q.db.Exec(ctx, settingsSetRetention, arg.CompletedUs, arg.CanceledUs, arg.FailedUs)
-	return err
 }

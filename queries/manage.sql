@@ -335,18 +335,6 @@ deleted AS (
 )
 SELECT e.id FROM expired e ORDER BY e.id;
 
--- name: SettingsSetRetention :exec
--- Sets how long finished jobs of queues without a setting of their own are
--- kept, by status, in microseconds: NULL for tasuki's built-in default, -1
--- for forever.
-INSERT INTO tasuki_settings (singleton, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
-VALUES (true, sqlc.narg('completed_us')::bigint, sqlc.narg('canceled_us')::bigint, sqlc.narg('failed_us')::bigint, now())
-ON CONFLICT (singleton) DO UPDATE
-SET completed_retention_us = excluded.completed_retention_us,
-    canceled_retention_us = excluded.canceled_retention_us,
-    failed_retention_us = excluded.failed_retention_us,
-    updated_at = excluded.updated_at;
-
 -- name: SettingsRetention :one
 -- The installation's default retention in microseconds (NULL: tasuki's
 -- built-in default; -1: forever), as one row even when nothing was set.
@@ -422,14 +410,3 @@ SELECT tq.completed_retention_us, tq.canceled_retention_us, tq.failed_retention_
 FROM (SELECT 1) one
 LEFT JOIN tasuki_queue tq ON tq.name = @name;
 
--- name: QueueSetRetention :exec
--- Sets how long a queue's finished jobs are kept, by status, in
--- microseconds: NULL for tasuki's default, -1 for forever. A queue needs
--- no jobs to have a setting.
-INSERT INTO tasuki_queue (name, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
-VALUES (@name, sqlc.narg('completed_us')::bigint, sqlc.narg('canceled_us')::bigint, sqlc.narg('failed_us')::bigint, now())
-ON CONFLICT (name) DO UPDATE
-SET completed_retention_us = excluded.completed_retention_us,
-    canceled_retention_us = excluded.canceled_retention_us,
-    failed_retention_us = excluded.failed_retention_us,
-    updated_at = excluded.updated_at;

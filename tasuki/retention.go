@@ -73,18 +73,6 @@ func retentionFromColumn(v pgtype.Int8, def time.Duration) time.Duration {
 	return time.Duration(v.Int64) * time.Microsecond
 }
 
-// retentionParams checks r and turns it into its database columns.
-func retentionParams(r Retention) (completed, canceled, failed pgtype.Int8, err error) {
-	if completed, err = retentionColumn("Retention.Completed", r.Completed); err != nil {
-		return
-	}
-	if canceled, err = retentionColumn("Retention.Canceled", r.Canceled); err != nil {
-		return
-	}
-	failed, err = retentionColumn("Retention.Failed", r.Failed)
-	return
-}
-
 // retentionFromColumns turns stored columns into a Retention, with def for
 // the columns not set.
 func retentionFromColumns(completed, canceled, failed pgtype.Int8, def Retention) Retention {
@@ -111,18 +99,8 @@ var builtinRetention = Retention{
 // (so a mistyped name is not an error). Admin.Stats shows each queue's
 // retention in effect.
 func (a *Admin) SetRetention(ctx context.Context, queue string, r Retention) error {
-	if err := ValidateQueue("queue", queue); err != nil {
-		return err
-	}
-	p := db.QueueSetRetentionParams{Name: queue}
-	var err error
-	if p.CompletedUs, p.CanceledUs, p.FailedUs, err = retentionParams(r); err != nil {
-		return err
-	}
-	if err := a.queries.QueueSetRetention(ctx, p); err != nil {
-		return dberr.Wrap(fmt.Sprintf("tasuki: set retention of queue %q", queue), err)
-	}
-	return nil
+	_, _, err := a.changeRetention(ctx, queue, r.change(), "Retention")
+	return err
 }
 
 // QueueRetention returns a queue's own retention setting as stored: a
@@ -145,15 +123,8 @@ func (a *Admin) QueueRetention(ctx context.Context, queue string) (Retention, er
 // h for completed jobs, 7 days for canceled and failed ones); KeepForever
 // everywhere turns cleaning off for every queue that does not ask for it.
 func (a *Admin) SetDefaultRetention(ctx context.Context, r Retention) error {
-	var p db.SettingsSetRetentionParams
-	var err error
-	if p.CompletedUs, p.CanceledUs, p.FailedUs, err = retentionParams(r); err != nil {
-		return err
-	}
-	if err := a.queries.SettingsSetRetention(ctx, p); err != nil {
-		return dberr.Wrap("tasuki: set the default retention", err)
-	}
-	return nil
+	_, _, err := a.changeDefaultRetention(ctx, r.change(), "Retention")
+	return err
 }
 
 // DefaultRetention returns the installation's default retention as stored:
@@ -180,6 +151,30 @@ type RetentionChange struct {
 	Failed *time.Duration
 }
 
+// change is the RetentionChange that sets every field to r's.
+func (r Retention) change() RetentionChange {
+	return RetentionChange{Completed: &r.Completed, Canceled: &r.Canceled, Failed: &r.Failed}
+}
+
+// retentionColumns is a RetentionChange checked and turned into columns:
+// set says which fields change.
+type retentionColumns struct {
+	completed, canceled, failed          pgtype.Int8
+	setCompleted, setCanceled, setFailed bool
+}
+
+// columns checks c; prefix names its type in an *InvalidOptionError.
+func (c RetentionChange) columns(prefix string) (cols retentionColumns, err error) {
+	if cols.completed, cols.setCompleted, err = changeColumn(prefix+".Completed", c.Completed); err != nil {
+		return cols, err
+	}
+	if cols.canceled, cols.setCanceled, err = changeColumn(prefix+".Canceled", c.Canceled); err != nil {
+		return cols, err
+	}
+	cols.failed, cols.setFailed, err = changeColumn(prefix+".Failed", c.Failed)
+	return cols, err
+}
+
 // changeColumn checks one field of a RetentionChange.
 func changeColumn(option string, d *time.Duration) (col pgtype.Int8, set bool, err error) {
 	if d == nil {
@@ -194,21 +189,21 @@ func changeColumn(option string, d *time.Duration) (col pgtype.Int8, set bool, e
 // fields at once both take effect. It returns the queue's setting after
 // the change, as stored (0: not set), and whether it changed.
 func (a *Admin) ChangeRetention(ctx context.Context, queue string, c RetentionChange) (Retention, bool, error) {
+	return a.changeRetention(ctx, queue, c, "RetentionChange")
+}
+
+func (a *Admin) changeRetention(ctx context.Context, queue string, c RetentionChange, prefix string) (Retention, bool, error) {
 	if err := ValidateQueue("queue", queue); err != nil {
 		return Retention{}, false, err
 	}
-	p := db.QueueChangeRetentionParams{Name: queue}
-	var err error
-	if p.CompletedUs, p.SetCompleted, err = changeColumn("RetentionChange.Completed", c.Completed); err != nil {
+	cols, err := c.columns(prefix)
+	if err != nil {
 		return Retention{}, false, err
 	}
-	if p.CanceledUs, p.SetCanceled, err = changeColumn("RetentionChange.Canceled", c.Canceled); err != nil {
-		return Retention{}, false, err
-	}
-	if p.FailedUs, p.SetFailed, err = changeColumn("RetentionChange.Failed", c.Failed); err != nil {
-		return Retention{}, false, err
-	}
-	r, err := a.queries.QueueChangeRetention(ctx, p)
+	r, err := a.queries.QueueChangeRetention(ctx, db.QueueChangeRetentionParams{
+		Name: queue, CompletedUs: cols.completed, CanceledUs: cols.canceled, FailedUs: cols.failed,
+		SetCompleted: cols.setCompleted, SetCanceled: cols.setCanceled, SetFailed: cols.setFailed,
+	})
 	if err != nil {
 		return Retention{}, false, dberr.Wrap(fmt.Sprintf("tasuki: change retention of queue %q", queue), err)
 	}
@@ -218,18 +213,18 @@ func (a *Admin) ChangeRetention(ctx context.Context, queue string, c RetentionCh
 // ChangeDefaultRetention is ChangeRetention for the installation's default
 // retention (SetDefaultRetention).
 func (a *Admin) ChangeDefaultRetention(ctx context.Context, c RetentionChange) (Retention, bool, error) {
-	var p db.SettingsChangeRetentionParams
-	var err error
-	if p.CompletedUs, p.SetCompleted, err = changeColumn("RetentionChange.Completed", c.Completed); err != nil {
+	return a.changeDefaultRetention(ctx, c, "RetentionChange")
+}
+
+func (a *Admin) changeDefaultRetention(ctx context.Context, c RetentionChange, prefix string) (Retention, bool, error) {
+	cols, err := c.columns(prefix)
+	if err != nil {
 		return Retention{}, false, err
 	}
-	if p.CanceledUs, p.SetCanceled, err = changeColumn("RetentionChange.Canceled", c.Canceled); err != nil {
-		return Retention{}, false, err
-	}
-	if p.FailedUs, p.SetFailed, err = changeColumn("RetentionChange.Failed", c.Failed); err != nil {
-		return Retention{}, false, err
-	}
-	r, err := a.queries.SettingsChangeRetention(ctx, p)
+	r, err := a.queries.SettingsChangeRetention(ctx, db.SettingsChangeRetentionParams{
+		CompletedUs: cols.completed, CanceledUs: cols.canceled, FailedUs: cols.failed,
+		SetCompleted: cols.setCompleted, SetCanceled: cols.setCanceled, SetFailed: cols.setFailed,
+	})
 	if err != nil {
 		return Retention{}, false, dberr.Wrap("tasuki: change the default retention", err)
 	}
