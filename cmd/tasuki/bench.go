@@ -32,7 +32,9 @@ func newBenchCmd(a *app) *cobra.Command {
   drain    --jobs pre-inserted no-op jobs: the time until the database
            records all of them done, by one worker with --concurrency
   latency  single inserts at a steady --rate for --duration into a running
-           worker: insert→handler-start percentiles
+           worker, from --producers goroutines at once (each an equal share
+           of the rate; default 1): insert→handler-start percentiles, the
+           insert's own time, its return→handler start, and the rate reached
   idle     statements sent by an idle worker with default settings
   snapshot the queue while an old transaction holds back vacuum: a worker
            (--concurrency, here 32 unless given) runs 1 ms jobs inserted
@@ -57,6 +59,7 @@ run's empty commits each write a transactional WAL message with the prefix
 "tasuki.bench", which logical decoding (change data capture) passes on.`,
 		Example: `  tasuki bench
   tasuki bench drain --jobs 1000000 --memory
+  tasuki bench latency --producers 50 --rate 2000
   tasuki bench snapshot --hold 5m`,
 		ValidArgs: []string{"insert", "drain", "latency", "idle", "snapshot"},
 		Args:      cobra.OnlyValidArgs,
@@ -96,7 +99,9 @@ run's empty commits each write a transactional WAL message with the prefix
 				case "drain":
 					res, err = bench.Drain(ctx, cfg)
 				case "latency":
-					res, err = bench.Latency(ctx, cfg)
+					lat := cfg
+					lat.Producers = producers
+					res, err = bench.Latency(ctx, lat)
 				case "idle":
 					res, err = bench.Idle(ctx, cfg)
 				case "snapshot":
@@ -126,7 +131,7 @@ run's empty commits each write a transactional WAL message with the prefix
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the latency run")
 	f.IntVar(&cfg.Inserts, "inserts", 5000, "single inserts timed in the insert run")
 	f.IntVar(&cfg.BulkJobs, "bulk", 100_000, "jobs in the insert run's COPY")
-	f.IntVar(&producers, "producers", 1, "insert run: goroutines inserting at once; above 1, each way of inserting runs side by side with its plain counterpart (batches from min(10, producers))")
+	f.IntVar(&producers, "producers", 1, "goroutines inserting at once. Insert run: above 1, each way of inserting runs side by side with its plain counterpart (batches from min(10, producers)); latency run: each inserts an equal share of --rate")
 	f.BoolVar(&cfg.Memory, "memory", false, "sample the worker's live heap at each tenth of the drain")
 	f.DurationVar(&cfg.Baseline, "baseline", time.Minute, "snapshot run: how long it measures before the transaction opens")
 	f.DurationVar(&cfg.Hold, "hold", 15*time.Minute, "snapshot run: how long the transaction stays idle")

@@ -1,8 +1,9 @@
 // Package bench measures tasuki on a real database: how fast a worker
 // drains a backlog, the delay from insert to handler start at a steady
-// rate, insert throughput (single and COPY), what an idle worker costs,
-// whether a worker's memory stays flat over a long drain, and how the queue
-// fares while an old transaction holds back vacuum. `tasuki bench` runs it.
+// rate from one producer or many, insert throughput (single and COPY),
+// what an idle worker costs, whether a worker's memory stays flat over a
+// long drain, and how the queue fares while an old transaction holds back
+// vacuum. `tasuki bench` runs it.
 package bench
 
 import (
@@ -44,6 +45,10 @@ type Config struct {
 	Rate int
 	// Duration is how long the latency run inserts. Defaults to 10 s.
 	Duration time.Duration
+	// Producers is how many goroutines insert in the latency run, at once,
+	// each at an equal share of Rate, through one client on one pool with
+	// a connection for each. Defaults to 1. The snapshot run has one.
+	Producers int
 	// Inserts is the number of single inserts timed. Defaults to 5,000.
 	Inserts int
 	// BulkJobs is the number of jobs inserted by one COPY. Defaults to
@@ -90,6 +95,9 @@ func (c *Config) defaults() {
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second
 	}
+	if c.Producers == 0 {
+		c.Producers = 1
+	}
 	if c.Inserts == 0 {
 		c.Inserts = 5000
 	}
@@ -115,9 +123,24 @@ func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.T
 func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 func open(ctx context.Context, url string, counter *queryCounter) (*pgxpool.Pool, error) {
+	return openFor(ctx, url, counter, 0)
+}
+
+// spareConns are the connections a producers' pool has beyond one per
+// producer: for the client's wake-ups and the run's own statements.
+const spareConns = 4
+
+// openFor opens a pool with a connection for each of producers goroutines
+// and a few to spare, so that no producer waits for another's connection:
+// that wait would be timed as part of its inserts. A pool of pgxpool's
+// default size, when that is larger.
+func openFor(ctx context.Context, url string, counter *queryCounter, producers int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, err
+	}
+	if producers > 0 {
+		cfg.MaxConns = max(cfg.MaxConns, int32(producers+spareConns))
 	}
 	if counter != nil {
 		cfg.ConnConfig.Tracer = counter
@@ -298,30 +321,75 @@ func liveHeap() uint64 {
 
 // LatencyResult is the outcome of Latency.
 type LatencyResult struct {
-	Jobs          int
-	Rate          int
+	// Jobs is how many jobs were inserted; each ran exactly once.
+	Jobs int
+	// Producers is how many goroutines inserted them, at once.
+	Producers int
+	// Rate is the inserts per second asked for, of all producers together.
+	Rate int
+	// Achieved is the inserts per second reached: Jobs over the time from
+	// the start to the return of the last Insert. Below Rate when the
+	// inserts could not keep up.
+	Achieved float64
+	// P50 to Max are percentiles of the time from the start of a job's
+	// Insert to the start of its handler: what the caller sees, the
+	// insert's own durable commit included.
 	P50, P90, P99 time.Duration
 	Max           time.Duration
-	// InsertP50 is the median time Insert itself took (its commit
-	// included), the part of the latency spent before the worker could
-	// know of the job.
-	InsertP50 time.Duration
+	// InsertP50 and InsertP99 are percentiles of the time Insert itself
+	// took (its commit included): the part of the latency spent before
+	// the worker could know of the job.
+	InsertP50, InsertP99 time.Duration
+	// PickupP50 to PickupMax are percentiles of the time from the return
+	// of a job's Insert to the start of its handler, 0 when the handler
+	// started first (woken by an earlier job's notification, say): the
+	// worker's part alone. The commit happened before the return, so this
+	// bounds the time from commit to handler start from below, as P50 to
+	// Max do from above.
+	PickupP50, PickupP99, PickupMax time.Duration
 }
 
 func (r LatencyResult) String() string {
-	return fmt.Sprintf("latency: %d jobs at %d/s, insert→handler start: p50 %s, p90 %s, p99 %s, max %s; the insert's own commit: p50 %s",
-		r.Jobs, r.Rate, round(r.P50), round(r.P90), round(r.P99), round(r.Max), round(r.InsertP50))
+	return fmt.Sprintf("latency: %d jobs at %d/s from %d producer%s (reached %.0f/s), insert→handler start: p50 %s, p90 %s, p99 %s, max %s; "+
+		"the insert's own commit: p50 %s, p99 %s; Insert's return→handler start: p50 %s, p99 %s, max %s",
+		r.Jobs, r.Rate, r.Producers, plural(r.Producers), r.Achieved, round(r.P50), round(r.P90), round(r.P99), round(r.Max),
+		round(r.InsertP50), round(r.InsertP99), round(r.PickupP50), round(r.PickupP99), round(r.PickupMax))
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 func round(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
 
+// insertTimes is when one job's Insert started and returned.
+type insertTimes struct {
+	id             int64
+	sent, returned time.Time
+}
+
+// handlerStart is when a job's handler started.
+type handlerStart struct {
+	id int64
+	at time.Time
+}
+
 // Latency inserts single jobs at a steady Rate for Duration into a running
-// worker and measures, for each, the time from the start of its Insert to
-// the start of its handler.
+// worker, from Producers goroutines at once, and measures, for each job,
+// the time from the start of its Insert to the start of its handler. It
+// fails if a job ran twice, or did not run within 30 s of the last insert.
 func Latency(ctx context.Context, cfg Config) (LatencyResult, error) {
 	cfg.defaults()
-	res := LatencyResult{Rate: cfg.Rate}
-	pool, err := open(ctx, cfg.URL, nil)
+	res := LatencyResult{Rate: cfg.Rate, Producers: cfg.Producers}
+	total := int(cfg.Duration.Seconds() * float64(cfg.Rate))
+	if cfg.Rate < 1 || cfg.Producers < 1 || total < 1 {
+		return res, fmt.Errorf("bench: latency needs a rate and producers of at least 1 and a duration of at least one insert, not rate %d, %d producers for %s",
+			cfg.Rate, cfg.Producers, cfg.Duration)
+	}
+	pool, err := openFor(ctx, cfg.URL, nil, cfg.Producers)
 	if err != nil {
 		return res, err
 	}
@@ -333,11 +401,11 @@ func Latency(ctx context.Context, cfg Config) (LatencyResult, error) {
 		return res, err
 	}
 	var mu sync.Mutex
-	var lat []time.Duration
+	var starts []handlerStart
 	stop, err := runWorker(pool, queue, cfg.Concurrency, func(_ context.Context, job *tasuki.Job[noop]) error {
-		d := time.Since(time.Unix(0, job.Payload.SentAt))
+		at := time.Now()
 		mu.Lock()
-		lat = append(lat, d)
+		starts = append(starts, handlerStart{id: job.ID, at: at})
 		mu.Unlock()
 		return nil
 	})
@@ -346,32 +414,69 @@ func Latency(ctx context.Context, cfg Config) (LatencyResult, error) {
 	}
 	// Let the worker connect and LISTEN before the clock starts.
 	time.Sleep(500 * time.Millisecond)
-
-	total := int(cfg.Duration.Seconds() * float64(cfg.Rate))
-	progress := bar(cfg.Progress, total, "latency")
-	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
-	inserts := make([]time.Duration, 0, total)
-	for i := 0; i < total; i++ {
-		select {
-		case <-ctx.Done():
-			_ = stop()
-			return res, ctx.Err()
-		case <-tick.C:
-		}
-		sent := time.Now()
-		if _, err := client.Insert(ctx, noop{SentAt: sent.UnixNano()}, nil); err != nil {
-			tick.Stop()
-			_ = stop()
-			return res, err
-		}
-		inserts = append(inserts, time.Since(sent))
-		_ = progress.Add(1)
+	if err := warmUp(ctx, pool, client, cfg.Producers); err != nil {
+		_ = stop()
+		return res, err
 	}
-	tick.Stop()
+
+	progress := bar(cfg.Progress, total, "latency")
+	// Each producer inserts its share at Rate/Producers a second; producer
+	// p starts p/Rate after the first, so that together they insert at an
+	// even pace, not in bursts of Producers jobs.
+	interval := time.Second * time.Duration(cfg.Producers) / time.Duration(cfg.Rate)
+	inserts := make([][]insertTimes, cfg.Producers)
+	start := time.Now()
+	err = together(cfg.Producers, func(p int) error {
+		share := total / cfg.Producers
+		if p < total%cfg.Producers {
+			share++
+		}
+		if p > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(p) * time.Second / time.Duration(cfg.Rate)):
+			}
+		}
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		mine := make([]insertTimes, 0, share)
+		defer func() { inserts[p] = mine }()
+		for range share {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-tick.C:
+			}
+			sent := time.Now()
+			job, err := client.Insert(ctx, noop{SentAt: sent.UnixNano()}, nil)
+			if err != nil {
+				return err
+			}
+			mine = append(mine, insertTimes{id: job.ID, sent: sent, returned: time.Now()})
+			_ = progress.Add(1)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = stop()
+		return res, err
+	}
+	var last time.Time
+	sent := make(map[int64]insertTimes, total)
+	for _, mine := range inserts {
+		for _, in := range mine {
+			sent[in.id] = in
+			if in.returned.After(last) {
+				last = in.returned
+			}
+		}
+	}
+	res.Achieved = float64(total) / last.Sub(start).Seconds()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		mu.Lock()
-		n := len(lat)
+		n := len(starts)
 		mu.Unlock()
 		if n >= total || time.Now().After(deadline) {
 			break
@@ -384,16 +489,72 @@ func Latency(ctx context.Context, cfg Config) (LatencyResult, error) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(lat) < total {
-		return res, fmt.Errorf("bench: only %d of %d jobs ran within 30 s of the last insert", len(lat), total)
+	lat := make([]time.Duration, 0, total)
+	pickup := make([]time.Duration, 0, total)
+	ran := make(map[int64]bool, total)
+	for _, s := range starts {
+		in, ok := sent[s.id]
+		switch {
+		case !ok:
+			return res, fmt.Errorf("bench: job %d ran, but none of the producers inserted it", s.id)
+		case ran[s.id]:
+			return res, fmt.Errorf("bench: job %d ran twice", s.id)
+		}
+		ran[s.id] = true
+		lat = append(lat, s.at.Sub(in.sent))
+		pickup = append(pickup, max(s.at.Sub(in.returned), 0))
 	}
+	if len(ran) < total {
+		return res, fmt.Errorf("bench: only %d of %d jobs ran within 30 s of the last insert", len(ran), total)
+	}
+	res.Jobs = len(ran)
 	slices.Sort(lat)
-	res.Jobs = len(lat)
 	res.P50, res.P90, res.P99 = percentile(lat, 50), percentile(lat, 90), percentile(lat, 99)
 	res.Max = lat[len(lat)-1]
-	slices.Sort(inserts)
-	res.InsertP50 = percentile(inserts, 50)
+	slices.Sort(pickup)
+	res.PickupP50, res.PickupP99, res.PickupMax = percentile(pickup, 50), percentile(pickup, 99), pickup[len(pickup)-1]
+	durations := make([]time.Duration, 0, total)
+	for _, in := range sent {
+		durations = append(durations, in.returned.Sub(in.sent))
+	}
+	slices.Sort(durations)
+	res.InsertP50, res.InsertP99 = percentile(durations, 50), percentile(durations, 99)
 	return res, nil
+}
+
+// warmUp readies a connection for each of producers goroutines: it opens
+// it, and inserts a job on it in a transaction that it rolls back, which
+// prepares the insert statement there and has the server process load
+// what it needs to know of tasuki's table. Done by the first timed
+// insert of each connection, that work, by every connection at once,
+// makes the slowest percent of a run of 50 producers take hundreds of
+// milliseconds, a cost a pool's long-lived connections pay once. The
+// rolled-back inserts wake nobody, and leave no job.
+func warmUp(ctx context.Context, pool *pgxpool.Pool, client *tasuki.Client[noop], producers int) error {
+	// Each connection is held until all are: otherwise one could serve two
+	// producers, and leave another connection cold.
+	var held sync.WaitGroup
+	held.Add(producers)
+	err := together(producers, func(int) error {
+		conn, err := pool.Acquire(ctx)
+		held.Done()
+		if err != nil {
+			return err
+		}
+		defer conn.Release()
+		defer held.Wait()
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		_, err = client.InsertTx(ctx, tx, noop{}, nil)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return client.Flush(ctx)
 }
 
 func percentile(sorted []time.Duration, p float64) time.Duration {

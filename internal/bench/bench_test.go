@@ -3,6 +3,7 @@ package bench_test
 import (
 	"context"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,48 @@ func TestLatencyMeasuresEveryInsertedJob(t *testing.T) {
 	assert.LessOrEqual(t, res.P99, res.Max)
 	assert.Positive(t, res.InsertP50)
 	assert.Contains(t, res.String(), "the insert's own commit")
+	assert.Contains(t, res.String(), "from 1 producer ")
+	assert.Equal(t, 50, res.Jobs, "one producer by default, inserting Rate × Duration jobs")
+}
+
+// Many producers share the rate: every job they insert runs exactly once
+// (Latency fails on a job that ran twice or not at all), and the figures
+// are those of all of them. No figure is compared with a time: the machine
+// decides those.
+func TestLatencyFromManyProducersRunsEveryJobOnce(t *testing.T) {
+	url, q := migrated(t)
+	ctx := context.Background()
+	res, err := bench.Latency(ctx, bench.Config{URL: url, Rate: 300, Duration: 500 * time.Millisecond, Concurrency: 10, Producers: 7})
+	require.NoError(t, err)
+
+	// 150 jobs, which 7 producers cannot share equally: the remainder
+	// goes to the first ones.
+	assert.Equal(t, 150, res.Jobs)
+	assert.Equal(t, 7, res.Producers)
+	assert.Equal(t, 300, res.Rate)
+	assert.Positive(t, res.Achieved)
+	for _, p := range [][]time.Duration{
+		{res.P50, res.P90, res.P99, res.Max},
+		{res.InsertP50, res.InsertP99},
+		{res.PickupP50, res.PickupP99, res.PickupMax},
+	} {
+		assert.True(t, slices.IsSorted(p), "percentiles out of order: %v", p)
+	}
+	assert.Positive(t, res.P50)
+	assert.Positive(t, res.InsertP50)
+	// Each job's Insert returned after it started: the time from the
+	// return to the handler is never the longer.
+	assert.LessOrEqual(t, res.PickupMax, res.Max)
+	assert.Contains(t, res.String(), "150 jobs at 300/s from 7 producers")
+
+	s, err := q.JobCountByStatus(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, s, "the latency run deletes its queue's jobs afterwards")
+}
+
+func TestLatencyRefusesARunOfNoInserts(t *testing.T) {
+	_, err := bench.Latency(context.Background(), bench.Config{URL: "postgres://unused", Rate: 1, Duration: time.Millisecond})
+	assert.ErrorContains(t, err, "at least one insert")
 }
 
 func TestSnapshotWritesALinePerMinuteOfTheHold(t *testing.T) {

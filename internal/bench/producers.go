@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/tasuki"
@@ -93,12 +92,7 @@ func (r ProducersResult) String() string {
 func Producers(ctx context.Context, cfg ProducersConfig) (ProducersResult, error) {
 	cfg.defaults()
 	res := ProducersResult{Producers: cfg.Producers, BulkProducers: cfg.BulkProducers, Batch: cfg.Batch}
-	pcfg, err := pgxpool.ParseConfig(cfg.URL)
-	if err != nil {
-		return res, err
-	}
-	pcfg.MaxConns = int32(max(cfg.Producers, cfg.BulkProducers) + 4)
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	pool, err := openFor(ctx, cfg.URL, nil, max(cfg.Producers, cfg.BulkProducers))
 	if err != nil {
 		return res, err
 	}
@@ -184,24 +178,38 @@ func Producers(ctx context.Context, cfg ProducersConfig) (ProducersResult, error
 // completed and how long they took in all, up to the last one to finish.
 func hammer(ctx context.Context, producers int, d time.Duration, op func() error) (int64, time.Duration, error) {
 	var n atomic.Int64
+	start := time.Now()
+	stop := start.Add(d)
+	err := together(producers, func(int) error {
+		for time.Now().Before(stop) && ctx.Err() == nil {
+			if err := op(); err != nil {
+				return err
+			}
+			n.Add(1)
+		}
+		return nil
+	})
+	return n.Load(), time.Since(start), err
+}
+
+// together runs producer(i) for each i in [0, n), all at once, each in a
+// goroutine of its own, and returns once all have returned, with the
+// first error one of them returned. The producers of every run go through
+// it: the insert run's, which insert as fast as they can, and the latency
+// run's, which keep to a rate.
+func together(n int, producer func(i int) error) error {
 	var firstErr error
 	var once sync.Once
 	var wg sync.WaitGroup
-	start := time.Now()
-	stop := start.Add(d)
-	for range producers {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Now().Before(stop) && ctx.Err() == nil {
-				if err := op(); err != nil {
-					once.Do(func() { firstErr = err })
-					return
-				}
-				n.Add(1)
+			if err := producer(i); err != nil {
+				once.Do(func() { firstErr = err })
 			}
 		}()
 	}
 	wg.Wait()
-	return n.Load(), time.Since(start), firstErr
+	return firstErr
 }
