@@ -158,15 +158,17 @@ func (q *Queries) NotifyInsert(ctx context.Context, queue string) error {
 }
 
 const wakeQueues = `-- name: WakeQueues :exec
-SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', t.s, 'q', t.q)::text)
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', t.s, 'q', t.q, 'r', nullif(t.r, '')::json)::text)
 FROM (SELECT unnest($1::text[]) AS s,
-             unnest($2::text[]) AS q) AS t
+             unnest($2::text[]) AS q,
+             unnest($3::text[]) AS r) AS t
 CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 `
 
 type WakeQueuesParams struct {
 	Schemas []string
 	Queues  []string
+	Heads   []string
 }
 
 // Wakes the workers of the given queues, each named with the schema that
@@ -177,8 +179,15 @@ type WakeQueuesParams struct {
 // lost in a crash of the database server leaves the jobs to the workers'
 // poll), and, as PostgreSQL holds its notification queue's lock until the
 // commit is done, not waiting keeps wake-ups from queueing behind the disk.
+//
+// heads, one per queue, is a JSON array of [priority, scheduled_at in
+// microseconds since the Unix epoch] pairs: for each priority of the jobs
+// announced, the earliest scheduled time. A worker that leases from
+// remembered positions moves back to them, as a transaction that committed
+// late may have put jobs behind where it leased last. An empty string
+// sends none: the worker then reads the queue from its head.
 func (q *Queries) WakeQueues(ctx context.Context, arg WakeQueuesParams) error {
-	_, err := q.db.Exec(ctx, wakeQueues, arg.Schemas, arg.Queues)
+	_, err := q.db.Exec(ctx, wakeQueues, arg.Schemas, arg.Queues, arg.Heads)
 	return err
 }
 

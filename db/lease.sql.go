@@ -121,21 +121,55 @@ rescued AS (
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.oid = 'tasuki_job'::regclass), 'q', r.queue)::text) END AS woke
 ),
-candidates AS (
+fullscan AS (
     SELECT c.id
     FROM tasuki_job c
-    WHERE c.queue = $4
+    WHERE coalesce(cardinality($8::smallint[]), 0) = 0
       AND NOT EXISTS (
           SELECT 1 FROM tasuki_queue pq
           WHERE pq.name = $4 AND pq.paused_at IS NOT NULL
       )
+      AND c.queue = $4
       AND c.status = 'pending'
       AND c.scheduled_at <= (SELECT now FROM clock)
       AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
       AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
     ORDER BY c.priority, c.scheduled_at, c.id
-    LIMIT $8::integer
+    LIMIT $9::integer
     FOR UPDATE SKIP LOCKED
+),
+seek AS (
+    SELECT x.id
+    FROM (SELECT unnest($8::smallint[]) AS priority,
+                 unnest($10::timestamptz[]) AS scheduled_at,
+                 unnest($11::bigint[]) AS id) AS pos
+    CROSS JOIN LATERAL (
+        -- Rows locked here but cut by the LIMIT below stay locked only
+        -- until this statement's transaction ends, at once.
+        SELECT c.id, c.priority, c.scheduled_at
+        FROM tasuki_job c
+        WHERE c.queue = $4
+          AND c.status = 'pending'
+          AND c.priority = pos.priority
+          AND (c.scheduled_at, c.id) > (pos.scheduled_at, pos.id)
+          AND c.scheduled_at <= (SELECT now FROM clock)
+          AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
+          AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
+        ORDER BY c.scheduled_at, c.id
+        LIMIT $9::integer
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tasuki_queue pq
+        WHERE pq.name = $4 AND pq.paused_at IS NOT NULL
+    )
+    ORDER BY x.priority, x.scheduled_at, x.id
+    LIMIT $9::integer
+),
+candidates AS (
+    SELECT id FROM fullscan
+    UNION ALL
+    SELECT id FROM seek
 )
 UPDATE tasuki_job j
 SET status = 'running',
@@ -149,14 +183,17 @@ RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_atte
 `
 
 type JobLeaseParams struct {
-	LeaseUs   int64
-	Now       *time.Time
-	Rescue    bool
-	Queue     string
-	SkipIds   []int64
-	OnlyIds   []int64
-	RescueMax int32
-	Max       int32
+	LeaseUs        int64
+	Now            *time.Time
+	Rescue         bool
+	Queue          string
+	SkipIds        []int64
+	OnlyIds        []int64
+	RescueMax      int32
+	SeekPriorities []int16
+	Max            int32
+	SeekAfter      []time.Time
+	SeekAfterIds   []int64
 }
 
 // Leases up to max runnable jobs of one queue, in priority, scheduled time
@@ -183,6 +220,16 @@ type JobLeaseParams struct {
 //
 // A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
 // jobs are still rescued.
+// Two ways to find the jobs to lease. With no seek positions given, from
+// the head of the queue's pending index (fullscan). With positions given,
+// one per priority, each priority is read from just after its position
+// (seek): while an old snapshot holds back vacuum, every job leased since it
+// began leaves an index entry at the head of the queue that no scan can
+// skip or remove, and a lease from the head reads past all of them. The
+// worker keeps the positions, moves them back for jobs committed behind
+// them (it hears of those in wake-ups, or finds them with
+// JobRunnableHeads), and reads from the head when it does not know where
+// jobs are.
 func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJob, error) {
 	rows, err := q.db.Query(ctx, jobLease,
 		arg.LeaseUs,
@@ -192,7 +239,10 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 		arg.SkipIds,
 		arg.OnlyIds,
 		arg.RescueMax,
+		arg.SeekPriorities,
 		arg.Max,
+		arg.SeekAfter,
+		arg.SeekAfterIds,
 	)
 	if err != nil {
 		return nil, err
@@ -218,6 +268,81 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 			&i.FinishedAt,
 			&i.Metadata,
 		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobRunnableHeads = `-- name: JobRunnableHeads :many
+WITH RECURSIVE heads AS (
+    (
+        SELECT c.priority, c.scheduled_at, c.id
+        FROM tasuki_job c
+        WHERE c.queue = $1
+          AND c.status = 'pending'
+          AND c.scheduled_at <= now()
+          AND NOT (c.id = ANY(coalesce($2::bigint[], '{}')))
+        ORDER BY c.priority, c.scheduled_at, c.id
+        LIMIT 1
+    )
+    UNION ALL
+    SELECT n.priority, n.scheduled_at, n.id
+    FROM heads h
+    CROSS JOIN LATERAL (
+        SELECT c.priority, c.scheduled_at, c.id
+        FROM tasuki_job c
+        WHERE c.queue = $1
+          AND c.status = 'pending'
+          AND c.priority > h.priority
+          AND c.scheduled_at <= now()
+          AND NOT (c.id = ANY(coalesce($2::bigint[], '{}')))
+        ORDER BY c.priority, c.scheduled_at, c.id
+        LIMIT 1
+    ) AS n
+)
+SELECT heads.priority, heads.scheduled_at, heads.id
+FROM heads
+WHERE NOT EXISTS (
+    SELECT 1 FROM tasuki_queue pq
+    WHERE pq.name = $1 AND pq.paused_at IS NOT NULL
+)
+`
+
+type JobRunnableHeadsParams struct {
+	Queue   string
+	SkipIds []int64
+}
+
+type JobRunnableHeadsRow struct {
+	Priority    int16
+	ScheduledAt time.Time
+	ID          int64
+}
+
+// The first runnable job of each priority of one queue (nothing when the
+// queue is paused), except those in skip_ids: where a worker that leases
+// from remembered positions (JobLease's seek) must look again, as these
+// jobs were committed behind them (inserted by SQL of the application's
+// own, or by a transaction that committed late) or became runnable there.
+// A loose index scan: one index descent per priority. It reads past the
+// dead index entries an old snapshot keeps at the head of each priority,
+// so the worker runs it apart from its leases, and less often the longer
+// it takes.
+func (q *Queries) JobRunnableHeads(ctx context.Context, arg JobRunnableHeadsParams) ([]*JobRunnableHeadsRow, error) {
+	rows, err := q.db.Query(ctx, jobRunnableHeads, arg.Queue, arg.SkipIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*JobRunnableHeadsRow
+	for rows.Next() {
+		var i JobRunnableHeadsRow
+		if err := rows.Scan(&i.Priority, &i.ScheduledAt, &i.ID); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)

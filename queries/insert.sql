@@ -87,9 +87,17 @@ SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.
 -- lost in a crash of the database server leaves the jobs to the workers'
 -- poll), and, as PostgreSQL holds its notification queue's lock until the
 -- commit is done, not waiting keeps wake-ups from queueing behind the disk.
-SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', t.s, 'q', t.q)::text)
+--
+-- heads, one per queue, is a JSON array of [priority, scheduled_at in
+-- microseconds since the Unix epoch] pairs: for each priority of the jobs
+-- announced, the earliest scheduled time. A worker that leases from
+-- remembered positions moves back to them, as a transaction that committed
+-- late may have put jobs behind where it leased last. An empty string
+-- sends none: the worker then reads the queue from its head.
+SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', t.s, 'q', t.q, 'r', nullif(t.r, '')::json)::text)
 FROM (SELECT unnest(sqlc.arg('schemas')::text[]) AS s,
-             unnest(sqlc.arg('queues')::text[]) AS q) AS t
+             unnest(sqlc.arg('queues')::text[]) AS q,
+             unnest(sqlc.arg('heads')::text[]) AS r) AS t
 CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit;
 
 -- name: XactStatus :many

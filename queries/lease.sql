@@ -85,14 +85,25 @@ rescued AS (
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.oid = 'tasuki_job'::regclass), 'q', r.queue)::text) END AS woke
 ),
-candidates AS (
+-- Two ways to find the jobs to lease. With no seek positions given, from
+-- the head of the queue's pending index (fullscan). With positions given,
+-- one per priority, each priority is read from just after its position
+-- (seek): while an old snapshot holds back vacuum, every job leased since it
+-- began leaves an index entry at the head of the queue that no scan can
+-- skip or remove, and a lease from the head reads past all of them. The
+-- worker keeps the positions, moves them back for jobs committed behind
+-- them (it hears of those in wake-ups, or finds them with
+-- JobRunnableHeads), and reads from the head when it does not know where
+-- jobs are.
+fullscan AS (
     SELECT c.id
     FROM tasuki_job c
-    WHERE c.queue = @queue
+    WHERE coalesce(cardinality(sqlc.arg('seek_priorities')::smallint[]), 0) = 0
       AND NOT EXISTS (
           SELECT 1 FROM tasuki_queue pq
           WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
       )
+      AND c.queue = @queue
       AND c.status = 'pending'
       AND c.scheduled_at <= (SELECT now FROM clock)
       AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
@@ -100,6 +111,39 @@ candidates AS (
     ORDER BY c.priority, c.scheduled_at, c.id
     LIMIT sqlc.arg('max')::integer
     FOR UPDATE SKIP LOCKED
+),
+seek AS (
+    SELECT x.id
+    FROM (SELECT unnest(sqlc.arg('seek_priorities')::smallint[]) AS priority,
+                 unnest(sqlc.arg('seek_after')::timestamptz[]) AS scheduled_at,
+                 unnest(sqlc.arg('seek_after_ids')::bigint[]) AS id) AS pos
+    CROSS JOIN LATERAL (
+        -- Rows locked here but cut by the LIMIT below stay locked only
+        -- until this statement's transaction ends, at once.
+        SELECT c.id, c.priority, c.scheduled_at
+        FROM tasuki_job c
+        WHERE c.queue = @queue
+          AND c.status = 'pending'
+          AND c.priority = pos.priority
+          AND (c.scheduled_at, c.id) > (pos.scheduled_at, pos.id)
+          AND c.scheduled_at <= (SELECT now FROM clock)
+          AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+          AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
+        ORDER BY c.scheduled_at, c.id
+        LIMIT sqlc.arg('max')::integer
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tasuki_queue pq
+        WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
+    )
+    ORDER BY x.priority, x.scheduled_at, x.id
+    LIMIT sqlc.arg('max')::integer
+),
+candidates AS (
+    SELECT id FROM fullscan
+    UNION ALL
+    SELECT id FROM seek
 )
 UPDATE tasuki_job j
 SET status = 'running',
@@ -139,3 +183,46 @@ WHERE c.queue = @queue
   AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
 ORDER BY c.priority, c.scheduled_at, c.id
 LIMIT sqlc.arg('max')::integer;
+
+-- name: JobRunnableHeads :many
+-- The first runnable job of each priority of one queue (nothing when the
+-- queue is paused), except those in skip_ids: where a worker that leases
+-- from remembered positions (JobLease's seek) must look again, as these
+-- jobs were committed behind them (inserted by SQL of the application's
+-- own, or by a transaction that committed late) or became runnable there.
+-- A loose index scan: one index descent per priority. It reads past the
+-- dead index entries an old snapshot keeps at the head of each priority,
+-- so the worker runs it apart from its leases, and less often the longer
+-- it takes.
+WITH RECURSIVE heads AS (
+    (
+        SELECT c.priority, c.scheduled_at, c.id
+        FROM tasuki_job c
+        WHERE c.queue = @queue
+          AND c.status = 'pending'
+          AND c.scheduled_at <= now()
+          AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+        ORDER BY c.priority, c.scheduled_at, c.id
+        LIMIT 1
+    )
+    UNION ALL
+    SELECT n.priority, n.scheduled_at, n.id
+    FROM heads h
+    CROSS JOIN LATERAL (
+        SELECT c.priority, c.scheduled_at, c.id
+        FROM tasuki_job c
+        WHERE c.queue = @queue
+          AND c.status = 'pending'
+          AND c.priority > h.priority
+          AND c.scheduled_at <= now()
+          AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+        ORDER BY c.priority, c.scheduled_at, c.id
+        LIMIT 1
+    ) AS n
+)
+SELECT heads.priority, heads.scheduled_at, heads.id
+FROM heads
+WHERE NOT EXISTS (
+    SELECT 1 FROM tasuki_queue pq
+    WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
+);

@@ -284,7 +284,7 @@ func (c *Client[T]) Insert(ctx context.Context, payload T, opts *InsertOpts) (*J
 		return nil, err
 	}
 	if row.Runnable {
-		c.waker.WakeSoon(waker.Target{Schema: row.Schema, Queue: row.queue})
+		c.waker.WakeSoon(row.target(), row.head())
 	}
 	return row.job, row.decodeErr
 }
@@ -301,7 +301,7 @@ func (c *Client[T]) InsertTx(ctx context.Context, tx pgx.Tx, payload T, opts *In
 		return nil, err
 	}
 	if row.Runnable {
-		if err := c.wakeAfter(ctx, tx, row.XactID, waker.Target{Schema: row.Schema, Queue: row.queue}); err != nil {
+		if err := c.wakeAfter(ctx, tx, row.XactID, row.target(), row.head()); err != nil {
 			return nil, dberr.Wrap("tasuki: insert job", err)
 		}
 	}
@@ -314,11 +314,11 @@ func (c *Client[T]) InsertTx(ctx context.Context, tx pgx.Tx, payload T, opts *In
 // otherwise by a NOTIFY inside tx, as the client's notifications would
 // reach another database's workers. It asks the database nothing: a
 // caller's transactions may hold every connection of the pool.
-func (c *Client[T]) wakeAfter(ctx context.Context, tx pgx.Tx, xact int64, t waker.Target) error {
+func (c *Client[T]) wakeAfter(ctx context.Context, tx pgx.Tx, xact int64, t waker.Target, h waker.Head) error {
 	if conn := tx.Conn(); conn != nil {
 		a, b := conn.Config(), c.pool.Config().ConnConfig
 		if a.Host == b.Host && a.Port == b.Port && a.Database == b.Database {
-			c.waker.Watch(xact, t)
+			c.waker.Watch(xact, t, h)
 			return nil
 		}
 	}
@@ -344,6 +344,14 @@ type inserted[T any] struct {
 	// decodeErr: the payload sent does not decode back into T (a
 	// MarshalJSON without its UnmarshalJSON, say). The job is stored.
 	decodeErr error
+}
+
+func (r *inserted[T]) target() waker.Target {
+	return waker.Target{Schema: r.Schema, Queue: r.queue}
+}
+
+func (r *inserted[T]) head() waker.Head {
+	return waker.Head{Priority: int16(r.job.Priority), ScheduledAt: r.ScheduledAt}
 }
 
 func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *InsertOpts) (*inserted[T], error) {
@@ -402,7 +410,7 @@ func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOp
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
 	if res.runnable {
-		c.waker.WakeSoon(waker.Target{Schema: res.schema, Queue: in.queue})
+		c.waker.WakeSoon(waker.Target{Schema: res.schema, Queue: in.queue}, res.head)
 	}
 	return res.n, nil
 }
@@ -420,7 +428,7 @@ func (c *Client[T]) InsertManyTx(ctx context.Context, tx pgx.Tx, payloads []T, o
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
 	if res.runnable {
-		if err := c.wakeAfter(ctx, tx, res.xact, waker.Target{Schema: res.schema, Queue: in.queue}); err != nil {
+		if err := c.wakeAfter(ctx, tx, res.xact, waker.Target{Schema: res.schema, Queue: in.queue}, res.head); err != nil {
 			return 0, dberr.Wrap("tasuki: insert jobs", err)
 		}
 	}
@@ -449,6 +457,7 @@ type copied struct {
 	xact     int64  // the inserting transaction
 	schema   string // the schema that holds the jobs
 	runnable bool   // the jobs are runnable at once: wake the workers
+	head     waker.Head
 }
 
 // copyJobs runs in a transaction.
@@ -467,7 +476,8 @@ func (c *Client[T]) copyJobs(ctx context.Context, q *db.Queries, rows []db.JobIn
 		rows[i].ScheduledAt = at
 	}
 	n, err := q.JobInsertCopy(ctx, rows)
-	return copied{n: n, xact: now.XactID, schema: now.Schema, runnable: !at.After(now.Now)}, err
+	return copied{n: n, xact: now.XactID, schema: now.Schema, runnable: !at.After(now.Now),
+		head: waker.Head{Priority: in.priority, ScheduledAt: at}}, err
 }
 
 // Get returns the job with the given id, or an error wrapping

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,6 +24,10 @@ type notification struct {
 	// Token is the lease a cancellation ended. Absent (not Valid) in
 	// notifications from tasuki versions that did not send it.
 	Token pgtype.UUID `json:"t"`
+	// Heads, for an insert: per priority of the jobs announced, their
+	// earliest scheduled time in microseconds since the Unix epoch. nil
+	// when the sender did not say where the jobs are.
+	Heads [][2]int64 `json:"r"`
 }
 
 // listen keeps a connection LISTENing on tasuki_jobs until ctx ends,
@@ -67,7 +72,9 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 		w.health.ok()
 	}
 	// Anything inserted or canceled while the listener was away went
-	// unannounced: look for jobs, and check the held ones at once.
+	// unannounced: look for jobs from the head of the queue, and check the
+	// held ones at once.
+	w.seek.rewindAll()
 	w.signalWake()
 	select {
 	case w.heartbeatNow <- struct{}{}:
@@ -85,10 +92,27 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 		switch msg.Kind {
 		case "insert":
 			if msg.Queue == w.cfg.Queue {
+				w.rewind(msg.Heads)
 				w.signalWake()
 			}
 		case "cancel":
 			w.cancelJob(msg.ID, msg.Token)
 		}
+	}
+}
+
+// rewind moves the fetch loop's positions back to where the jobs a wake-up
+// announced begin, or has it read from the head of the queue when the
+// wake-up does not say.
+func (w *Worker[T]) rewind(heads [][2]int64) {
+	if heads == nil {
+		w.seek.rewindAll()
+		return
+	}
+	for _, h := range heads {
+		if h[0] < 0 || h[0] > math.MaxInt16 {
+			continue // not a priority tasuki stores
+		}
+		w.seek.rewind(int16(h[0]), time.UnixMicro(h[1]))
 	}
 }

@@ -3,11 +3,13 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/internal/setaside"
 )
 
 // maxRescue is the most expired jobs one lease statement rescues, and the
@@ -21,55 +23,69 @@ type leased struct {
 	sentAt time.Time
 }
 
-// lease leases up to n jobs and, when rescue is set, rescues the queue's
-// expired jobs in the same statement. Jobs the database refused to change
-// before are left out for a while (w.refused). When it refuses the batch
-// for a row's data (an application's trigger or constraint), the expired
-// jobs are rescued and the runnable ones leased one statement each, and the
-// ones it refuses are set aside, so that such a row never stops the queue.
-// When the rescue fails otherwise (a timeout, with an expensive trigger on
-// many expired jobs), the lease runs again without it, and later rescues
-// take fewer jobs at a time. It also returns how many jobs it set aside:
+// lease leases up to n jobs from where the last lease stopped (seek.go).
+// Jobs the database refused to change before are left out for a while
+// (w.refused). When it refuses the batch for a row's data (an
+// application's trigger or constraint), the runnable jobs are leased one
+// statement each, and the ones it refuses are set aside, so that such a
+// row never stops the queue. It also returns how many jobs it set aside:
 // the caller leases again at once then, as the jobs behind them wait.
-func (w *Worker[T]) lease(ctx context.Context, n int, rescue bool) (jobs []leased, setAside int, err error) {
+// Used by the fetch loop only.
+func (w *Worker[T]) lease(ctx context.Context, n int) (jobs []leased, setAside int, err error) {
 	w.refused.ForgetStale(time.Now())
 	p := db.JobLeaseParams{
-		Queue:     w.cfg.Queue,
-		Max:       int32(n),
-		LeaseUs:   w.cfg.LeaseDuration.Microseconds(),
-		Rescue:    rescue,
-		RescueMax: int32(w.rescueMax),
-		SkipIds:   w.refused.Skip(time.Now()),
-		OnlyIds:   []int64{},
+		Queue:   w.cfg.Queue,
+		Max:     int32(n),
+		LeaseUs: w.cfg.LeaseDuration.Microseconds(),
+		SkipIds: w.refused.Skip(time.Now()),
+		OnlyIds: []int64{},
 	}
+	full := w.seek.from(&p)
 	sentAt := time.Now()
 	rows, err := w.queryLease(ctx, p)
-	switch {
-	case err == nil && rescue:
-		w.rescueMax = min(2*w.rescueMax, maxRescue)
-	case err != nil && dberr.RowError(err):
-		if rescue {
-			w.rescueEach(ctx)
-		}
+	if err != nil && dberr.RowError(err) {
 		return w.leaseEach(ctx, p)
-	case err != nil && rescue && ctx.Err() == nil:
-		if errors.Is(err, context.DeadlineExceeded) || dberr.Canceled(err) {
-			w.rescueMax = max(w.rescueMax/2, 1)
-		}
-		w.log.Warn("tasuki: rescuing expired jobs failed; leasing without it", slog.Any("error", dberr.Wrap("rescue", err)),
-			slog.Int("next_rescue_batch", w.rescueMax))
-		p.Rescue = false
-		sentAt = time.Now()
-		rows, err = w.queryLease(ctx, p)
 	}
 	if err != nil {
 		return nil, 0, err
 	}
+	w.seek.leased(rows, full && len(rows) < n)
 	out := make([]leased, len(rows))
 	for i, r := range rows {
 		out[i] = leased{row: r, sentAt: sentAt}
 	}
 	return out, 0, nil
+}
+
+// rescue returns the queue's expired jobs to pending (or fails those out
+// of attempts), by a lease of no jobs. When the database refuses the batch
+// for a row's data, it rescues them one statement each and sets aside the
+// ones it refuses. When the rescue fails otherwise (a timeout, with an
+// expensive trigger on many expired jobs), later rescues take fewer jobs
+// at a time. Used by the sweeper only.
+func (w *Worker[T]) rescue(ctx context.Context) error {
+	w.unrescued.ForgetStale(time.Now())
+	_, err := w.queryLease(ctx, db.JobLeaseParams{
+		Queue:     w.cfg.Queue,
+		LeaseUs:   1,
+		Rescue:    true,
+		RescueMax: int32(w.rescueMax),
+		SkipIds:   w.unrescued.Skip(time.Now()),
+		OnlyIds:   []int64{},
+	})
+	switch {
+	case err == nil:
+		w.rescueMax = min(2*w.rescueMax, maxRescue)
+	case dberr.RowError(err):
+		w.rescueEach(ctx)
+		return nil
+	case errors.Is(err, context.DeadlineExceeded) || dberr.Canceled(err):
+		if ctx.Err() == nil {
+			w.rescueMax = max(w.rescueMax/2, 1)
+			return fmt.Errorf("%w (next rescue takes at most %d jobs)", err, w.rescueMax)
+		}
+	}
+	return err
 }
 
 func (w *Worker[T]) queryLease(ctx context.Context, p db.JobLeaseParams) ([]*db.TasukiJob, error) {
@@ -91,7 +107,9 @@ func (w *Worker[T]) leaseEach(ctx context.Context, p db.JobLeaseParams) (out []l
 	if err != nil {
 		return nil, 0, err
 	}
+	// One job each, named: from the head, wherever the positions are.
 	p.Rescue, p.Max = false, 1
+	p.SeekPriorities, p.SeekAfter, p.SeekAfterIds = nil, nil, nil
 	for _, id := range ids {
 		p.OnlyIds = []int64{id}
 		sentAt := time.Now()
@@ -103,7 +121,7 @@ func (w *Worker[T]) leaseEach(ctx context.Context, p db.JobLeaseParams) (out []l
 				out = append(out, leased{row: r, sentAt: sentAt})
 			}
 		case dberr.RowError(err):
-			w.setAside(id, "lease", err)
+			w.setAside(w.refused, id, "lease", err)
 			setAside++
 		default:
 			if len(out) > 0 {
@@ -120,7 +138,7 @@ func (w *Worker[T]) leaseEach(ctx context.Context, p db.JobLeaseParams) (out []l
 // database refused the rescue of a batch.
 func (w *Worker[T]) rescueEach(ctx context.Context) {
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
-	expired, err := w.queries.JobExpiredIDs(stmtCtx, db.JobExpiredIDsParams{Queue: w.cfg.Queue, SkipIds: w.refused.Skip(time.Now()), Max: maxRescue})
+	expired, err := w.queries.JobExpiredIDs(stmtCtx, db.JobExpiredIDsParams{Queue: w.cfg.Queue, SkipIds: w.unrescued.Skip(time.Now()), Max: maxRescue})
 	cancel()
 	if err != nil {
 		w.log.Warn("tasuki: rescuing expired jobs failed; retrying at the next rescue", slog.Any("error", dberr.Wrap("rescue", err)))
@@ -134,9 +152,9 @@ func (w *Worker[T]) rescueEach(ctx context.Context) {
 		})
 		switch {
 		case err == nil:
-			w.refused.Accepted(id)
+			w.unrescued.Accepted(id)
 		case dberr.RowError(err):
-			w.setAside(id, "rescue", err)
+			w.setAside(w.unrescued, id, "rescue", err)
 		default:
 			w.log.Warn("tasuki: rescuing expired jobs failed; retrying at the next rescue", slog.Any("error", dberr.Wrap("rescue", err)))
 			return
@@ -146,8 +164,8 @@ func (w *Worker[T]) rescueEach(ctx context.Context) {
 
 // setAside records that the database refused to lease or rescue a job,
 // and logs it once for this try.
-func (w *Worker[T]) setAside(id int64, op string, err error) {
-	wait := w.refused.Refuse(id, time.Now())
+func (w *Worker[T]) setAside(set *setaside.Set, id int64, op string, err error) {
+	wait := set.Refuse(id, time.Now())
 	w.log.Error("tasuki: the database refused to "+op+" a job; the queue's other jobs go on, and this one is tried again later",
 		slog.Int64("job_id", id), slog.Any("error", dberr.Wrap(op, err)), slog.Duration("retry_in", wait))
 }

@@ -67,12 +67,15 @@ type Worker[T any] struct {
 	log     *slog.Logger
 	started atomic.Bool
 	health  *health
-	// refused: jobs the database refused to lease or rescue, set aside for
-	// a while. Used by the fetch loop only.
-	refused *setaside.Set
-	// rescueMax is how many expired jobs a lease rescues at most: halved
-	// after a rescue timed out, doubled back after one passed.
+	// refused and unrescued: jobs the database refused to lease, and to
+	// rescue, set aside for a while.
+	refused, unrescued *setaside.Set
+	// rescueMax is how many expired jobs a rescue takes at most: halved
+	// after a rescue timed out, doubled back after one passed. Used by the
+	// sweeper only.
 	rescueMax int
+	// seek keeps where the fetch loop's last lease stopped.
+	seek *seeker
 
 	mu      sync.Mutex
 	running map[int64]*lease // leased, until the outcome is recorded
@@ -141,7 +144,9 @@ func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T],
 		log:       cfg.Logger.With(slog.String("queue", cfg.Queue)),
 		health:    newHealth(),
 		refused:   setaside.New(min(cfg.LeaseDuration/2, 5*time.Second), setaside.DefaultMaxWait),
+		unrescued: setaside.New(min(cfg.LeaseDuration/2, 5*time.Second), setaside.DefaultMaxWait),
 		rescueMax: maxRescue,
+		seek:      newSeeker(),
 		running:   make(map[int64]*lease),
 		work:      make(chan work, cfg.Concurrency),
 		// Room for a full batch of outcomes, so that handlers rarely wait for the
@@ -212,6 +217,11 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 		defer close(watchDone)
 		w.watchLeases(dbCtx)
 	}()
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		w.sweep(ctx, dbCtx)
+	}()
 	listenerDone := make(chan struct{})
 	go func() {
 		defer close(listenerDone)
@@ -250,6 +260,7 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	close(writerStop)
 	<-writerDone
 	<-cleanerDone
+	<-sweepDone
 	stopDB()
 	<-listenerDone
 	<-watchDone
@@ -258,9 +269,9 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 }
 
 // ownConns is the most connections the worker's own pool opens: one for
-// the lease loop and one for the writer. The listener holds one more,
-// outside the pool.
-const ownConns = 2
+// the lease loop, one for the writer and one for the sweeper. The listener
+// holds one more, outside the pool.
+const ownConns = 3
 
 // ownPool opens the worker's own pool, with the application's pool's
 // connection settings (and hooks), for the worker's statements. It opens
@@ -309,8 +320,6 @@ func (w *Worker[T]) start(ctx context.Context) (string, error) {
 // free slots; after a full batch it leases again as soon as a slot frees,
 // otherwise it waits for a notification or the poll interval.
 func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
-	rescueEvery := min(w.cfg.LeaseDuration/2, 5*time.Second)
-	nextRescue := time.Now()
 	more := true
 	poll := time.NewTimer(w.cfg.PollInterval)
 	defer poll.Stop()
@@ -318,21 +327,11 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 	for {
 		free := w.cfg.Concurrency - int(w.active.Load())
 		if free <= 0 {
-			rescueDue := time.NewTimer(time.Until(nextRescue))
 			select {
 			case <-ctx.Done():
-				rescueDue.Stop()
 				return
 			case <-w.slotFree:
-			case <-rescueDue.C:
-				// Busy, but expired leases (of dead workers) are still
-				// rescued on time: a lease of no jobs runs only the rescue.
-				if _, _, err := w.lease(dbCtx, 0, true); err != nil && dbCtx.Err() == nil {
-					w.log.Warn("tasuki: rescuing expired jobs failed", slog.Any("error", dberr.Wrap("rescue", err)))
-				}
-				nextRescue = time.Now().Add(rescueEvery)
 			}
-			rescueDue.Stop()
 			continue
 		}
 		if !more {
@@ -348,10 +347,9 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		rescue := !time.Now().Before(nextRescue)
 		// dbCtx, not ctx: a lease statement interrupted by shutdown could
 		// commit without its rows reaching us; they are given back below.
-		jobs, setAside, err := w.lease(dbCtx, free, rescue)
+		jobs, setAside, err := w.lease(dbCtx, free)
 		if err != nil {
 			d := b.next()
 			w.log.Warn("tasuki: leasing jobs failed; retrying", slog.Any("error", dberr.Wrap("lease", err)), slog.Duration("retry_in", d))
@@ -362,9 +360,6 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		if b.reset() {
 			w.health.ok()
 		}
-		if rescue {
-			nextRescue = time.Now().Add(rescueEvery)
-		}
 		if ctx.Err() != nil {
 			w.giveBack(jobs)
 			return
@@ -372,9 +367,6 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		for _, j := range jobs {
 			w.startJob(handlerCtx, j.row, j.sentAt)
 		}
-		// Jobs a rescue returned to pending are announced on commit, so
-		// the notification wakes this loop (and other workers) for them;
-		// with DisableListen they wait for the next poll.
 		// Jobs set aside stood in front of others: lease again at once.
 		more = len(jobs) == free || setAside > 0
 	}

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,52 @@ type Target struct {
 	Schema, Queue string
 }
 
+// Head is where the jobs a wake-up announces begin in their queue: their
+// priority and the earliest of their scheduled times. A wake-up carries,
+// per priority, the earliest head asked for it, so that a worker that
+// leases from where it stopped last moves back for jobs whose transaction
+// committed after it passed that point.
+type Head struct {
+	Priority    int16
+	ScheduledAt time.Time
+}
+
+// heads is the earliest scheduled time per priority of a target's jobs.
+type heads map[int16]time.Time
+
+func (h heads) add(hd Head) {
+	if at, ok := h[hd.Priority]; !ok || hd.ScheduledAt.Before(at) {
+		h[hd.Priority] = hd.ScheduledAt
+	}
+}
+
+// merge adds target t, whose jobs begin at hs, to dst.
+func merge(dst map[Target]heads, t Target, hs heads) {
+	merged := dst[t]
+	if merged == nil {
+		merged = make(heads, len(hs))
+		dst[t] = merged
+	}
+	for p, at := range hs {
+		merged.add(Head{Priority: p, ScheduledAt: at})
+	}
+}
+
+// json is the payload's "r" field: [[priority, microseconds since the
+// Unix epoch], ...].
+func (h heads) json() string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for p, at := range h {
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "[%d,%d]", p, at.UnixMicro())
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
 // Waker sends the wake-ups of one client. It runs goroutines only while
 // it has work: none is left behind when it is idle. Safe for concurrent
 // use.
@@ -68,13 +115,13 @@ type Waker struct {
 
 // round is one notification statement and the callers it covers.
 type round struct {
-	targets map[Target]struct{}
+	targets map[Target]heads
 	done    chan struct{}
 	err     error
 }
 
 type watch struct {
-	targets map[Target]struct{}
+	targets map[Target]heads
 	since   time.Time
 }
 
@@ -83,26 +130,26 @@ func New(pool *pgxpool.Pool) *Waker {
 	return &Waker{pool: pool, queries: db.New(pool), watched: make(map[int64]*watch), polled: make(chan struct{})}
 }
 
-// WakeSoon wakes the workers of t, whose jobs committed before the call,
-// by a notification sent after it, without waiting for it: Flush reports
-// how it went. Concurrent callers share notifications.
-func (w *Waker) WakeSoon(t Target) {
+// WakeSoon wakes the workers of t, whose jobs (beginning at h) committed
+// before the call, by a notification sent after it, without waiting for
+// it: Flush reports how it went. Concurrent callers share notifications.
+func (w *Waker) WakeSoon(t Target, h Head) {
 	w.mu.Lock()
-	w.enqueueLocked(t)
+	w.enqueueLocked(map[Target]heads{t: {h.Priority: h.ScheduledAt}})
 	w.mu.Unlock()
 }
 
 // enqueueLocked adds targets to the next round, starting a sender if none
 // runs, and returns that round. w.mu is held.
-func (w *Waker) enqueueLocked(targets ...Target) *round {
+func (w *Waker) enqueueLocked(targets map[Target]heads) *round {
 	if w.next == nil {
-		w.next = &round{targets: make(map[Target]struct{}), done: make(chan struct{})}
+		w.next = &round{targets: make(map[Target]heads), done: make(chan struct{})}
 		if w.current == nil {
 			go w.send()
 		}
 	}
-	for _, t := range targets {
-		w.next.targets[t] = struct{}{}
+	for t, hs := range targets {
+		merge(w.next.targets, t, hs)
 	}
 	return w.next
 }
@@ -120,9 +167,10 @@ func (w *Waker) send() {
 			return
 		}
 		p := db.WakeQueuesParams{}
-		for t := range r.targets {
+		for t, hs := range r.targets {
 			p.Schemas = append(p.Schemas, t.Schema)
 			p.Queues = append(p.Queues, t.Queue)
+			p.Heads = append(p.Heads, hs.json())
 		}
 		// Not a caller's context: the round serves many callers.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -141,17 +189,17 @@ func (w *Waker) send() {
 	}
 }
 
-// Watch wakes the workers of t once transaction xact commits; nothing
-// happens if it rolls back. It returns at once.
-func (w *Waker) Watch(xact int64, t Target) {
+// Watch wakes the workers of t, whose jobs begin at h, once transaction
+// xact commits; nothing happens if it rolls back. It returns at once.
+func (w *Waker) Watch(xact int64, t Target, h Head) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	wt := w.watched[xact]
 	if wt == nil {
-		wt = &watch{targets: make(map[Target]struct{}), since: time.Now()}
+		wt = &watch{targets: make(map[Target]heads), since: time.Now()}
 		w.watched[xact] = wt
 	}
-	wt.targets[t] = struct{}{}
+	merge(wt.targets, t, heads{h.Priority: h.ScheduledAt})
 	if !w.polling {
 		w.polling = true
 		go w.poll()
@@ -185,15 +233,15 @@ func (w *Waker) poll() {
 		rows, err := w.statuses(ids)
 		w.mu.Lock()
 		if err == nil {
-			var targets []Target
+			targets := make(map[Target]heads)
 			for _, r := range rows {
 				wt := w.watched[r.XactID]
 				switch {
 				case wt == nil, r.Status == "in progress":
 					continue
 				case r.Status != "aborted": // committed, or unknown to this server
-					for t := range wt.targets {
-						targets = append(targets, t)
+					for t, hs := range wt.targets {
+						merge(targets, t, hs)
 					}
 				}
 				delete(w.watched, r.XactID)
@@ -201,7 +249,7 @@ func (w *Waker) poll() {
 			if len(targets) > 0 {
 				// Under the lock that removed the watches, so that Flush,
 				// once it sees them gone, finds their round.
-				w.enqueueLocked(targets...)
+				w.enqueueLocked(targets)
 			}
 		} else {
 			wait = 5 * slowPoll

@@ -63,9 +63,9 @@ func TestUnknownXactDoesNotStallTheOthers(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, "SELECT pg_current_xact_id()::text::bigint").Scan(&current))
 	var schema string
 	require.NoError(t, pool.QueryRow(ctx, "SELECT current_schema()").Scan(&schema))
-	w.Watch(current+1_000_000, Target{Schema: schema, Queue: "foreign"})
+	w.Watch(current+1_000_000, Target{Schema: schema, Queue: "foreign"}, Head{})
 
-	w.Watch(committedXact(t, pool), Target{Schema: schema, Queue: "mine"})
+	w.Watch(committedXact(t, pool), Target{Schema: schema, Queue: "mine"}, Head{})
 	waitCtx, cancel := context.WithTimeout(ctx, 15*time.Second) // bounds a broken test
 	defer cancel()
 	got := map[string]bool{}
@@ -88,6 +88,69 @@ func TestFlushReportsFailedWakeUp(t *testing.T) {
 	require.NoError(t, err)
 	defer pool.Close()
 	w := New(pool)
-	w.WakeSoon(Target{Schema: "s", Queue: "q"})
+	w.WakeSoon(Target{Schema: "s", Queue: "q"}, Head{})
 	assert.Error(t, w.Flush(ctx), "Flush reported a wake-up that was never sent as done")
+}
+
+// A wake-up names, per priority, the earliest scheduled time of the jobs it
+// announces, over every insert it covers: a worker that leases from where
+// it stopped moves back there, for jobs whose transaction committed after
+// it passed that point.
+func TestWakeUpCarriesEarliestHeadPerPriority(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t)
+	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	require.NoError(t, db.New(conn).ListenJobs(ctx))
+
+	w := New(pool)
+	target := Target{Schema: "s", Queue: "heads"}
+	base := time.Date(2026, 12, 2, 3, 0, 0, 123456000, time.UTC)
+	w.Watch(committedXact(t, pool), target, Head{Priority: 1, ScheduledAt: base.Add(3 * time.Second)})
+	w.WakeSoon(target, Head{Priority: 0, ScheduledAt: base.Add(2 * time.Second)})
+	w.WakeSoon(target, Head{Priority: 0, ScheduledAt: base})
+	w.WakeSoon(target, Head{Priority: 1, ScheduledAt: base.Add(5 * time.Second)})
+	require.NoError(t, w.Flush(ctx))
+
+	want := map[int64]int64{0: base.UnixMicro(), 1: base.Add(3 * time.Second).UnixMicro()}
+	got := map[int64]int64{}
+	waitCtx, cancel := context.WithTimeout(ctx, 15*time.Second) // bounds a broken test
+	defer cancel()
+	for !assert.ObjectsAreEqual(want, got) {
+		n, err := conn.WaitForNotification(waitCtx)
+		require.NoError(t, err, "the wake-ups named %v, not %v", got, want)
+		var msg struct {
+			Q string     `json:"q"`
+			R [][2]int64 `json:"r"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(n.Payload), &msg))
+		if msg.Q != "heads" {
+			continue
+		}
+		for _, h := range msg.R {
+			if old, ok := got[h[0]]; !ok || h[1] < old {
+				got[h[0]] = h[1]
+			}
+		}
+	}
+}
+
+// Wake-ups asked together are merged into one per target, with the
+// earliest head of each priority.
+func TestMergeKeepsEarliestHeadPerPriority(t *testing.T) {
+	base := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	a, b := Target{Schema: "s", Queue: "a"}, Target{Schema: "s", Queue: "b"}
+	dst := map[Target]heads{}
+	merge(dst, a, heads{0: base.Add(time.Second), 2: base})
+	merge(dst, a, heads{0: base, 2: base.Add(time.Second), 7: base.Add(time.Hour)})
+	merge(dst, b, heads{0: base.Add(time.Minute)})
+	assert.Equal(t, map[Target]heads{
+		a: {0: base, 2: base, 7: base.Add(time.Hour)},
+		b: {0: base.Add(time.Minute)},
+	}, dst)
+	var r [][2]int64
+	require.NoError(t, json.Unmarshal([]byte(dst[b].json()), &r))
+	assert.Equal(t, [][2]int64{{0, base.Add(time.Minute).UnixMicro()}}, r)
 }

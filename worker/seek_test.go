@@ -1,0 +1,170 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/testdb"
+	"github.com/tasukiq/tasuki/tasuki"
+)
+
+// These tests drive the fetch loop's lease by hand, statement by
+// statement, on a real database.
+
+type seekPayload struct {
+	N int `json:"n"`
+}
+
+func seekWorker(t *testing.T, pool *pgxpool.Pool, queue string) *Worker[seekPayload] {
+	t.Helper()
+	w, err := New(pool, HandlerFunc[seekPayload](func(context.Context, *tasuki.Job[seekPayload]) error { return nil }),
+		Config{Queue: queue, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	w.queries = db.New(pool)
+	return w
+}
+
+// rawInsert adds a job with SQL of its own, as an application may: no
+// wake-up names it.
+func rawInsert(t *testing.T, pool *pgxpool.Pool, queue string, priority int, scheduledAt string) int64 {
+	t.Helper()
+	var id int64
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`INSERT INTO tasuki_job (queue, priority, payload, scheduled_at) VALUES ($1, $2, '{"n":0}', `+scheduledAt+`) RETURNING id`,
+		queue, priority).Scan(&id))
+	return id
+}
+
+func leaseIDs(t *testing.T, w *Worker[seekPayload], n int) []int64 {
+	t.Helper()
+	jobs, _, err := w.lease(context.Background(), n)
+	require.NoError(t, err)
+	ids := make([]int64, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.row.ID
+	}
+	return ids
+}
+
+// Leasing from remembered positions still takes every runnable job in
+// priority, then scheduled time, then id order, one at a time, across
+// priorities the worker knows.
+func TestSeekLeasesInPriorityOrder(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := seekWorker(t, pool, "seek-order")
+	for _, p := range []int{0, 1, 2} {
+		rawInsert(t, pool, "seek-order", p, "now() - interval '1 hour'")
+	}
+	require.Len(t, leaseIDs(t, w, 10), 3, "the first lease reads from the head")
+	require.False(t, w.seek.fromHead, "a lease from the head that found fewer jobs than asked ends reading from the head")
+
+	var want []int64
+	for _, p := range []int{2, 0, 1, 0, 2, 1} {
+		want = append(want, rawInsert(t, pool, "seek-order", p, "clock_timestamp()"))
+	}
+	// Order by (priority, scheduled_at, id): ids rise with clock_timestamp.
+	order := []int{1, 3, 2, 5, 0, 4}
+	var got []int64
+	for range want {
+		ids := leaseIDs(t, w, 1)
+		require.Len(t, ids, 1)
+		got = append(got, ids...)
+	}
+	for i, j := range order {
+		assert.Equal(t, want[j], got[i], "lease %d", i)
+	}
+	assert.Empty(t, leaseIDs(t, w, 10))
+}
+
+// A job that became runnable behind where the last lease stopped (here:
+// inserted by the application's own SQL with an earlier scheduled time, and
+// at a priority the worker has not seen) is found by the sweeper's look
+// for the first runnable job of each priority, and then leased in priority
+// order.
+func TestSeekFindsJobsBehindItsPositions(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := seekWorker(t, pool, "seek-behind")
+	rawInsert(t, pool, "seek-behind", 1, "clock_timestamp()")
+	require.Len(t, leaseIDs(t, w, 10), 1)
+	require.False(t, w.seek.fromHead)
+
+	behind := rawInsert(t, pool, "seek-behind", 1, "now() - interval '1 hour'")
+	urgent := rawInsert(t, pool, "seek-behind", 0, "now() - interval '1 hour'")
+	ahead := rawInsert(t, pool, "seek-behind", 1, "clock_timestamp()")
+	assert.Equal(t, []int64{ahead}, leaseIDs(t, w, 10), "a lease reads only from after its positions")
+
+	require.NoError(t, w.findHeads(context.Background()))
+	assert.Equal(t, []int64{urgent}, leaseIDs(t, w, 1), "the more urgent job first")
+	assert.Equal(t, []int64{behind}, leaseIDs(t, w, 10))
+	assert.Empty(t, leaseIDs(t, w, 10))
+}
+
+// A wake-up that names where its jobs begin moves the positions back
+// there; one that names nothing has the next leases read from the head.
+func TestSeekRewinds(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := seekWorker(t, pool, "seek-rewind")
+	rawInsert(t, pool, "seek-rewind", 3, "clock_timestamp()")
+	require.Len(t, leaseIDs(t, w, 10), 1)
+
+	var at time.Time
+	late := rawInsert(t, pool, "seek-rewind", 3, "now() - interval '1 hour'")
+	require.NoError(t, pool.QueryRow(context.Background(), "SELECT scheduled_at FROM tasuki_job WHERE id = $1", late).Scan(&at))
+	assert.Empty(t, leaseIDs(t, w, 10))
+	w.rewind([][2]int64{{3, at.UnixMicro()}})
+	assert.Equal(t, []int64{late}, leaseIDs(t, w, 10), "moved back to the announced head")
+
+	lost := rawInsert(t, pool, "seek-rewind", 3, "now() - interval '2 hours'")
+	other := rawInsert(t, pool, "seek-rewind", 9, "now() - interval '2 hours'")
+	assert.Empty(t, leaseIDs(t, w, 10))
+	w.rewind(nil)
+	assert.ElementsMatch(t, []int64{lost, other}, leaseIDs(t, w, 10), "a wake-up without heads reads from the head")
+
+	// A head at a priority not seen yet reads that priority from its head:
+	// its jobs may begin anywhere.
+	first := rawInsert(t, pool, "seek-rewind", 5, "now() - interval '3 hours'")
+	second := rawInsert(t, pool, "seek-rewind", 5, "clock_timestamp()")
+	w.rewind([][2]int64{{5, time.Now().UnixMicro()}, {-1, 0}, {1 << 20, 0}})
+	assert.ElementsMatch(t, []int64{first, second}, leaseIDs(t, w, 10))
+}
+
+// A job scheduled at the earliest time PostgreSQL stores is leased, and
+// the positions after it stay within range.
+func TestSeekAtTheBeginningOfTime(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := seekWorker(t, pool, "seek-bc")
+	early := rawInsert(t, pool, "seek-bc", 0, "'4714-11-24 00:00:00+00 BC'")
+	assert.Equal(t, []int64{early}, leaseIDs(t, w, 10))
+	next := rawInsert(t, pool, "seek-bc", 0, "'4714-11-24 00:00:00+00 BC'")
+	assert.Equal(t, []int64{next}, leaseIDs(t, w, 10), "seeks from the earliest time")
+}
+
+// A full batch read from the head keeps the next leases reading from the
+// head, as the jobs of priorities it did not reach may begin anywhere.
+func TestSeekStaysAtHeadWhileBatchesAreFull(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := seekWorker(t, pool, "seek-full")
+	for i := range 4 {
+		rawInsert(t, pool, "seek-full", i%2, fmt.Sprintf("now() - interval '%d minutes'", 10-i))
+	}
+	late := rawInsert(t, pool, "seek-full", 7, "now() - interval '1 day'")
+	assert.Len(t, leaseIDs(t, w, 2), 2)
+	assert.True(t, w.seek.fromHead)
+	assert.Len(t, leaseIDs(t, w, 2), 2)
+	assert.Equal(t, []int64{late}, leaseIDs(t, w, 2))
+	assert.False(t, w.seek.fromHead)
+}
