@@ -226,3 +226,32 @@ WHERE NOT EXISTS (
     SELECT 1 FROM tasuki_queue pq
     WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
 );
+
+-- name: JobRunnableHeadsSince :many
+-- For each of the given priorities of one queue, the first runnable job
+-- scheduled in the last window_us microseconds, by the database clock
+-- (nothing when the queue is paused), except
+-- those in skip_ids. The cheap, frequent counterpart of JobRunnableHeads:
+-- it reads only that range of the index, so it catches, within a poll
+-- interval, the jobs that became runnable a little behind the worker's
+-- positions (a retry without delay whose commit lagged, a lease of
+-- another worker that rolled back, an insert of the application's own
+-- SQL in a short transaction), whatever an old snapshot left before that.
+SELECT x.priority, x.scheduled_at, x.id
+FROM (SELECT unnest(sqlc.arg('priorities')::smallint[]) AS priority) AS p
+CROSS JOIN LATERAL (
+    SELECT c.priority, c.scheduled_at, c.id
+    FROM tasuki_job c
+    WHERE c.queue = @queue
+      AND c.status = 'pending'
+      AND c.priority = p.priority
+      AND c.scheduled_at >= now() - sqlc.arg('window_us')::bigint * interval '1 microsecond'
+      AND c.scheduled_at <= now()
+      AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+    ORDER BY c.scheduled_at, c.id
+    LIMIT 1
+) AS x
+WHERE NOT EXISTS (
+    SELECT 1 FROM tasuki_queue pq
+    WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
+);

@@ -30,9 +30,10 @@ import (
 //     priority of the jobs they announce, and the worker moves back there;
 //   - each lease reads from seekMargin before the remembered point, which
 //     covers the commits that lag their insert by less than that;
-//   - the sweeper looks for the first runnable job of each priority every
-//     PollInterval (less often while that read is slow, see sweep) and
-//     moves back to any it finds behind.
+//   - every PollInterval the sweeper looks for runnable jobs scheduled in
+//     the last nearWindow, and for the first runnable job of each priority
+//     (that one much less often while it is slow, see sweep), and moves
+//     back to any it finds behind.
 //
 // A wake-up that names no position (a resume, a rescue, a listener that
 // reconnected, an older client), and the first lease of a worker, read the
@@ -65,9 +66,27 @@ type seeker struct {
 	rewinds map[int16]time.Time // asked, not yet applied
 	all     bool                // asked to read from the head
 
+	// priorities are the keys of positions, for the sweeper.
+	priorities []int16
+
 	// The fetch loop's own.
 	positions map[int16]position
 	fromHead  bool
+}
+
+// known returns the priorities the fetch loop has positions in.
+func (s *seeker) known() []int16 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.priorities
+}
+
+// add sets the position of a priority the fetch loop had none in.
+func (s *seeker) add(p int16, at position) {
+	s.positions[p] = at
+	s.mu.Lock()
+	s.priorities = append(s.priorities[:len(s.priorities):len(s.priorities)], p)
+	s.mu.Unlock()
 }
 
 func newSeeker() *seeker {
@@ -105,7 +124,7 @@ func (s *seeker) from(p *db.JobLeaseParams) (fromHead bool) {
 		if old, ok := s.positions[pr]; !ok {
 			// A priority this worker has not leased from: its jobs may
 			// begin anywhere.
-			s.positions[pr] = position{}
+			s.add(pr, position{})
 		} else if to := (position{at: at}); to.before(old) {
 			s.positions[pr] = to
 		}
@@ -138,7 +157,9 @@ func (s *seeker) from(p *db.JobLeaseParams) (fromHead bool) {
 func (s *seeker) leased(rows []*db.TasukiJob, exhausted bool) {
 	for _, r := range rows {
 		at := position{at: r.ScheduledAt, id: r.ID}
-		if old, ok := s.positions[r.Priority]; !ok || old.before(at) {
+		if old, ok := s.positions[r.Priority]; !ok {
+			s.add(r.Priority, at)
+		} else if old.before(at) {
 			s.positions[r.Priority] = at
 		}
 	}
@@ -147,30 +168,60 @@ func (s *seeker) leased(rows []*db.TasukiJob, exhausted bool) {
 	}
 }
 
-// sweepFactor: after a sweep statement that took d, the next waits at least
-// sweepFactor·d, so that sweeping takes at most 1/sweepFactor of a
-// connection however slow an old snapshot makes it.
-const sweepFactor = 20
+// A sweep task that took d waits at least factor·d before it runs again,
+// so that it takes at most 1/factor of a connection however slow an old
+// snapshot makes it.
+const (
+	rescueFactor = 20
+	nearFactor   = 20
+	// The full look behind the positions is only a backstop for jobs the
+	// other ways miss; under an old snapshot it reads every dead entry of
+	// the queue, so it gives way more.
+	headsFactor = 100
+	// nearWindow is how far behind the present the near look reads.
+	nearWindow = 10 * time.Second
+)
 
-// sweep rescues expired leases every min(LeaseDuration/2, 5s) and looks
-// for runnable jobs behind the fetch loop's positions every PollInterval
-// (at most a day),
-// each less often when it is slow, until ctx ends. It runs apart from the
-// fetch loop, on a connection of its own, so that neither statement delays
-// a lease: both read past the dead index entries an old snapshot keeps
-// (the rescue in the running index, which it cannot seek in).
-func (w *Worker[T]) sweep(ctx, dbCtx context.Context) {
-	rescueEvery := min(w.cfg.LeaseDuration/2, 5*time.Second)
-	headsEvery := min(w.cfg.PollInterval, 24*time.Hour) // no overflow below
+// sweepTask is one of the sweeper's periodic statements.
+type sweepTask struct {
+	what   string
+	every  time.Duration
+	factor time.Duration
+	run    func(context.Context) error
+	next   time.Time
+	fail   *backoff
+}
+
+// sweep runs, apart from the fetch loop and on a connection of its own,
+// the statements that read past the dead index entries an old snapshot
+// keeps, so that none delays a lease: the rescue of expired leases (in the
+// running index, where it cannot seek), every min(LeaseDuration/2, 5s); a
+// look for runnable jobs up to nearWindow behind the fetch loop's
+// positions, and one for the first runnable job of each priority, every
+// PollInterval (at most a day). Each runs less often when it is slow, and
+// backs off when it fails. It returns when ctx ends.
+//
+// Its statements end with ctx: none of them hands this worker jobs, so one
+// cut short by a shutdown loses nothing, and shutdown does not wait for it.
+func (w *Worker[T]) sweep(ctx context.Context) {
+	every := min(w.cfg.PollInterval, 24*time.Hour) // no overflow below
 	now := time.Now()
-	nextRescue, nextHeads := now, now.Add(headsEvery)
-	rescueFail, headsFail := newBackoff(backoffMax), newBackoff(backoffMax)
+	tasks := []*sweepTask{
+		{what: "rescuing expired jobs", every: min(w.cfg.LeaseDuration/2, 5*time.Second), factor: rescueFactor,
+			run: w.rescue, next: now},
+		{what: "looking for jobs just behind the last lease", every: every, factor: nearFactor,
+			run: w.findNear, next: now.Add(every)},
+		{what: "looking for jobs behind the last lease", every: every, factor: headsFactor,
+			run: w.findHeads, next: now.Add(every)},
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		next := nextRescue
-		if nextHeads.Before(next) {
-			next = nextHeads
+		next := tasks[0].next
+		for _, t := range tasks[1:] {
+			if t.next.Before(next) {
+				next = t.next
+			}
 		}
 		timer.Reset(time.Until(next))
 		select {
@@ -178,44 +229,77 @@ func (w *Worker[T]) sweep(ctx, dbCtx context.Context) {
 			return
 		case <-timer.C:
 		}
-		if !time.Now().Before(nextRescue) {
-			start := time.Now()
-			err := w.rescue(dbCtx)
-			nextRescue = w.sweepNext(start, rescueEvery, err, rescueFail, "rescuing expired jobs")
-		}
-		if !time.Now().Before(nextHeads) {
-			start := time.Now()
-			err := w.findHeads(dbCtx)
-			nextHeads = w.sweepNext(start, headsEvery, err, headsFail, "looking for jobs behind the last lease")
+		for _, t := range tasks {
+			if !time.Now().Before(t.next) {
+				w.runSweep(ctx, t)
+			}
 		}
 	}
 }
 
-// sweepNext is when a sweep statement that started at start runs next:
-// after every, or sweepFactor times as long as it took, or, after a
-// failure, a backoff that the fetch loop's recovery cuts short.
-func (w *Worker[T]) sweepNext(start time.Time, every time.Duration, err error, b *backoff, what string) time.Time {
+// runSweep runs t and sets when it runs next: after its period, or factor
+// times as long as it took, or, after a failure, a backoff.
+func (w *Worker[T]) runSweep(ctx context.Context, t *sweepTask) {
+	if t.fail == nil {
+		t.fail = newBackoff(backoffMax)
+	}
+	start := time.Now()
+	err := t.run(ctx)
 	took := time.Since(start)
 	if err == nil {
-		b.reset()
-		return time.Now().Add(max(every, sweepFactor*took))
+		t.fail.reset()
+		t.next = time.Now().Add(max(t.every, t.factor*took))
+		return
 	}
-	if b.d == 0 { // the first failure of a streak
-		w.log.Warn("tasuki: "+what+" failed; retrying", slog.Any("error", dberr.Wrap(what, err)))
+	if ctx.Err() != nil {
+		return
 	}
-	return time.Now().Add(max(every, b.next()))
+	if t.fail.d == 0 { // the first failure of a streak
+		w.log.Warn("tasuki: "+t.what+" failed; retrying", slog.Any("error", dberr.Wrap(t.what, err)))
+	}
+	// A statement that failed slowly (a timeout) gives way as one that
+	// passed slowly does.
+	t.next = time.Now().Add(max(t.every, t.factor*took, t.fail.next()))
 }
+
+// sweepTimeout bounds a sweep statement. Generous: while an old snapshot
+// is held these reads take long, and cutting them short would find
+// nothing at all.
+func (w *Worker[T]) sweepTimeout() time.Duration { return max(w.cfg.LeaseDuration/2, time.Minute) }
 
 // findHeads moves the fetch loop's positions back to the first runnable
 // job of each priority that lies behind them, and wakes the fetch loop
-// when it did.
+// when it found any.
 func (w *Worker[T]) findHeads(ctx context.Context) error {
-	// Generous: while an old snapshot is held this read takes long, and
-	// cutting it short would find nothing at all.
-	stmtCtx, cancel := context.WithTimeout(ctx, max(w.cfg.LeaseDuration/2, time.Minute))
+	stmtCtx, cancel := context.WithTimeout(ctx, w.sweepTimeout())
 	defer cancel()
 	heads, err := w.queries.JobRunnableHeads(stmtCtx, db.JobRunnableHeadsParams{
 		Queue: w.cfg.Queue, SkipIds: w.refused.Skip(time.Now()),
+	})
+	if err != nil {
+		return err
+	}
+	for _, h := range heads {
+		w.seek.rewind(h.Priority, h.ScheduledAt)
+	}
+	if len(heads) > 0 {
+		w.signalWake()
+	}
+	return nil
+}
+
+// findNear is findHeads for the priorities the fetch loop knows, reading
+// only the jobs scheduled in the last nearWindow, by the database clock.
+func (w *Worker[T]) findNear(ctx context.Context) error {
+	priorities := w.seek.known()
+	if len(priorities) == 0 {
+		return nil
+	}
+	stmtCtx, cancel := context.WithTimeout(ctx, w.sweepTimeout())
+	defer cancel()
+	heads, err := w.queries.JobRunnableHeadsSince(stmtCtx, db.JobRunnableHeadsSinceParams{
+		Queue: w.cfg.Queue, Priorities: priorities, WindowUs: nearWindow.Microseconds(),
+		SkipIds: w.refused.Skip(time.Now()),
 	})
 	if err != nil {
 		return err

@@ -168,3 +168,24 @@ func TestSeekStaysAtHeadWhileBatchesAreFull(t *testing.T) {
 	assert.Equal(t, []int64{late}, leaseIDs(t, w, 2))
 	assert.False(t, w.seek.fromHead)
 }
+
+// The near look finds jobs a little behind the positions (scheduled in
+// the last nearWindow) of the priorities the worker knows; what lies
+// further behind is left to the full look.
+func TestSeekNearLookFindsRecentJobsBehind(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := seekWorker(t, pool, "seek-near")
+	rawInsert(t, pool, "seek-near", 2, "clock_timestamp()")
+	require.Len(t, leaseIDs(t, w, 10), 1)
+
+	recent := rawInsert(t, pool, "seek-near", 2, "now() - interval '2 seconds'")
+	old := rawInsert(t, pool, "seek-near", 2, "now() - interval '1 hour'")
+	unknown := rawInsert(t, pool, "seek-near", 8, "now() - interval '1 second'")
+	assert.Empty(t, leaseIDs(t, w, 10))
+
+	require.NoError(t, w.findNear(context.Background()))
+	assert.Equal(t, []int64{recent}, leaseIDs(t, w, 10), "only the recent job of a known priority")
+	require.NoError(t, w.findHeads(context.Background()))
+	assert.ElementsMatch(t, []int64{old, unknown}, leaseIDs(t, w, 10))
+}

@@ -220,7 +220,7 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	sweepDone := make(chan struct{})
 	go func() {
 		defer close(sweepDone)
-		w.sweep(ctx, dbCtx)
+		w.sweep(ctx)
 	}()
 	listenerDone := make(chan struct{})
 	go func() {
