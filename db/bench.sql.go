@@ -63,21 +63,6 @@ func (q *Queries) BenchJobDeadTuples(ctx context.Context) (int64, error) {
 	return n_dead_tup, err
 }
 
-const benchJobRunnableDepth = `-- name: BenchJobRunnableDepth :one
-SELECT count(*) AS depth
-FROM tasuki_job
-WHERE queue = $1 AND status = 'pending' AND scheduled_at <= now()
-`
-
-// The queue's runnable backlog: pending jobs whose time has come, the jobs
-// a lease would take next. It reads the pending index, like a lease.
-func (q *Queries) BenchJobRunnableDepth(ctx context.Context, queue string) (int64, error) {
-	row := q.db.QueryRow(ctx, benchJobRunnableDepth, queue)
-	var depth int64
-	err := row.Scan(&depth)
-	return depth, err
-}
-
 const benchSnapshotHold = `-- name: BenchSnapshotHold :one
 /*
 Statements of tasuki bench's snapshot run, which measures the queue while an

@@ -29,13 +29,6 @@ SELECT pg_stat_get_dead_tuples('tasuki_job'::regclass)::bigint AS n_dead_tup;
 -- pg_stat_user_tables is as fresh as the other backends' reports.
 SELECT pg_stat_force_next_flush(), pg_stat_clear_snapshot();
 
--- name: BenchJobRunnableDepth :one
--- The queue's runnable backlog: pending jobs whose time has come, the jobs
--- a lease would take next. It reads the pending index, like a lease.
-SELECT count(*) AS depth
-FROM tasuki_job
-WHERE queue = @queue AND status = 'pending' AND scheduled_at <= now();
-
 -- name: BenchExplainPendingScan :many
 -- The read at the heart of JobLease, without its locks and updates: the
 -- first 32 runnable jobs of a queue in lease order, through the pending

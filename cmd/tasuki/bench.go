@@ -45,7 +45,8 @@ func newBenchCmd(a *app) *cobra.Command {
            line for the baseline, then one per --minute-length (numbered
            from the transaction's start, then "after 1", …): insert→
            handler-start p50 and p99, completed and inserted per second,
-           runnable queue depth at the minute's end, and tasuki_job's
+           jobs inserted and not yet started at the minute's end
+           (counted by the run, not read from the database), and tasuki_job's
            n_dead_tup (from the statistics system, which lags by a second
            or more: each connection reports when it goes idle)
 

@@ -72,7 +72,10 @@ type SnapshotMinute struct {
 	// Completed and Inserted are the handlers that returned and the
 	// inserts that committed in the period.
 	Completed, Inserted int
-	// Depth is the queue's runnable pending jobs at the period's end.
+	// Depth is the jobs inserted and not yet started at the period's end,
+	// counted by the run itself: a count in the database would read the
+	// pending index past every dead entry the snapshot keeps, and load
+	// the database it measures.
 	Depth int64
 	// DeadTuples is tasuki_job's n_dead_tup at the period's end, as the
 	// statistics system had it (it lags by a second or more).
@@ -212,7 +215,8 @@ func (t *tally) take() (latencies []time.Duration, completed, inserted int) {
 // A line goes to out as each period ends: the baseline as a whole, then
 // every MinuteLength of the hold and after it, with insert→handler-start
 // percentiles (as in Latency), completed and inserted per second, the
-// runnable queue depth and tasuki_job's n_dead_tup; with Explain, the
+// jobs inserted and not yet started, and tasuki_job's n_dead_tup; with
+// Explain, the
 // pages a lease's index scan visited. out may be nil.
 func Snapshot(ctx context.Context, cfg Config, out io.Writer) (SnapshotResult, error) {
 	cfg.snapshotDefaults()
@@ -284,6 +288,7 @@ func Snapshot(ctx context.Context, cfg Config, out io.Writer) (SnapshotResult, e
 	// period waits until end, then writes the line of the time since the
 	// line before.
 	lastTake := time.Now()
+	var insertedAll, startedAll int64
 	period := func(label string, end time.Time) error {
 		select {
 		case <-ctx.Done():
@@ -296,6 +301,9 @@ func Snapshot(ctx context.Context, cfg Config, out io.Writer) (SnapshotResult, e
 		now := time.Now()
 		m := SnapshotMinute{Label: label, Length: now.Sub(lastTake), Started: len(latencies), Completed: completed, Inserted: inserted}
 		lastTake = now
+		insertedAll += int64(inserted)
+		startedAll += int64(len(latencies))
+		m.Depth = insertedAll - startedAll
 		if len(latencies) > 0 {
 			slices.Sort(latencies)
 			m.P50, m.P99 = percentile(latencies, 50), percentile(latencies, 99)
@@ -454,9 +462,6 @@ type watcher struct {
 
 func (w *watcher) look(ctx context.Context, m *SnapshotMinute) error {
 	var err error
-	if m.Depth, err = w.q.BenchJobRunnableDepth(ctx, w.queue); err != nil {
-		return fmt.Errorf("queue depth: %w", err)
-	}
 	if !w.noFlush {
 		var pgErr *pgconn.PgError
 		err := w.q.BenchStatFlush(ctx)
