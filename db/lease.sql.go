@@ -151,7 +151,11 @@ seek AS (
         WHERE c.queue = $4
           AND c.status = 'pending'
           AND c.priority = pos.priority
-          AND (c.scheduled_at, c.id) > (pos.scheduled_at, pos.id)
+          -- The earliest time a worker can name stands for the head of
+          -- the priority, where a job scheduled at -infinity sorts.
+          AND (c.scheduled_at, c.id) > (CASE WHEN pos.scheduled_at <= '4714-11-24 00:00:00+00 BC'::timestamptz
+                                             THEN '-infinity'::timestamptz
+                                             ELSE pos.scheduled_at END, pos.id)
           AND c.scheduled_at <= (SELECT now FROM clock)
           AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
           AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
@@ -305,7 +309,9 @@ WITH RECURSIVE heads AS (
         LIMIT 1
     ) AS n
 )
-SELECT heads.priority, heads.scheduled_at, heads.id
+SELECT heads.priority,
+       greatest(heads.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz)::timestamptz AS scheduled_at,
+       heads.id
 FROM heads
 WHERE NOT EXISTS (
     SELECT 1 FROM tasuki_queue pq
@@ -333,6 +339,8 @@ type JobRunnableHeadsRow struct {
 // dead index entries an old snapshot keeps at the head of each priority,
 // so the worker runs it apart from its leases, and less often the longer
 // it takes.
+// A job scheduled at -infinity (by SQL of the application's own) is
+// reported at the earliest time Go can hold, which stands for the head.
 func (q *Queries) JobRunnableHeads(ctx context.Context, arg JobRunnableHeadsParams) ([]*JobRunnableHeadsRow, error) {
 	rows, err := q.db.Query(ctx, jobRunnableHeads, arg.Queue, arg.SkipIds)
 	if err != nil {

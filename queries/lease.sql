@@ -125,7 +125,11 @@ seek AS (
         WHERE c.queue = @queue
           AND c.status = 'pending'
           AND c.priority = pos.priority
-          AND (c.scheduled_at, c.id) > (pos.scheduled_at, pos.id)
+          -- The earliest time a worker can name stands for the head of
+          -- the priority, where a job scheduled at -infinity sorts.
+          AND (c.scheduled_at, c.id) > (CASE WHEN pos.scheduled_at <= '4714-11-24 00:00:00+00 BC'::timestamptz
+                                             THEN '-infinity'::timestamptz
+                                             ELSE pos.scheduled_at END, pos.id)
           AND c.scheduled_at <= (SELECT now FROM clock)
           AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
           AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
@@ -220,7 +224,11 @@ WITH RECURSIVE heads AS (
         LIMIT 1
     ) AS n
 )
-SELECT heads.priority, heads.scheduled_at, heads.id
+-- A job scheduled at -infinity (by SQL of the application's own) is
+-- reported at the earliest time Go can hold, which stands for the head.
+SELECT heads.priority,
+       greatest(heads.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz)::timestamptz AS scheduled_at,
+       heads.id
 FROM heads
 WHERE NOT EXISTS (
     SELECT 1 FROM tasuki_queue pq

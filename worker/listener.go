@@ -25,9 +25,20 @@ type notification struct {
 	// notifications from tasuki versions that did not send it.
 	Token pgtype.UUID `json:"t"`
 	// Heads, for an insert: per priority of the jobs announced, their
-	// earliest scheduled time in microseconds since the Unix epoch. nil
-	// when the sender did not say where the jobs are.
-	Heads [][2]int64 `json:"r"`
+	// earliest scheduled time in microseconds since the Unix epoch. Absent
+	// or null when the sender did not say where the jobs are. Decoded
+	// apart (heads), so that a malformed one still wakes the worker.
+	Heads json.RawMessage `json:"r"`
+}
+
+// heads decodes Heads; nil when absent or malformed: the worker then
+// reads the queue from its head.
+func (n *notification) heads() [][2]int64 {
+	var h [][2]int64
+	if len(n.Heads) == 0 || json.Unmarshal(n.Heads, &h) != nil {
+		return nil
+	}
+	return h
 }
 
 // listen keeps a connection LISTENing on tasuki_jobs until ctx ends,
@@ -92,7 +103,7 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 		switch msg.Kind {
 		case "insert":
 			if msg.Queue == w.cfg.Queue {
-				w.rewind(msg.Heads)
+				w.rewind(msg.heads())
 				w.signalWake()
 			}
 		case "cancel":

@@ -79,9 +79,18 @@ func merge(dst map[Target]heads, t Target, hs heads) {
 	}
 }
 
+// maxHeads is the most priorities a wake-up names for one queue: each
+// takes about 25 bytes of a notification, which PostgreSQL caps at 8000.
+// A wake-up for more names none, and the workers read the queue from its
+// head.
+const maxHeads = 64
+
 // json is the payload's "r" field: [[priority, microseconds since the
-// Unix epoch], ...].
+// Unix epoch], ...], or "" (none) for more than maxHeads priorities.
 func (h heads) json() string {
+	if len(h) > maxHeads {
+		return ""
+	}
 	var b strings.Builder
 	b.WriteByte('[')
 	for p, at := range h {

@@ -96,8 +96,9 @@ func TestFlushReportsFailedWakeUp(t *testing.T) {
 // announces, over every insert it covers: a worker that leases from where
 // it stopped moves back there, for jobs whose transaction committed after
 // it passed that point.
+//
+// Not parallel: the other tests count every wake-up of the database.
 func TestWakeUpCarriesEarliestHeadPerPriority(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	pool := testdb.New(t)
 	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
