@@ -45,7 +45,8 @@ targets AS (
     WHERE t.status IN ('pending', 'running')
       AND t.status = ANY($2::text[]::tasuki_job_status[])
       AND ($3::text IS NULL OR t.queue = $3)
-      AND (cardinality($4::bigint[]) = 0 OR t.id = ANY($4::bigint[]))
+      AND ($4::text IS NULL OR t.kind = $4)
+      AND (cardinality($5::bigint[]) = 0 OR t.id = ANY($5::bigint[]))
     -- Locked in id order, so that two bulk cancels cannot deadlock.
     ORDER BY t.id
     FOR UPDATE
@@ -57,7 +58,7 @@ canceled AS (
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempts,
             'at', (SELECT now FROM clock),
-            'error', 'canceled: ' || $5::text)),
+            'error', 'canceled: ' || $6::text)),
         lease_token = NULL,
         lease_expires_at = NULL
     FROM targets
@@ -84,6 +85,7 @@ type JobCancelManyParams struct {
 	Now      *time.Time
 	Statuses []string
 	Queue    pgtype.Text
+	Kind     pgtype.Text
 	Ids      []int64
 	Reason   string
 }
@@ -94,16 +96,17 @@ type JobCancelManyRow struct {
 }
 
 // Cancels the pending or running jobs that match every given filter (a NULL
-// queue or an empty array matches all) and tells the workers running them,
-// all in one statement. Finished jobs are never touched: the targets are
-// locked and their status checked again first, so a job that finished
-// meanwhile stays as it finished. The notifications are sent on commit;
+// queue or kind, or an empty array, matches all) and tells the workers
+// running them, all in one statement. Finished jobs are never touched: the
+// targets are locked and their status checked again first, so a job that
+// finished meanwhile stays as it finished. The notifications are sent on commit;
 // notified runs only because the final select reads it.
 func (q *Queries) JobCancelMany(ctx context.Context, arg JobCancelManyParams) (*JobCancelManyRow, error) {
 	row := q.db.QueryRow(ctx, jobCancelMany,
 		arg.Now,
 		arg.Statuses,
 		arg.Queue,
+		arg.Kind,
 		arg.Ids,
 		arg.Reason,
 	)
@@ -251,18 +254,25 @@ WHERE d.status IN ('completed', 'failed', 'canceled')
   AND d.finished_at < $1::timestamptz
   AND d.status = ANY($2::text[]::tasuki_job_status[])
   AND ($3::text IS NULL OR d.queue = $3)
+  AND ($4::text IS NULL OR d.kind = $4)
 `
 
 type JobCountFinishedBeforeParams struct {
 	FinishedBefore time.Time
 	Statuses       []string
 	Queue          pgtype.Text
+	Kind           pgtype.Text
 }
 
 // How many jobs JobDeleteFinishedBatch would delete, in all its batches,
 // with the same arguments.
 func (q *Queries) JobCountFinishedBefore(ctx context.Context, arg JobCountFinishedBeforeParams) (int64, error) {
-	row := q.db.QueryRow(ctx, jobCountFinishedBefore, arg.FinishedBefore, arg.Statuses, arg.Queue)
+	row := q.db.QueryRow(ctx, jobCountFinishedBefore,
+		arg.FinishedBefore,
+		arg.Statuses,
+		arg.Queue,
+		arg.Kind,
+	)
 	var count int64
 	err := row.Scan(&count)
 	return count, err
@@ -272,7 +282,7 @@ const jobDeleteFinished = `-- name: JobDeleteFinished :one
 DELETE FROM tasuki_job
 WHERE id = $1
   AND status IN ('completed', 'failed', 'canceled')
-RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
+RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind
 `
 
 // Deletes one finished job and returns it as it was; a pending or running
@@ -296,6 +306,7 @@ func (q *Queries) JobDeleteFinished(ctx context.Context, id int64) (*TasukiJob, 
 		&i.Errors,
 		&i.FinishedAt,
 		&i.Metadata,
+		&i.Kind,
 	)
 	return &i, err
 }
@@ -309,7 +320,8 @@ WHERE id IN (
       AND d.finished_at < $1::timestamptz
       AND d.status = ANY($2::text[]::tasuki_job_status[])
       AND ($3::text IS NULL OR d.queue = $3)
-    LIMIT $4::integer
+      AND ($4::text IS NULL OR d.kind = $4)
+    LIMIT $5::integer
     FOR UPDATE SKIP LOCKED
 )
 `
@@ -318,20 +330,23 @@ type JobDeleteFinishedBatchParams struct {
 	FinishedBefore time.Time
 	Statuses       []string
 	Queue          pgtype.Text
+	Kind           pgtype.Text
 	Max            int32
 }
 
 // Deletes up to max finished jobs that finished before finished_before,
-// with one of the given statuses, of one queue or (NULL) of all; returns
-// how many it deleted. Call it until it deletes fewer than max. The literal
-// status list lets it use tasuki_job_finished_queue_idx when a queue is
-// given; rows locked by someone else (a retry in progress) are skipped, not
-// waited for.
+// with one of the given statuses, of one queue or (NULL) of all, of one
+// kind or (NULL) of all; returns how many it deleted. Call it until it
+// deletes fewer than max. The literal status list lets it use
+// tasuki_job_finished_queue_idx when a queue is given (a kind only filters
+// the rows read there); rows locked by someone else (a retry in progress)
+// are skipped, not waited for.
 func (q *Queries) JobDeleteFinishedBatch(ctx context.Context, arg JobDeleteFinishedBatchParams) (int64, error) {
 	result, err := q.db.Exec(ctx, jobDeleteFinishedBatch,
 		arg.FinishedBefore,
 		arg.Statuses,
 		arg.Queue,
+		arg.Kind,
 		arg.Max,
 	)
 	if err != nil {
@@ -341,20 +356,22 @@ func (q *Queries) JobDeleteFinishedBatch(ctx context.Context, arg JobDeleteFinis
 }
 
 const jobList = `-- name: JobList :many
-SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
+SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind
 FROM tasuki_job j
 WHERE ($1::text IS NULL OR j.queue = $1)
-  AND (cardinality($2::text[]) = 0
-       OR j.status = ANY($2::text[]::tasuki_job_status[]))
-  AND ($3::timestamptz IS NULL OR j.created_at >= $3)
-  AND ($4::timestamptz IS NULL OR j.created_at < $4)
-  AND ($5::bigint IS NULL OR j.id < $5)
+  AND ($2::text IS NULL OR j.kind = $2)
+  AND (cardinality($3::text[]) = 0
+       OR j.status = ANY($3::text[]::tasuki_job_status[]))
+  AND ($4::timestamptz IS NULL OR j.created_at >= $4)
+  AND ($5::timestamptz IS NULL OR j.created_at < $5)
+  AND ($6::bigint IS NULL OR j.id < $6)
 ORDER BY j.id DESC
-LIMIT $6::integer
+LIMIT $7::integer
 `
 
 type JobListParams struct {
 	Queue         pgtype.Text
+	Kind          pgtype.Text
 	Statuses      []string
 	CreatedAfter  *time.Time
 	CreatedBefore *time.Time
@@ -363,12 +380,13 @@ type JobListParams struct {
 }
 
 // Jobs newest first (by id, which grows with insertion), filtered by queue,
-// statuses and creation time, up to max. Paginated by keyset on the unique
-// id: before_id is the last id of the previous page, or NULL for the first
-// page, so jobs sharing a created_at are never skipped or repeated.
+// kind, statuses and creation time, up to max. Paginated by keyset on the
+// unique id: before_id is the last id of the previous page, or NULL for the
+// first page, so jobs sharing a created_at are never skipped or repeated.
 func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]*TasukiJob, error) {
 	rows, err := q.db.Query(ctx, jobList,
 		arg.Queue,
+		arg.Kind,
 		arg.Statuses,
 		arg.CreatedAfter,
 		arg.CreatedBefore,
@@ -398,6 +416,7 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]*TasukiJob,
 			&i.Errors,
 			&i.FinishedAt,
 			&i.Metadata,
+			&i.Kind,
 		); err != nil {
 			return nil, err
 		}
@@ -417,7 +436,7 @@ SET status = 'pending',
     finished_at = NULL
 WHERE id = $2
   AND status IN ('failed', 'canceled')
-RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata
+RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind
 `
 
 type JobRetryParams struct {
@@ -447,6 +466,7 @@ func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (*TasukiJob,
 		&i.Errors,
 		&i.FinishedAt,
 		&i.Metadata,
+		&i.Kind,
 	)
 	return &i, err
 }
@@ -461,7 +481,8 @@ WITH retried AS (
     WHERE j.status IN ('failed', 'canceled')
       AND j.status = ANY($2::text[]::tasuki_job_status[])
       AND ($3::text IS NULL OR j.queue = $3)
-      AND (cardinality($4::bigint[]) = 0 OR j.id = ANY($4::bigint[]))
+      AND ($4::text IS NULL OR j.kind = $4)
+      AND (cardinality($5::bigint[]) = 0 OR j.id = ANY($5::bigint[]))
     RETURNING j.queue
 ),
 notified AS (
@@ -480,6 +501,7 @@ type JobRetryManyParams struct {
 	Now      *time.Time
 	Statuses []string
 	Queue    pgtype.Text
+	Kind     pgtype.Text
 	Ids      []int64
 }
 
@@ -489,13 +511,14 @@ type JobRetryManyRow struct {
 }
 
 // Retry for every failed or canceled job that matches every given filter
-// (a NULL queue or an empty array matches all), in one statement that also
-// wakes the workers of each queue concerned, on commit.
+// (a NULL queue or kind, or an empty array, matches all), in one statement
+// that also wakes the workers of each queue concerned, on commit.
 func (q *Queries) JobRetryMany(ctx context.Context, arg JobRetryManyParams) (*JobRetryManyRow, error) {
 	row := q.db.QueryRow(ctx, jobRetryMany,
 		arg.Now,
 		arg.Statuses,
 		arg.Queue,
+		arg.Kind,
 		arg.Ids,
 	)
 	var i JobRetryManyRow
@@ -571,6 +594,150 @@ func (q *Queries) QueueChangeRetention(ctx context.Context, arg QueueChangeReten
 		&i.Changed,
 	)
 	return &i, err
+}
+
+const queueKindStats = `-- name: QueueKindStats :many
+/*
+Operating tasuki: statistics, listing, bulk cancel and retry, deleting
+finished jobs, retention cleaning and pausing queues. Used by tasuki.Admin,
+the retention cleaner (internal/maintenance) and the tasuki command.
+
+Status filters arrive as text[] and are cast to tasuki_job_status[] here:
+pgx cannot encode an array of an enum type it has not loaded.
+*/
+
+WITH clock AS (
+    SELECT coalesce($1::timestamptz, now()) AS now
+),
+counts AS (
+    SELECT c.queue, c.kind,
+           count(*) FILTER (WHERE c.status = 'pending') AS pending,
+           count(*) FILTER (WHERE c.status = 'running') AS running,
+           count(*) FILTER (WHERE c.status = 'completed') AS completed,
+           count(*) FILTER (WHERE c.status = 'failed') AS failed,
+           count(*) FILTER (WHERE c.status = 'canceled') AS canceled,
+           min(c.scheduled_at) FILTER (
+               WHERE c.status = 'pending' AND c.scheduled_at <= (SELECT now FROM clock)
+           ) AS oldest_runnable_at
+    FROM tasuki_job c
+    GROUP BY c.queue, c.kind
+),
+live AS (
+    SELECT p.queues, p.kinds
+    FROM tasuki_process p
+    WHERE p.expires_at > (SELECT now FROM clock)
+),
+pairs AS (
+    SELECT coalesce(counts.queue, q.name) AS queue,
+           coalesce(counts.kind, '') AS kind,
+           coalesce(counts.pending, 0) AS pending,
+           coalesce(counts.running, 0) AS running,
+           coalesce(counts.completed, 0) AS completed,
+           coalesce(counts.failed, 0) AS failed,
+           coalesce(counts.canceled, 0) AS canceled,
+           counts.oldest_runnable_at,
+           q.paused_at,
+           q.completed_retention_us,
+           q.canceled_retention_us,
+           q.failed_retention_us
+    FROM counts
+    FULL OUTER JOIN tasuki_queue q ON q.name = counts.queue
+)
+SELECT r.queue::text AS queue,
+       r.kind::text AS kind,
+       r.pending::bigint AS pending,
+       r.running::bigint AS running,
+       r.completed::bigint AS completed,
+       r.failed::bigint AS failed,
+       r.canceled::bigint AS canceled,
+       coalesce(floor(extract(epoch FROM (SELECT now FROM clock) - r.oldest_runnable_at) * 1000000), 0)::bigint AS oldest_runnable_us,
+       (SELECT count(*) FROM live WHERE r.queue = ANY(live.queues) AND r.kind = ANY(live.kinds))::bigint AS kind_processes,
+       (SELECT count(*) FROM live WHERE r.queue = ANY(live.queues))::bigint AS queue_processes,
+       r.paused_at,
+       r.completed_retention_us,
+       r.canceled_retention_us,
+       r.failed_retention_us,
+       ts.completed_retention_us AS default_completed_retention_us,
+       ts.canceled_retention_us AS default_canceled_retention_us,
+       ts.failed_retention_us AS default_failed_retention_us
+FROM pairs r
+LEFT JOIN tasuki_settings ts ON ts.singleton
+ORDER BY 1, 2
+`
+
+type QueueKindStatsRow struct {
+	Queue                       string
+	Kind                        string
+	Pending                     int64
+	Running                     int64
+	Completed                   int64
+	Failed                      int64
+	Canceled                    int64
+	OldestRunnableUs            int64
+	KindProcesses               int64
+	QueueProcesses              int64
+	PausedAt                    *time.Time
+	CompletedRetentionUs        pgtype.Int8
+	CanceledRetentionUs         pgtype.Int8
+	FailedRetentionUs           pgtype.Int8
+	DefaultCompletedRetentionUs pgtype.Int8
+	DefaultCanceledRetentionUs  pgtype.Int8
+	DefaultFailedRetentionUs    pgtype.Int8
+}
+
+// Per queue and kind: jobs in each status, how long the runnable job that
+// has waited longest (pending, scheduled at or before now) has been
+// waiting, and how many live worker processes handle the pair; with the
+// queue's own figures repeated on each of its rows: whether it is paused,
+// how many live processes work it, and its retention setting next to the
+// installation's. Admin.Stats sums a queue's rows, so that the jobs are
+// read once, by one statement, for both. Every queue with jobs or with a
+// tasuki_queue row appears; a queue without jobs has one row, with kind
+// ” (no kind is empty). count(*) FILTER and coalesce make every column
+// non-NULL, zeros included.
+//
+// A process is live while its expires_at lies ahead (it renews it while it
+// runs); it handles a pair when it lists both the queue and the kind. A
+// kind with pending jobs that no live process handles is reported as
+// unhandled: those jobs wait until a worker process with a handler for the
+// kind works their queue. tasuki_process holds a row per process, a
+// handful, so each pair's processes are counted by a scan of them.
+func (q *Queries) QueueKindStats(ctx context.Context, now *time.Time) ([]*QueueKindStatsRow, error) {
+	rows, err := q.db.Query(ctx, queueKindStats, now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*QueueKindStatsRow
+	for rows.Next() {
+		var i QueueKindStatsRow
+		if err := rows.Scan(
+			&i.Queue,
+			&i.Kind,
+			&i.Pending,
+			&i.Running,
+			&i.Completed,
+			&i.Failed,
+			&i.Canceled,
+			&i.OldestRunnableUs,
+			&i.KindProcesses,
+			&i.QueueProcesses,
+			&i.PausedAt,
+			&i.CompletedRetentionUs,
+			&i.CanceledRetentionUs,
+			&i.FailedRetentionUs,
+			&i.DefaultCompletedRetentionUs,
+			&i.DefaultCanceledRetentionUs,
+			&i.DefaultFailedRetentionUs,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const queuePause = `-- name: QueuePause :one
@@ -650,109 +817,6 @@ func (q *Queries) QueueRetention(ctx context.Context, name string) (*QueueRetent
 	var i QueueRetentionRow
 	err := row.Scan(&i.CompletedRetentionUs, &i.CanceledRetentionUs, &i.FailedRetentionUs)
 	return &i, err
-}
-
-const queueStats = `-- name: QueueStats :many
-/*
-Operating tasuki: statistics, listing, bulk cancel and retry, deleting
-finished jobs, retention cleaning and pausing queues. Used by tasuki.Admin,
-the retention cleaner (internal/maintenance) and the tasuki command.
-
-Status filters arrive as text[] and are cast to tasuki_job_status[] here:
-pgx cannot encode an array of an enum type it has not loaded.
-*/
-
-WITH clock AS (
-    SELECT coalesce($1::timestamptz, now()) AS now
-),
-counts AS (
-    SELECT c.queue,
-           count(*) FILTER (WHERE c.status = 'pending') AS pending,
-           count(*) FILTER (WHERE c.status = 'running') AS running,
-           count(*) FILTER (WHERE c.status = 'completed') AS completed,
-           count(*) FILTER (WHERE c.status = 'failed') AS failed,
-           count(*) FILTER (WHERE c.status = 'canceled') AS canceled,
-           min(c.scheduled_at) FILTER (
-               WHERE c.status = 'pending' AND c.scheduled_at <= (SELECT now FROM clock)
-           ) AS oldest_runnable_at
-    FROM tasuki_job c
-    GROUP BY c.queue
-)
-SELECT coalesce(counts.queue, q.name)::text AS queue,
-       coalesce(counts.pending, 0)::bigint AS pending,
-       coalesce(counts.running, 0)::bigint AS running,
-       coalesce(counts.completed, 0)::bigint AS completed,
-       coalesce(counts.failed, 0)::bigint AS failed,
-       coalesce(counts.canceled, 0)::bigint AS canceled,
-       coalesce(floor(extract(epoch FROM (SELECT now FROM clock) - counts.oldest_runnable_at) * 1000000), 0)::bigint AS oldest_runnable_us,
-       q.paused_at,
-       q.completed_retention_us,
-       q.canceled_retention_us,
-       q.failed_retention_us,
-       ts.completed_retention_us AS default_completed_retention_us,
-       ts.canceled_retention_us AS default_canceled_retention_us,
-       ts.failed_retention_us AS default_failed_retention_us
-FROM counts
-FULL OUTER JOIN tasuki_queue q ON q.name = counts.queue
-LEFT JOIN tasuki_settings ts ON ts.singleton
-ORDER BY 1
-`
-
-type QueueStatsRow struct {
-	Queue                       string
-	Pending                     int64
-	Running                     int64
-	Completed                   int64
-	Failed                      int64
-	Canceled                    int64
-	OldestRunnableUs            int64
-	PausedAt                    *time.Time
-	CompletedRetentionUs        pgtype.Int8
-	CanceledRetentionUs         pgtype.Int8
-	FailedRetentionUs           pgtype.Int8
-	DefaultCompletedRetentionUs pgtype.Int8
-	DefaultCanceledRetentionUs  pgtype.Int8
-	DefaultFailedRetentionUs    pgtype.Int8
-}
-
-// Per queue: jobs in each status, how long the runnable job that has waited
-// longest (pending, scheduled at or before now) has been waiting, and
-// whether the queue is paused, and its retention setting next to the
-// installation's. Every queue with jobs or with a tasuki_queue row appears; count(*) FILTER and coalesce make every column non-NULL,
-// zeros included. It reads every job once.
-func (q *Queries) QueueStats(ctx context.Context, now *time.Time) ([]*QueueStatsRow, error) {
-	rows, err := q.db.Query(ctx, queueStats, now)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []*QueueStatsRow
-	for rows.Next() {
-		var i QueueStatsRow
-		if err := rows.Scan(
-			&i.Queue,
-			&i.Pending,
-			&i.Running,
-			&i.Completed,
-			&i.Failed,
-			&i.Canceled,
-			&i.OldestRunnableUs,
-			&i.PausedAt,
-			&i.CompletedRetentionUs,
-			&i.CanceledRetentionUs,
-			&i.FailedRetentionUs,
-			&i.DefaultCompletedRetentionUs,
-			&i.DefaultCanceledRetentionUs,
-			&i.DefaultFailedRetentionUs,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
 }
 
 const settingsChangeRetention = `-- name: SettingsChangeRetention :one

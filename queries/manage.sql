@@ -7,17 +7,29 @@ Status filters arrive as text[] and are cast to tasuki_job_status[] here:
 pgx cannot encode an array of an enum type it has not loaded.
 */
 
--- name: QueueStats :many
--- Per queue: jobs in each status, how long the runnable job that has waited
--- longest (pending, scheduled at or before now) has been waiting, and
--- whether the queue is paused, and its retention setting next to the
--- installation's. Every queue with jobs or with a tasuki_queue row appears; count(*) FILTER and coalesce make every column non-NULL,
--- zeros included. It reads every job once.
+-- name: QueueKindStats :many
+-- Per queue and kind: jobs in each status, how long the runnable job that
+-- has waited longest (pending, scheduled at or before now) has been
+-- waiting, and how many live worker processes handle the pair; with the
+-- queue's own figures repeated on each of its rows: whether it is paused,
+-- how many live processes work it, and its retention setting next to the
+-- installation's. Admin.Stats sums a queue's rows, so that the jobs are
+-- read once, by one statement, for both. Every queue with jobs or with a
+-- tasuki_queue row appears; a queue without jobs has one row, with kind
+-- '' (no kind is empty). count(*) FILTER and coalesce make every column
+-- non-NULL, zeros included.
+--
+-- A process is live while its expires_at lies ahead (it renews it while it
+-- runs); it handles a pair when it lists both the queue and the kind. A
+-- kind with pending jobs that no live process handles is reported as
+-- unhandled: those jobs wait until a worker process with a handler for the
+-- kind works their queue. tasuki_process holds a row per process, a
+-- handful, so each pair's processes are counted by a scan of them.
 WITH clock AS (
     SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
 ),
 counts AS (
-    SELECT c.queue,
+    SELECT c.queue, c.kind,
            count(*) FILTER (WHERE c.status = 'pending') AS pending,
            count(*) FILTER (WHERE c.status = 'running') AS running,
            count(*) FILTER (WHERE c.status = 'completed') AS completed,
@@ -27,35 +39,59 @@ counts AS (
                WHERE c.status = 'pending' AND c.scheduled_at <= (SELECT now FROM clock)
            ) AS oldest_runnable_at
     FROM tasuki_job c
-    GROUP BY c.queue
+    GROUP BY c.queue, c.kind
+),
+live AS (
+    SELECT p.queues, p.kinds
+    FROM tasuki_process p
+    WHERE p.expires_at > (SELECT now FROM clock)
+),
+pairs AS (
+    SELECT coalesce(counts.queue, q.name) AS queue,
+           coalesce(counts.kind, '') AS kind,
+           coalesce(counts.pending, 0) AS pending,
+           coalesce(counts.running, 0) AS running,
+           coalesce(counts.completed, 0) AS completed,
+           coalesce(counts.failed, 0) AS failed,
+           coalesce(counts.canceled, 0) AS canceled,
+           counts.oldest_runnable_at,
+           q.paused_at,
+           q.completed_retention_us,
+           q.canceled_retention_us,
+           q.failed_retention_us
+    FROM counts
+    FULL OUTER JOIN tasuki_queue q ON q.name = counts.queue
 )
-SELECT coalesce(counts.queue, q.name)::text AS queue,
-       coalesce(counts.pending, 0)::bigint AS pending,
-       coalesce(counts.running, 0)::bigint AS running,
-       coalesce(counts.completed, 0)::bigint AS completed,
-       coalesce(counts.failed, 0)::bigint AS failed,
-       coalesce(counts.canceled, 0)::bigint AS canceled,
-       coalesce(floor(extract(epoch FROM (SELECT now FROM clock) - counts.oldest_runnable_at) * 1000000), 0)::bigint AS oldest_runnable_us,
-       q.paused_at,
-       q.completed_retention_us,
-       q.canceled_retention_us,
-       q.failed_retention_us,
+SELECT r.queue::text AS queue,
+       r.kind::text AS kind,
+       r.pending::bigint AS pending,
+       r.running::bigint AS running,
+       r.completed::bigint AS completed,
+       r.failed::bigint AS failed,
+       r.canceled::bigint AS canceled,
+       coalesce(floor(extract(epoch FROM (SELECT now FROM clock) - r.oldest_runnable_at) * 1000000), 0)::bigint AS oldest_runnable_us,
+       (SELECT count(*) FROM live WHERE r.queue = ANY(live.queues) AND r.kind = ANY(live.kinds))::bigint AS kind_processes,
+       (SELECT count(*) FROM live WHERE r.queue = ANY(live.queues))::bigint AS queue_processes,
+       r.paused_at,
+       r.completed_retention_us,
+       r.canceled_retention_us,
+       r.failed_retention_us,
        ts.completed_retention_us AS default_completed_retention_us,
        ts.canceled_retention_us AS default_canceled_retention_us,
        ts.failed_retention_us AS default_failed_retention_us
-FROM counts
-FULL OUTER JOIN tasuki_queue q ON q.name = counts.queue
+FROM pairs r
 LEFT JOIN tasuki_settings ts ON ts.singleton
-ORDER BY 1;
+ORDER BY 1, 2;
 
 -- name: JobList :many
 -- Jobs newest first (by id, which grows with insertion), filtered by queue,
--- statuses and creation time, up to max. Paginated by keyset on the unique
--- id: before_id is the last id of the previous page, or NULL for the first
--- page, so jobs sharing a created_at are never skipped or repeated.
+-- kind, statuses and creation time, up to max. Paginated by keyset on the
+-- unique id: before_id is the last id of the previous page, or NULL for the
+-- first page, so jobs sharing a created_at are never skipped or repeated.
 SELECT *
 FROM tasuki_job j
 WHERE (sqlc.narg('queue')::text IS NULL OR j.queue = sqlc.narg('queue'))
+  AND (sqlc.narg('kind')::text IS NULL OR j.kind = sqlc.narg('kind'))
   AND (cardinality(sqlc.arg('statuses')::text[]) = 0
        OR j.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[]))
   AND (sqlc.narg('created_after')::timestamptz IS NULL OR j.created_at >= sqlc.narg('created_after'))
@@ -66,10 +102,10 @@ LIMIT sqlc.arg('max')::integer;
 
 -- name: JobCancelMany :one
 -- Cancels the pending or running jobs that match every given filter (a NULL
--- queue or an empty array matches all) and tells the workers running them,
--- all in one statement. Finished jobs are never touched: the targets are
--- locked and their status checked again first, so a job that finished
--- meanwhile stays as it finished. The notifications are sent on commit;
+-- queue or kind, or an empty array, matches all) and tells the workers
+-- running them, all in one statement. Finished jobs are never touched: the
+-- targets are locked and their status checked again first, so a job that
+-- finished meanwhile stays as it finished. The notifications are sent on commit;
 -- notified runs only because the final select reads it.
 WITH clock AS (
     SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now
@@ -80,6 +116,7 @@ targets AS (
     WHERE t.status IN ('pending', 'running')
       AND t.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
       AND (sqlc.narg('queue')::text IS NULL OR t.queue = sqlc.narg('queue'))
+      AND (sqlc.narg('kind')::text IS NULL OR t.kind = sqlc.narg('kind'))
       AND (cardinality(sqlc.arg('ids')::bigint[]) = 0 OR t.id = ANY(sqlc.arg('ids')::bigint[]))
     -- Locked in id order, so that two bulk cancels cannot deadlock.
     ORDER BY t.id
@@ -129,8 +166,8 @@ RETURNING *;
 
 -- name: JobRetryMany :one
 -- Retry for every failed or canceled job that matches every given filter
--- (a NULL queue or an empty array matches all), in one statement that also
--- wakes the workers of each queue concerned, on commit.
+-- (a NULL queue or kind, or an empty array, matches all), in one statement
+-- that also wakes the workers of each queue concerned, on commit.
 WITH retried AS (
     UPDATE tasuki_job j
     SET status = 'pending',
@@ -140,6 +177,7 @@ WITH retried AS (
     WHERE j.status IN ('failed', 'canceled')
       AND j.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
       AND (sqlc.narg('queue')::text IS NULL OR j.queue = sqlc.narg('queue'))
+      AND (sqlc.narg('kind')::text IS NULL OR j.kind = sqlc.narg('kind'))
       AND (cardinality(sqlc.arg('ids')::bigint[]) = 0 OR j.id = ANY(sqlc.arg('ids')::bigint[]))
     RETURNING j.queue
 ),
@@ -164,11 +202,12 @@ RETURNING *;
 
 -- name: JobDeleteFinishedBatch :execrows
 -- Deletes up to max finished jobs that finished before finished_before,
--- with one of the given statuses, of one queue or (NULL) of all; returns
--- how many it deleted. Call it until it deletes fewer than max. The literal
--- status list lets it use tasuki_job_finished_queue_idx when a queue is
--- given; rows locked by someone else (a retry in progress) are skipped, not
--- waited for.
+-- with one of the given statuses, of one queue or (NULL) of all, of one
+-- kind or (NULL) of all; returns how many it deleted. Call it until it
+-- deletes fewer than max. The literal status list lets it use
+-- tasuki_job_finished_queue_idx when a queue is given (a kind only filters
+-- the rows read there); rows locked by someone else (a retry in progress)
+-- are skipped, not waited for.
 DELETE FROM tasuki_job
 WHERE id IN (
     SELECT d.id
@@ -177,6 +216,7 @@ WHERE id IN (
       AND d.finished_at < sqlc.arg('finished_before')::timestamptz
       AND d.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
       AND (sqlc.narg('queue')::text IS NULL OR d.queue = sqlc.narg('queue'))
+      AND (sqlc.narg('kind')::text IS NULL OR d.kind = sqlc.narg('kind'))
     LIMIT sqlc.arg('max')::integer
     FOR UPDATE SKIP LOCKED
 );
@@ -189,7 +229,8 @@ FROM tasuki_job d
 WHERE d.status IN ('completed', 'failed', 'canceled')
   AND d.finished_at < sqlc.arg('finished_before')::timestamptz
   AND d.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
-  AND (sqlc.narg('queue')::text IS NULL OR d.queue = sqlc.narg('queue'));
+  AND (sqlc.narg('queue')::text IS NULL OR d.queue = sqlc.narg('queue'))
+  AND (sqlc.narg('kind')::text IS NULL OR d.kind = sqlc.narg('kind'));
 
 -- name: CleanerTryLock :one
 -- The same lock JobCleanRetained takes; it must keep the same key.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,11 +33,12 @@ const (
 // adminReason is recorded in the history of a job canceled through the API.
 const adminReason = "by request"
 
-// Admin reads and manages the jobs of every queue, whatever their payload
-// type: statistics, listing, cancel, retry, deletion, cleaning and pausing
-// queues. Payloads are returned undecoded, as json.RawMessage. It is what
-// the tasuki command's stats, list, show, cancel, retry, clean, pause and
-// resume use. It is safe for concurrent use.
+// Admin reads and manages the jobs of every queue and kind, whatever their
+// payload type: statistics, listing, cancel, retry, deletion, cleaning,
+// pausing queues and the live worker processes. Payloads are returned
+// undecoded, as json.RawMessage (Decode makes a typed job of one). It is
+// what the tasuki command's stats, list, show, cancel, retry, clean, pause,
+// resume and processes use. It is safe for concurrent use.
 type Admin struct {
 	pool    *pgxpool.Pool
 	queries *db.Queries
@@ -85,7 +87,7 @@ type QueueStats struct {
 	// Queue is the queue's name.
 	Queue string
 	// Pending, Running, Completed, Failed and Canceled count the queue's
-	// jobs in each status; 0 when there are none.
+	// jobs in each status, of every kind; 0 when there are none.
 	Pending, Running, Completed, Failed, Canceled int64
 	// OldestRunnableAge is how long the runnable job that has waited
 	// longest (pending, with its scheduled time passed) has been waiting
@@ -103,6 +105,12 @@ type QueueStats struct {
 	// (Admin.SetDefaultRetention), else tasuki's built-in default;
 	// KeepForever for a status kept forever.
 	Retention Retention
+	// Processes is how many live worker processes work the queue (for
+	// some of its kinds at least); see Admin.Processes.
+	Processes int
+	// Kinds are the kinds of the queue's jobs, ordered by name, each with
+	// its own figures; empty when the queue has no jobs.
+	Kinds []KindStats
 }
 
 // Total is the number of the queue's jobs in any status.
@@ -110,39 +118,146 @@ func (s QueueStats) Total() int64 {
 	return s.Pending + s.Running + s.Completed + s.Failed + s.Canceled
 }
 
-// Stats returns every queue that has jobs or has been paused (or resumed),
-// ordered by name, with its jobs counted by status. An empty database gives
-// an empty slice. It reads every job, so on a table of many millions it
-// takes a while; it takes no locks that would hold up workers.
+// UnhandledKinds are the kinds of the queue's Kinds that are Unhandled:
+// they have pending jobs that no live worker process handles. Empty when
+// every kind with pending jobs has a worker.
+func (s QueueStats) UnhandledKinds() []string {
+	var kinds []string
+	for _, k := range s.Kinds {
+		if k.Unhandled {
+			kinds = append(kinds, k.Kind)
+		}
+	}
+	return kinds
+}
+
+// KindStats describes the jobs of one kind in one queue at one moment.
+type KindStats struct {
+	// Kind is the jobs' kind.
+	Kind string
+	// Pending, Running, Completed, Failed and Canceled count the jobs of
+	// the kind in the queue in each status; 0 when there are none.
+	Pending, Running, Completed, Failed, Canceled int64
+	// OldestRunnableAge is QueueStats.OldestRunnableAge for the jobs of
+	// this kind alone.
+	OldestRunnableAge time.Duration
+	// Processes is how many live worker processes handle this kind in
+	// this queue: they list both (see Admin.Processes).
+	Processes int
+	// Unhandled reports that the kind has pending jobs in the queue and
+	// no live worker process handles it (Processes is 0): those jobs wait
+	// until a worker process with a handler for the kind works the queue.
+	// Either no such process runs (not deployed, crashed, or registered
+	// under another kind name), or the jobs were inserted under a kind
+	// nobody handles (a misspelt or renamed kind).
+	Unhandled bool
+}
+
+// Total is the number of the kind's jobs in the queue in any status.
+func (s KindStats) Total() int64 {
+	return s.Pending + s.Running + s.Completed + s.Failed + s.Canceled
+}
+
+// Stats returns every queue that has jobs or has been paused (or has a
+// retention setting), ordered by name, with its jobs counted by status, in
+// all and per kind, and which of its kinds no live worker process handles
+// (KindStats.Unhandled, QueueStats.UnhandledKinds). An empty database
+// gives an empty slice. It reads every job once, in one statement, so on a
+// table of many millions it takes a while; it takes no locks that would
+// hold up workers.
 func (a *Admin) Stats(ctx context.Context) ([]QueueStats, error) {
-	rows, err := a.queries.QueueStats(ctx, nil)
+	rows, err := a.queries.QueueKindStats(ctx, nil)
 	if err != nil {
 		return nil, dberr.Wrap("tasuki: read queue statistics", err)
 	}
-	out := make([]QueueStats, 0, len(rows))
+	// One row per queue and kind, ordered by queue: a queue's counts are
+	// the sums of its rows.
+	out := []QueueStats{}
 	for _, r := range rows {
-		out = append(out, QueueStats{
-			Queue:             r.Queue,
+		if len(out) == 0 || out[len(out)-1].Queue != r.Queue {
+			out = append(out, QueueStats{
+				Queue:     r.Queue,
+				Paused:    r.PausedAt != nil,
+				PausedAt:  r.PausedAt,
+				Processes: int(r.QueueProcesses),
+				Retention: retentionFromColumns(r.CompletedRetentionUs, r.CanceledRetentionUs, r.FailedRetentionUs,
+					retentionFromColumns(r.DefaultCompletedRetentionUs, r.DefaultCanceledRetentionUs, r.DefaultFailedRetentionUs, builtinRetention)),
+			})
+		}
+		if r.Kind == "" { // a queue without jobs
+			continue
+		}
+		k := KindStats{
+			Kind:              r.Kind,
 			Pending:           r.Pending,
 			Running:           r.Running,
 			Completed:         r.Completed,
 			Failed:            r.Failed,
 			Canceled:          r.Canceled,
 			OldestRunnableAge: time.Duration(r.OldestRunnableUs) * time.Microsecond,
-			Paused:            r.PausedAt != nil,
-			PausedAt:          r.PausedAt,
-			Retention: retentionFromColumns(r.CompletedRetentionUs, r.CanceledRetentionUs, r.FailedRetentionUs,
-				retentionFromColumns(r.DefaultCompletedRetentionUs, r.DefaultCanceledRetentionUs, r.DefaultFailedRetentionUs, builtinRetention)),
+			Processes:         int(r.KindProcesses),
+			Unhandled:         r.Pending > 0 && r.KindProcesses == 0,
+		}
+		q := &out[len(out)-1]
+		q.Pending += k.Pending
+		q.Running += k.Running
+		q.Completed += k.Completed
+		q.Failed += k.Failed
+		q.Canceled += k.Canceled
+		q.OldestRunnableAge = max(q.OldestRunnableAge, k.OldestRunnableAge)
+		q.Kinds = append(q.Kinds, k)
+	}
+	return out, nil
+}
+
+// Process is a worker process, as it records itself while it runs.
+type Process struct {
+	// ID identifies the process: a UUID it chose when it started.
+	ID string
+	// Host and PID are the host name and process id it runs as.
+	Host string
+	PID  int
+	// Queues and Kinds are what it works: it leases the jobs of each of
+	// its kinds from each of its queues.
+	Queues, Kinds []string
+	// StartedAt is when it started.
+	StartedAt time.Time
+	// ExpiresAt is when it counts as dead unless it renews its record
+	// before then, as it does while it runs.
+	ExpiresAt time.Time
+}
+
+// Handles reports whether the process works the jobs of kind in queue.
+func (p Process) Handles(queue, kind string) bool {
+	return slices.Contains(p.Queues, queue) && slices.Contains(p.Kinds, kind)
+}
+
+// Processes returns the live worker processes, those whose record has not
+// expired, ordered by host and pid. A process that stopped cleanly has
+// removed its record; one that died drops out once its record expires.
+// None running gives an empty slice.
+func (a *Admin) Processes(ctx context.Context) ([]Process, error) {
+	rows, err := a.queries.ProcessListLive(ctx, nil)
+	if err != nil {
+		return nil, dberr.Wrap("tasuki: list worker processes", err)
+	}
+	out := make([]Process, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, Process{
+			ID: r.ID, Host: r.Host, PID: int(r.Pid), Queues: r.Queues, Kinds: r.Kinds,
+			StartedAt: r.StartedAt, ExpiresAt: r.ExpiresAt,
 		})
 	}
 	return out, nil
 }
 
 // ListParams selects the jobs List returns. The zero value lists the newest
-// 100 jobs of every queue.
+// 100 jobs of every queue and kind.
 type ListParams struct {
 	// Queue keeps only the jobs of this queue. Defaults to "", every queue.
 	Queue string
+	// Kind keeps only the jobs of this kind. Defaults to "", every kind.
+	Kind string
 	// Statuses keeps only jobs in one of these statuses. Defaults to none,
 	// every status.
 	Statuses []Status
@@ -188,6 +303,9 @@ func (a *Admin) List(ctx context.Context, p ListParams) (ListPage, error) {
 	if err := validateOptionalQueue("ListParams.Queue", p.Queue); err != nil {
 		return ListPage{}, err
 	}
+	if err := validateOptionalKind("ListParams.Kind", p.Kind); err != nil {
+		return ListPage{}, err
+	}
 	if err := validateOptionalTime("ListParams.CreatedAfter", p.CreatedAfter); err != nil {
 		return ListPage{}, err
 	}
@@ -200,6 +318,7 @@ func (a *Admin) List(ctx context.Context, p ListParams) (ListPage, error) {
 	}
 	params := db.JobListParams{
 		Queue:    optionalText(p.Queue),
+		Kind:     optionalText(p.Kind),
 		Statuses: statuses,
 		Max:      int32(p.Limit + 1), // one more tells whether a next page exists
 	}
@@ -260,11 +379,13 @@ func (a *Admin) Cancel(ctx context.Context, id int64) (*Job[json.RawMessage], er
 }
 
 // JobFilter selects jobs for CancelMany and RetryMany. A job must match
-// every field that is set; at least Queue or IDs must be set, so that an
-// empty filter never touches every job of every queue by mistake.
+// every field that is set; at least Queue, Kind or IDs must be set, so
+// that an empty filter never touches every job of every queue by mistake.
 type JobFilter struct {
 	// Queue keeps only the jobs of this queue. "" means every queue.
 	Queue string
+	// Kind keeps only the jobs of this kind. "" means every kind.
+	Kind string
 	// Statuses keeps only jobs in one of these statuses. Each operation
 	// allows some and defaults to all of those: pending and running for
 	// CancelMany, failed and canceled for RetryMany.
@@ -273,23 +394,33 @@ type JobFilter struct {
 	IDs []int64
 }
 
-func (f JobFilter) check(allowed []Status) (queue pgtype.Text, statuses []string, ids []int64, err error) {
-	if f.Queue == "" && len(f.IDs) == 0 {
-		return queue, nil, nil, &InvalidOptionError{Option: "JobFilter", Value: f,
-			Reason: "set Queue or IDs (or both): an empty filter would match the jobs of every queue"}
+// checkedFilter is a JobFilter as the statements take it.
+type checkedFilter struct {
+	queue, kind pgtype.Text
+	statuses    []string
+	ids         []int64
+}
+
+func (f JobFilter) check(allowed []Status) (checkedFilter, error) {
+	if f.Queue == "" && f.Kind == "" && len(f.IDs) == 0 {
+		return checkedFilter{}, &InvalidOptionError{Option: "JobFilter", Value: f,
+			Reason: "set Queue, Kind or IDs (or several): an empty filter would match the jobs of every queue"}
 	}
 	if err := validateOptionalQueue("JobFilter.Queue", f.Queue); err != nil {
-		return queue, nil, nil, err
+		return checkedFilter{}, err
 	}
-	statuses, err = statusFilter("JobFilter.Statuses", f.Statuses, allowed, allowed)
+	if err := validateOptionalKind("JobFilter.Kind", f.Kind); err != nil {
+		return checkedFilter{}, err
+	}
+	statuses, err := statusFilter("JobFilter.Statuses", f.Statuses, allowed, allowed)
 	if err != nil {
-		return queue, nil, nil, err
+		return checkedFilter{}, err
 	}
-	ids = f.IDs
+	ids := f.IDs
 	if ids == nil {
 		ids = []int64{}
 	}
-	return optionalText(f.Queue), statuses, ids, nil
+	return checkedFilter{queue: optionalText(f.Queue), kind: optionalText(f.Kind), statuses: statuses, ids: ids}, nil
 }
 
 // CancelMany cancels every pending or running job that matches f, in one
@@ -297,14 +428,15 @@ func (f JobFilter) check(allowed []Status) (queue pgtype.Text, statuses []string
 // are told as by Cancel. Finished jobs are never changed, even those that
 // finish while CancelMany runs. f.Statuses may hold pending and running.
 func (a *Admin) CancelMany(ctx context.Context, f JobFilter) (int64, error) {
-	queue, statuses, ids, err := f.check([]Status{StatusPending, StatusRunning})
+	cf, err := f.check([]Status{StatusPending, StatusRunning})
 	if err != nil {
 		return 0, err
 	}
 	r, err := a.queries.JobCancelMany(ctx, db.JobCancelManyParams{
-		Statuses: statuses,
-		Queue:    queue,
-		Ids:      ids,
+		Statuses: cf.statuses,
+		Queue:    cf.queue,
+		Kind:     cf.kind,
+		Ids:      cf.ids,
 		Reason:   adminReason,
 	})
 	if err != nil {
@@ -347,14 +479,15 @@ func (a *Admin) Retry(ctx context.Context, id int64) (*Job[json.RawMessage], err
 // workers of every queue concerned are woken. f.Statuses may hold failed
 // and canceled.
 func (a *Admin) RetryMany(ctx context.Context, f JobFilter) (int64, error) {
-	queue, statuses, ids, err := f.check([]Status{StatusFailed, StatusCanceled})
+	cf, err := f.check([]Status{StatusFailed, StatusCanceled})
 	if err != nil {
 		return 0, err
 	}
 	r, err := a.queries.JobRetryMany(ctx, db.JobRetryManyParams{
-		Statuses: statuses,
-		Queue:    queue,
-		Ids:      ids,
+		Statuses: cf.statuses,
+		Queue:    cf.queue,
+		Kind:     cf.kind,
+		Ids:      cf.ids,
 	})
 	if err != nil {
 		return 0, dberr.Wrap("tasuki: retry jobs", err)
@@ -384,6 +517,8 @@ func (a *Admin) Delete(ctx context.Context, id int64) (*Job[json.RawMessage], er
 type CleanParams struct {
 	// Queue keeps only the jobs of this queue. Defaults to "", every queue.
 	Queue string
+	// Kind keeps only the jobs of this kind. Defaults to "", every kind.
+	Kind string
 	// Statuses keeps only jobs in one of these finished statuses. Defaults
 	// to all three: completed, failed and canceled.
 	Statuses []Status
@@ -409,6 +544,9 @@ func (p CleanParams) check() (db.JobDeleteFinishedBatchParams, error) {
 	if err := validateOptionalQueue("CleanParams.Queue", p.Queue); err != nil {
 		return db.JobDeleteFinishedBatchParams{}, err
 	}
+	if err := validateOptionalKind("CleanParams.Kind", p.Kind); err != nil {
+		return db.JobDeleteFinishedBatchParams{}, err
+	}
 	switch {
 	case p.BatchSize == 0:
 		p.BatchSize = DefaultCleanBatchSize
@@ -425,6 +563,7 @@ func (p CleanParams) check() (db.JobDeleteFinishedBatchParams, error) {
 		FinishedBefore: p.FinishedBefore,
 		Statuses:       statuses,
 		Queue:          optionalText(p.Queue),
+		Kind:           optionalText(p.Kind),
 		Max:            int32(p.BatchSize),
 	}, nil
 }
@@ -469,6 +608,7 @@ func (a *Admin) CleanCount(ctx context.Context, p CleanParams) (int64, error) {
 		FinishedBefore: params.FinishedBefore,
 		Statuses:       params.Statuses,
 		Queue:          params.Queue,
+		Kind:           params.Kind,
 	})
 	if err != nil {
 		return 0, dberr.Wrap("tasuki: count jobs to clean", err)
@@ -568,6 +708,15 @@ func validateOptionalQueue(option, queue string) error {
 		return nil
 	}
 	return ValidateQueue(option, queue)
+}
+
+// validateOptionalKind checks a kind filter: "" (every kind) or a valid
+// kind.
+func validateOptionalKind(option, kind string) error {
+	if kind == "" {
+		return nil
+	}
+	return ValidateKind(option, kind)
 }
 
 // validateOptionalTime checks a time filter: zero (unset) or within

@@ -188,7 +188,8 @@ func TestAdminStats(t *testing.T) {
 	assert.Nil(t, sa.PausedAt)
 
 	defaults := tasuki.Retention{Completed: tasuki.DefaultCompletedRetention, Canceled: tasuki.DefaultCanceledRetention, Failed: tasuki.DefaultFailedRetention}
-	assert.Equal(t, tasuki.QueueStats{Queue: "b", Completed: 2, Retention: defaults}, stats[1])
+	assert.Equal(t, tasuki.QueueStats{Queue: "b", Completed: 2, Retention: defaults,
+		Kinds: []tasuki.KindStats{{Kind: "email", Completed: 2}}}, stats[1])
 
 	sc := stats[2]
 	assert.Equal(t, "c", sc.Queue)

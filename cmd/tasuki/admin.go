@@ -1,8 +1,8 @@
 package main
 
 // What the operating commands (stats, list, show, cancel, retry, clean,
-// pause, resume) share: the connection, error advice, flag parsing and
-// output formats.
+// pause, resume, processes) share: the connection, error advice, flag
+// parsing and output formats.
 
 import (
 	"context"
@@ -55,6 +55,7 @@ func (a *app) printJSON(v any) error {
 type jobJSON struct {
 	ID          int64                 `json:"id"`
 	Queue       string                `json:"queue"`
+	Kind        string                `json:"kind"`
 	Status      tasuki.Status         `json:"status"`
 	Priority    int                   `json:"priority"`
 	Attempt     int                   `json:"attempt"`
@@ -74,7 +75,7 @@ func toJobJSON(j *tasuki.Job[json.RawMessage]) jobJSON {
 		errs = []tasuki.AttemptError{}
 	}
 	return jobJSON{
-		ID: j.ID, Queue: j.Queue, Status: j.Status, Priority: j.Priority,
+		ID: j.ID, Queue: j.Queue, Kind: j.Kind, Status: j.Status, Priority: j.Priority,
 		Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
 		ScheduledAt: j.ScheduledAt, CreatedAt: j.CreatedAt, AttemptedAt: j.AttemptedAt, FinishedAt: j.FinishedAt,
 		Payload: j.Payload, Metadata: j.Metadata, Errors: errs,
@@ -143,6 +144,17 @@ func parseStatuses(values []string, allowed []string) ([]tasuki.Status, error) {
 		out = append(out, tasuki.Status(v))
 	}
 	return out, nil
+}
+
+// checkKindFlag checks a --kind value: "" (not given) or a valid kind.
+func checkKindFlag(kind string) error {
+	if kind == "" {
+		return nil
+	}
+	if err := tasuki.ValidateKind("--kind", kind); err != nil {
+		return fmt.Errorf("--kind %q: %s", kind, err.(*tasuki.InvalidOptionError).Reason)
+	}
+	return nil
 }
 
 // orList joins words as "a, b or c".

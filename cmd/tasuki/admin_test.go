@@ -144,13 +144,19 @@ func TestStatsCommand(t *testing.T) {
 
 	r = runCLI(t, url, "stats")
 	requireOK(t, r)
-	rows := tableRows(t, r.stdout, "QUEUE", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "OLDEST RUNNABLE", "PAUSED")
-	require.Len(t, rows, 3)
-	assert.Equal(t, []string{"emails", "3", "0", "0", "2", "0"}, rows[0][:6])
-	assert.Regexp(t, `^1m3\ds$`, rows[0][6])
-	assert.Equal(t, "no", rows[0][7])
-	assert.Equal(t, []string{"idle", "0", "0", "0", "0", "0", "-", "since"}, rows[1][:8])
-	assert.Equal(t, []string{"reports", "0", "0", "1", "0", "0", "-", "no"}, rows[2])
+	rows := tableRows(t, r.stdout, "QUEUE", "KIND", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "OLDEST RUNNABLE", "PAUSED", "PROCESSES")
+	require.Len(t, rows, 5, "a line per queue, and one per kind of its jobs")
+	assert.Equal(t, []string{"emails", "(all)", "3", "0", "0", "2", "0"}, rows[0][:7])
+	assert.Regexp(t, `^1m3\ds$`, rows[0][7])
+	assert.Equal(t, []string{"no", "0"}, rows[0][8:])
+	assert.Equal(t, []string{"emails", "cli", "3", "0", "0", "2", "0"}, rows[1][:7])
+	assert.Equal(t, []string{"no", "0", "(no", "running", "worker", "handles", "this", "kind)"}, rows[1][8:])
+	assert.Equal(t, []string{"idle", "-", "0", "0", "0", "0", "0", "-", "since"}, rows[2][:9])
+	assert.Equal(t, "0", rows[2][len(rows[2])-1])
+	assert.Equal(t, []string{"reports", "(all)", "0", "0", "1", "0", "0", "-", "no", "0"}, rows[3])
+	assert.Equal(t, []string{"reports", "cli", "0", "0", "1", "0", "0", "-", "no", "0"}, rows[4], "no pending job waits for a worker")
+	assert.Equal(t, "warning: no running worker handles cli in queue emails: their pending jobs wait until a worker process "+
+		"with a handler for the kind works the queue (see 'tasuki processes')\n", r.stderr)
 
 	r = runCLI(t, url, "stats", "--json")
 	requireOK(t, r)
@@ -161,10 +167,15 @@ func TestStatsCommand(t *testing.T) {
 	assert.Equal(t, int64(3), stats[0].Pending)
 	assert.Equal(t, int64(2), stats[0].Failed)
 	assert.InDelta(t, 90, stats[0].OldestRunnableSeconds, 30)
+	assert.Equal(t, []kindStatsJSON{{Kind: "cli", Pending: 3, Failed: 2, OldestRunnableSeconds: stats[0].OldestRunnableSeconds, Unhandled: true}}, stats[0].Kinds)
+	assert.Equal(t, []string{"cli"}, stats[0].UnhandledKinds)
 	assert.True(t, stats[1].Paused)
 	assert.NotNil(t, stats[1].PausedAt)
+	assert.Equal(t, []kindStatsJSON{}, stats[1].Kinds)
+	assert.Equal(t, []string{}, stats[1].UnhandledKinds)
 	assert.False(t, stats[2].Paused)
 	assert.Nil(t, stats[2].PausedAt)
+	assert.Empty(t, stats[2].UnhandledKinds)
 }
 
 func TestListCommand(t *testing.T) {
@@ -179,12 +190,12 @@ func TestListCommand(t *testing.T) {
 
 	r := runCLI(t, url, "list", "--limit", "10")
 	requireOK(t, r)
-	rows := tableRows(t, r.stdout, "ID", "QUEUE", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR")
+	rows := tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR")
 	require.Len(t, rows, 10)
 	assert.Equal(t, strconv.FormatInt(newest, 10), rows[0][0], "the first page starts with the newest job")
-	assert.Equal(t, []string{"reports", "completed", "1/3"}, rows[0][1:4])
-	assert.Equal(t, []string{"emails", "failed", "3/3"}, rows[1][1:4])
-	assert.Equal(t, "panic: boom …", strings.Join(rows[1][8:], " "), "the last error's first line")
+	assert.Equal(t, []string{"reports", "cli", "completed", "1/3"}, rows[0][1:5])
+	assert.Equal(t, []string{"emails", "cli", "failed", "3/3"}, rows[1][1:5])
+	assert.Equal(t, "panic: boom …", strings.Join(rows[1][9:], " "), "the last error's first line")
 	assert.Equal(t, "-", rows[3][len(rows[3])-1])
 	m := regexp.MustCompile(`^more jobs: add --after (\d+) for the next page\n$`).FindStringSubmatch(r.stderr)
 	require.NotNil(t, m, "stderr: %q", r.stderr)
@@ -201,6 +212,7 @@ func TestListCommand(t *testing.T) {
 		for _, j := range page.Jobs {
 			seen[j.ID]++
 			assert.Equal(t, "emails", j.Queue)
+			assert.Equal(t, "cli", j.Kind)
 		}
 		if page.Next == 0 {
 			assert.Equal(t, 7, pages)
@@ -228,7 +240,7 @@ func TestListCommand(t *testing.T) {
 
 	r = runCLI(t, url, "list", "--status", "pending", "--status", "running", "--queue", "emails", "--since", "1h", "--until", "2099-01-01")
 	requireOK(t, r)
-	assert.Len(t, tableRows(t, r.stdout, "ID", "QUEUE", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR"), 25)
+	assert.Len(t, tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR"), 25)
 	assert.Empty(t, r.stderr, "the last page")
 
 	r = runCLI(t, url, "list", "--until", "1h")
@@ -261,6 +273,7 @@ func TestShowCommand(t *testing.T) {
 	requireOK(t, r)
 	assert.Regexp(t, fmt.Sprintf(`(?m)^id:\s+%d$`, id), r.stdout)
 	assert.Regexp(t, `(?m)^queue:\s+emails$`, r.stdout)
+	assert.Regexp(t, `(?m)^kind:\s+cli$`, r.stdout)
 	assert.Regexp(t, `(?m)^status:\s+failed$`, r.stdout)
 	assert.Regexp(t, `(?m)^attempts:\s+3 of 3$`, r.stdout)
 	assert.Regexp(t, `(?m)^finished:\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`, r.stdout)
@@ -275,6 +288,7 @@ func TestShowCommand(t *testing.T) {
 	var job jobJSON
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &job))
 	assert.Equal(t, id, job.ID)
+	assert.Equal(t, "cli", job.Kind)
 	assert.Equal(t, tasuki.StatusFailed, job.Status)
 	require.Len(t, job.Errors, 2)
 	assert.Equal(t, "first failure", job.Errors[0].Error)
@@ -342,8 +356,10 @@ func TestCancelCommand(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "give job ids or --queue (see 'tasuki cancel --help')"},
-		{[]string{"1", "--queue", "emails"}, "give job ids or --queue, not both"},
+		{nil, "give job ids, or --queue or --kind or both (see 'tasuki cancel --help')"},
+		{[]string{"1", "--queue", "emails"}, "job ids do not go with --queue or --kind"},
+		{[]string{"1", "--kind", "cli"}, "job ids do not go with --queue or --kind"},
+		{[]string{"--kind", strings.Repeat("k", 129)}, "a kind has 1 to 128 characters"},
 		{[]string{"1", "--status", "pending"}, "--status goes with --queue"},
 		{[]string{"--queue", "emails", "--status", "completed"}, `--status "completed": use pending or running`},
 		{[]string{"x1"}, `"x1" is not a job id: job ids are positive integers`},
@@ -663,7 +679,7 @@ func TestListRelativeTimePaging(t *testing.T) {
 		for pages := 1; ; pages++ {
 			r := runAt(t, now, url, args...)
 			requireOK(t, r)
-			for _, row := range tableRows(t, r.stdout, "ID", "QUEUE", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR") {
+			for _, row := range tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR") {
 				id, err := strconv.ParseInt(row[0], 10, 64)
 				require.NoError(t, err)
 				seen[id]++

@@ -12,8 +12,8 @@ import (
 )
 
 // bulkOp is what cancel and retry have in common: act on jobs given by id,
-// one by one with a result line each, or on a whole queue in one
-// statement.
+// one by one with a result line each, or on every job of a queue, a kind
+// or both in one statement.
 type bulkOp struct {
 	verb     string   // "canceled", "retried"
 	statuses []string // what --status accepts
@@ -25,10 +25,12 @@ type bulkOp struct {
 type bulkJSON struct {
 	// Count is how many jobs were changed.
 	Count int64 `json:"count"`
-	// Queue is the --queue given; "" when jobs were given by id.
+	// Queue is the --queue given; "" when none was.
 	Queue string `json:"queue"`
+	// Kind is the --kind given; "" when none was.
+	Kind string `json:"kind"`
 	// Jobs are the jobs given by id that were changed, as stored after;
-	// empty with --queue, where only Count is known.
+	// empty with --queue or --kind, where only Count is known.
 	Jobs []jobJSON `json:"jobs"`
 	// Failed are the jobs given by id that were not changed, and why.
 	Failed []jobFailureJSON `json:"failed"`
@@ -41,27 +43,32 @@ type jobFailureJSON struct {
 
 // bulkFlags are the flags cancel and retry share.
 type bulkFlags struct {
-	queue    string
-	statuses []string
-	asJSON   bool
+	queue, kind string
+	statuses    []string
+	asJSON      bool
 }
 
 func (f *bulkFlags) register(cmd *cobra.Command, verb, statusHelp string) {
-	cmd.Flags().StringVar(&f.queue, "queue", "", verb+" the jobs of this queue")
-	cmd.Flags().StringSliceVar(&f.statuses, "status", nil, "with --queue: "+statusHelp)
+	cmd.Flags().StringVar(&f.queue, "queue", "", verb+" the jobs of this queue (with --kind: of that kind in it)")
+	cmd.Flags().StringVar(&f.kind, "kind", "", verb+" the jobs of this kind (with --queue: in that queue)")
+	cmd.Flags().StringSliceVar(&f.statuses, "status", nil, "with --queue or --kind: "+statusHelp)
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print JSON instead of text: the count, the jobs changed and those not")
 	cmd.Annotations = map[string]string{argsAnnotation: argsJobIDs}
 }
 
 func (a *app) runBulk(cmd *cobra.Command, op bulkOp, args []string, f bulkFlags) error {
 	ctx := cmd.Context()
+	filtered := f.queue != "" || f.kind != ""
 	switch {
-	case len(args) == 0 && f.queue == "":
-		return fmt.Errorf("give job ids or --queue (see '%s --help')", cmd.CommandPath())
-	case len(args) > 0 && f.queue != "":
-		return errors.New("give job ids or --queue, not both")
+	case len(args) == 0 && !filtered:
+		return fmt.Errorf("give job ids, or --queue or --kind or both (see '%s --help')", cmd.CommandPath())
+	case len(args) > 0 && filtered:
+		return errors.New("job ids do not go with --queue or --kind: give the ids, or the filters")
 	case len(args) > 0 && len(f.statuses) > 0:
-		return errors.New("--status goes with --queue; with job ids, each job's own status decides")
+		return errors.New("--status goes with --queue or --kind; with job ids, each job's own status decides")
+	}
+	if err := checkKindFlag(f.kind); err != nil {
+		return err
 	}
 	ids, err := parseIDs(args)
 	if err != nil {
@@ -71,10 +78,10 @@ func (a *app) runBulk(cmd *cobra.Command, op bulkOp, args []string, f bulkFlags)
 	if err != nil {
 		return err
 	}
-	out := bulkJSON{Queue: f.queue, Jobs: []jobJSON{}, Failed: []jobFailureJSON{}}
+	out := bulkJSON{Queue: f.queue, Kind: f.kind, Jobs: []jobJSON{}, Failed: []jobFailureJSON{}}
 	return a.withAdmin(ctx, func(adm *tasuki.Admin) error {
-		if f.queue != "" {
-			n, err := op.many(adm, ctx, tasuki.JobFilter{Queue: f.queue, Statuses: st})
+		if filtered {
+			n, err := op.many(adm, ctx, tasuki.JobFilter{Queue: f.queue, Kind: f.kind, Statuses: st})
 			if err != nil {
 				return err
 			}
@@ -82,7 +89,7 @@ func (a *app) runBulk(cmd *cobra.Command, op bulkOp, args []string, f bulkFlags)
 				out.Count = n
 				return a.printJSON(out)
 			}
-			fmt.Fprintf(a.stdout, "%s %d %s in queue %s\n", op.verb, n, plural(n, "job"), f.queue)
+			fmt.Fprintf(a.stdout, "%s %d %s%s\n", op.verb, n, plural(n, "job"), jobScope(f.queue, f.kind))
 			return nil
 		}
 		var failed []error
@@ -110,6 +117,19 @@ func (a *app) runBulk(cmd *cobra.Command, op bulkOp, args []string, f bulkFlags)
 	})
 }
 
+// jobScope says which jobs a --queue and a --kind select, for a result
+// line: " in queue emails", " of kind send_email", or both.
+func jobScope(queue, kind string) string {
+	var s string
+	if kind != "" {
+		s += " of kind " + kind
+	}
+	if queue != "" {
+		s += " in queue " + queue
+	}
+	return s
+}
+
 // jobRefused reports whether err concerns only the job it was about: not
 // found, or in a status the operation does not apply to. The other jobs
 // given are tried after it; any other error stops the command.
@@ -135,8 +155,8 @@ func newCancelCmd(a *app) *cobra.Command {
 		many:     (*tasuki.Admin).CancelMany,
 	}
 	cmd := &cobra.Command{
-		Use:   "cancel <id>... | --queue <queue> [--status pending|running]",
-		Short: "Cancel pending or running jobs, by id or a whole queue",
+		Use:   "cancel <id>... | [--queue <queue>] [--kind <kind>] [--status pending|running]",
+		Short: "Cancel pending or running jobs, by id, queue or kind",
 		Long: `cancel cancels jobs that are pending or running; finished jobs (completed,
 failed or canceled) are never changed. A running job's handler sees its
 context canceled at once, and whatever it returns later cannot undo the
@@ -145,10 +165,12 @@ cancellation.
 Give job ids to cancel those jobs, one line each; a job that cannot be
 canceled (not found, already finished) is reported and the command exits
 with status 1 after trying the others. Or give --queue to cancel every
-pending and running job of a queue in one statement, or with --status only
-the pending or only the running ones.`,
+pending and running job of a queue in one statement, --kind to cancel those
+of a kind (in every queue, or with --queue in that one), and --status to
+cancel only the pending or only the running ones.`,
 		Example: `  tasuki cancel 81234 81235
   tasuki cancel --queue emails --status pending
+  tasuki cancel --kind send_newsletter --queue emails
   tasuki cancel 81234 --json | jq .count`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.runBulk(cmd, op, args, flags)
@@ -167,8 +189,8 @@ func newRetryCmd(a *app) *cobra.Command {
 		many:     (*tasuki.Admin).RetryMany,
 	}
 	cmd := &cobra.Command{
-		Use:   "retry <id>... | --queue <queue> [--status failed|canceled]",
-		Short: "Run failed or canceled jobs again, by id or a whole queue",
+		Use:   "retry <id>... | [--queue <queue>] [--kind <kind>] [--status failed|canceled]",
+		Short: "Run failed or canceled jobs again, by id, queue or kind",
 		Long: `retry puts failed or canceled jobs back to pending, to run at once with a
 fresh set of attempts; their error history is kept. The queue's workers are
 woken. Pending, running and completed jobs are not changed.
@@ -176,10 +198,12 @@ woken. Pending, running and completed jobs are not changed.
 Give job ids to retry those jobs, one line each; a job that cannot be
 retried (not found, not failed or canceled) is reported and the command
 exits with status 1 after trying the others. Or give --queue to retry every
-failed and canceled job of a queue in one statement, or with --status only
-the failed or only the canceled ones.`,
+failed and canceled job of a queue in one statement, --kind to retry those
+of a kind (in every queue, or with --queue in that one), and --status to
+retry only the failed or only the canceled ones.`,
 		Example: `  tasuki retry 81234
   tasuki retry --queue emails --status failed
+  tasuki retry --kind send_email --status failed
   tasuki retry --queue emails --json | jq .count`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.runBulk(cmd, op, args, flags)

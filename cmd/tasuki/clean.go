@@ -29,6 +29,7 @@ func newCleanCmd(a *app) *cobra.Command {
 		asJSON     bool
 		olderThan  string
 		queue      string
+		kind       string
 		statuses   []string
 		batchSize  int
 		dryRun     bool
@@ -40,8 +41,8 @@ func newCleanCmd(a *app) *cobra.Command {
 		Short: "Delete finished jobs older than a given age",
 		Long: `clean deletes completed, failed and canceled jobs that finished longer ago
 than --older-than (90m, 24h, 7d, ...; 0s for every finished job), of every
-queue or of --queue, of every finished status or of --status. Pending and
-running jobs are never deleted.
+queue or of --queue, of every kind or of --kind, of every finished status or
+of --status. Pending and running jobs are never deleted.
 
 It deletes in batches of --batch-size, each its own short statement, so it
 never holds up the workers for long and an interruption (Ctrl-C) keeps what
@@ -68,8 +69,12 @@ a one-off purge.`,
 			if err != nil {
 				return err
 			}
+			if err := checkKindFlag(kind); err != nil {
+				return err
+			}
 			p := tasuki.CleanParams{
 				Queue:          queue,
+				Kind:           kind,
 				Statuses:       st,
 				FinishedBefore: a.now().Add(-age),
 				BatchSize:      batchSize,
@@ -121,6 +126,7 @@ a one-off purge.`,
 	f := cmd.Flags()
 	f.StringVar(&olderThan, "older-than", "", "delete jobs that finished longer ago than this (required)")
 	f.StringVar(&queue, "queue", "", "only jobs of this queue (default: every queue)")
+	f.StringVar(&kind, "kind", "", "only jobs of this kind (default: every kind)")
 	f.StringSliceVar(&statuses, "status", nil, "only jobs in these statuses: completed, failed or canceled (default: all three)")
 	f.IntVar(&batchSize, "batch-size", tasuki.DefaultCleanBatchSize, "most jobs deleted per statement")
 	f.BoolVar(&dryRun, "dry-run", false, "only count the jobs that would be deleted")

@@ -28,7 +28,7 @@ type listJSON struct {
 
 func newListCmd(a *app) *cobra.Command {
 	var (
-		queue        string
+		queue, kind  string
 		statuses     []string
 		since, until string
 		limit        int
@@ -38,8 +38,8 @@ func newListCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List jobs, newest first, a page at a time",
-		Long: `list prints jobs newest first (by id), filtered by queue, status and
-creation time, --limit per page (1 to 10000). When more jobs match, it says
+		Long: `list prints jobs newest first (by id), filtered by queue, kind, status
+and creation time, --limit per page (1 to 10000). When more jobs match, it says
 on stderr what to add for the next page: --after, and any --since or
 --until given as a duration, as the time it stood for on this page. Every
 job appears on exactly one page, even when many were created at the same
@@ -50,12 +50,16 @@ time, 2024-05-01T14:00:00Z) or a duration before now (90m, 24h, 7d); --since
 is inclusive, --until exclusive. Use 'tasuki show <id>' for a job's payload
 and full error history.`,
 		Example: `  tasuki list --queue emails --status failed
+  tasuki list --kind send_email --status pending
   tasuki list --status pending,running --since 1h --limit 20
   tasuki list --queue emails --after 81234
   tasuki list --status failed --json | jq '.jobs[].id'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p := tasuki.ListParams{Queue: queue, Limit: limit, After: after}
+			p := tasuki.ListParams{Queue: queue, Kind: kind, Limit: limit, After: after}
+			if err := checkKindFlag(kind); err != nil {
+				return err
+			}
 			var err error
 			if p.Statuses, err = parseStatuses(statuses, allStatusNames); err != nil {
 				return err
@@ -126,6 +130,7 @@ and full error history.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&queue, "queue", "", "only jobs of this queue (default: every queue)")
+	f.StringVar(&kind, "kind", "", "only jobs of this kind (default: every kind)")
 	f.StringSliceVar(&statuses, "status", nil, "only jobs in these statuses: "+orList(allStatusNames)+" (repeat or separate with commas)")
 	f.StringVar(&since, "since", "", "only jobs created at or after this time, or this long ago")
 	f.StringVar(&until, "until", "", "only jobs created before this time, or this long ago")
@@ -172,9 +177,9 @@ func (a *app) printJobTable(jobs []*tasuki.Job[json.RawMessage]) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tQUEUE\tSTATUS\tATTEMPT\tCREATED\tSCHEDULED\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tQUEUE\tKIND\tSTATUS\tATTEMPT\tCREATED\tSCHEDULED\tLAST ERROR")
 	for _, j := range jobs {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", j.ID, j.Queue, j.Status, j.Attempt, j.MaxAttempts,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", j.ID, j.Queue, j.Kind, j.Status, j.Attempt, j.MaxAttempts,
 			formatTime(&j.CreatedAt), formatTime(&j.ScheduledAt), oneLine(j.LastError(), 60))
 	}
 	return tw.Flush()
@@ -185,8 +190,8 @@ func newShowCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show <id>",
 		Short: "Show one job: its payload, times and error history",
-		Long: `show prints everything stored about one job: queue, status, priority,
-attempts, its times, its payload and metadata as indented JSON, and every
+		Long: `show prints everything stored about one job: queue, kind, status,
+priority, attempts, its times, its payload and metadata as indented JSON, and every
 failed attempt's error in full (a panic's includes its stack).`,
 		Example: `  tasuki show 81234
   tasuki show 81234 --json | jq .payload`,
@@ -218,6 +223,7 @@ func (a *app) printJob(j *tasuki.Job[json.RawMessage]) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%d\n", j.ID)
 	fmt.Fprintf(tw, "queue:\t%s\n", j.Queue)
+	fmt.Fprintf(tw, "kind:\t%s\n", j.Kind)
 	fmt.Fprintf(tw, "status:\t%s\n", j.Status)
 	fmt.Fprintf(tw, "priority:\t%d\n", j.Priority)
 	fmt.Fprintf(tw, "attempts:\t%d of %d\n", j.Attempt, j.MaxAttempts)

@@ -4,8 +4,9 @@
 //	tasuki demo                      # the demo, on a throwaway PostgreSQL cluster
 //	tasuki bench                     # measure drain rate, latency and insert speed
 //	tasuki migrate up                # apply tasuki's migrations to $DATABASE_URL
-//	tasuki stats                     # jobs per queue and status
+//	tasuki stats                     # jobs per queue, kind and status
 //	tasuki list --status failed      # find jobs; show, cancel, retry, clean them
+//	tasuki processes                 # the running workers, their queues and kinds
 //	tasuki pause emails              # stop a queue's workers leasing; resume it
 //	tasuki retention emails          # how long finished jobs are kept; set it
 //
@@ -116,8 +117,8 @@ func newRootCmd(a *app) *cobra.Command {
 		Short: "Operate a tasuki job queue",
 		Long: `tasuki is a job queue on PostgreSQL. This command applies or rolls back
 its schema (migrate); shows and fixes jobs and queues (stats, list, show,
-cancel, retry, clean, pause, resume, retention); and shows it at work (demo)
-and measures it (bench).
+cancel, retry, clean, pause, resume, retention); lists the running worker
+processes (processes); and shows it at work (demo) and measures it (bench).
 
 The database is given by --database-url or, when the flag is absent, by the
 DATABASE_URL environment variable, as a PostgreSQL URL or keyword/value
@@ -154,6 +155,7 @@ cluster.`,
 		newPauseCmd(a),
 		newResumeCmd(a),
 		newRetentionCmd(a),
+		newProcessesCmd(a),
 		newVersionCmd(a),
 	)
 	return root

@@ -141,7 +141,7 @@ func TestRetentionSetKeepsDefaults(t *testing.T) {
 		retentionOf(t, adm, "audit"))
 
 	// The stored setting: NULL (the default) where no value was given.
-	rows, err := db.New(pool).QueueStats(context.Background(), nil)
+	rows, err := db.New(pool).QueueKindStats(context.Background(), nil)
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	assert.Equal(t, pgtype.Int8{Int64: -1, Valid: true}, rows[0].CompletedRetentionUs)

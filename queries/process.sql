@@ -1,0 +1,21 @@
+/*
+Worker processes, as they record themselves in tasuki_process (see
+JobLease): read by tasuki.Admin and the tasuki command.
+*/
+
+-- name: ProcessListLive :many
+-- The worker processes alive now: those whose expires_at lies ahead, as a
+-- running process renews it and a process that died stops doing so. A
+-- process that stopped cleanly has deleted its row. Ordered by host and
+-- pid, so that a listing reads like ps. The id is text: pgx's UUID type
+-- would need converting.
+SELECT p.id::text AS id,
+       p.host,
+       p.pid,
+       p.queues,
+       p.kinds,
+       p.started_at,
+       p.expires_at
+FROM tasuki_process p
+WHERE p.expires_at > coalesce(sqlc.narg('now')::timestamptz, now())
+ORDER BY p.host, p.pid, p.started_at, p.id;

@@ -1,0 +1,205 @@
+package tasuki
+
+// What inserting jobs needs whatever the payload's Go type: the defaults
+// and checks of ClientConfig and InsertOpts, the JSON a payload is stored
+// as, the COPY of a batch and the wake-ups after it. Client[T] and
+// Inserter both insert through these, so that a job is stored the same
+// way by either.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/waker"
+)
+
+// checkClientConfig applies ClientConfig's defaults, but for Kind, and
+// checks it: an invalid field gives an *InvalidOptionError.
+func checkClientConfig(pool *pgxpool.Pool, cfg ClientConfig) (ClientConfig, error) {
+	if pool == nil {
+		return cfg, &InvalidOptionError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = DefaultQueue
+	}
+	if err := ValidateQueue("ClientConfig.Queue", cfg.Queue); err != nil {
+		return cfg, err
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if err := validateMaxAttempts("ClientConfig.MaxAttempts", cfg.MaxAttempts); err != nil {
+		return cfg, err
+	}
+	switch {
+	case cfg.MaxPayloadBytes == 0:
+		cfg.MaxPayloadBytes = DefaultMaxPayloadBytes
+	case cfg.MaxPayloadBytes < -1:
+		return cfg, &InvalidOptionError{Option: "ClientConfig.MaxPayloadBytes", Value: cfg.MaxPayloadBytes, Reason: "must be positive, 0 for the default (1 MiB) or -1 for no limit"}
+	}
+	return cfg, nil
+}
+
+// resolveInsertOpts checks opts and applies cfg's defaults (cfg as
+// checkClientConfig returns it) to what opts leave unset.
+func resolveInsertOpts(cfg ClientConfig, opts *InsertOpts) (insertion, error) {
+	in := insertion{queue: cfg.Queue, maxAttempts: int32(cfg.MaxAttempts)}
+	if opts == nil {
+		return in, nil
+	}
+	if opts.Queue != "" {
+		if err := ValidateQueue("InsertOpts.Queue", opts.Queue); err != nil {
+			return in, err
+		}
+		in.queue = opts.Queue
+	}
+	if opts.Priority < 0 || opts.Priority > MaxPriority {
+		return in, &InvalidOptionError{Option: "InsertOpts.Priority", Value: opts.Priority, Reason: "must be between 0 (most urgent, the default) and 32767"}
+	}
+	in.priority = int16(opts.Priority)
+	if opts.MaxAttempts != 0 {
+		if err := validateMaxAttempts("InsertOpts.MaxAttempts", opts.MaxAttempts); err != nil {
+			return in, err
+		}
+		in.maxAttempts = int32(opts.MaxAttempts)
+	}
+	if opts.Delay < 0 {
+		return in, &InvalidOptionError{Option: "InsertOpts.Delay", Value: opts.Delay, Reason: "must not be negative"}
+	}
+	if opts.Delay > 0 && !opts.RunAt.IsZero() {
+		return in, &InvalidOptionError{Option: "InsertOpts.RunAt", Value: opts.RunAt, Reason: "set RunAt or Delay, not both"}
+	}
+	in.delay = opts.Delay
+	if !opts.RunAt.IsZero() && (opts.RunAt.Before(minRunAt) || !opts.RunAt.Before(endRunAt)) {
+		return in, &InvalidOptionError{Option: "InsertOpts.RunAt", Value: opts.RunAt, Reason: "must be within PostgreSQL's timestamptz range, 4714 BC to 294276 AD"}
+	}
+	if !opts.RunAt.IsZero() {
+		t := opts.RunAt
+		in.runAt = &t
+	}
+	return in, nil
+}
+
+// encodePayload turns a payload into the JSON that will be stored. typ
+// names its Go type for errors; maxBytes is ClientConfig.MaxPayloadBytes
+// as checked (-1: no limit).
+func encodePayload(payload any, typ string, maxBytes int) ([]byte, error) {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return nil, &InvalidPayloadError{Type: typ, Reason: "it does not encode to JSON", Err: err}
+	}
+	if maxBytes > 0 && len(b) > maxBytes {
+		return nil, &InvalidPayloadError{Type: typ, Reason: fmt.Sprintf("it encodes to %d bytes, over the limit of %d (ClientConfig.MaxPayloadBytes)", len(b), maxBytes)}
+	}
+	if reason := unstorableJSON(b); reason != "" {
+		return nil, &InvalidPayloadError{Type: typ, Reason: reason}
+	}
+	return b, nil
+}
+
+// wake is one queue to wake and where the jobs announced begin in it.
+type wake struct {
+	target waker.Target
+	head   waker.Head
+}
+
+// copiedRows is the result of copyRows.
+type copiedRows struct {
+	n      int64
+	xact   int64 // the inserting transaction
+	schema string
+	// wakes are the queues that got jobs runnable at once, with the
+	// earliest head of each kind and priority: the wake-ups to send once
+	// the transaction committed. None when every job is scheduled later.
+	wakes []wake
+}
+
+// copyRows COPYs rows, the job of rows[i] inserted as ins[i] asks, and
+// says whom to wake. It runs in a transaction: the caller's, or one of its
+// own.
+func copyRows(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams, ins []insertion) (copiedRows, error) {
+	// COPY cannot compute a default from a parameter, so the scheduled
+	// times are fixed here, from the database clock.
+	now, err := q.DatabaseNow(ctx, nil)
+	if err != nil {
+		return copiedRows{}, err
+	}
+	type headKey struct {
+		queue, kind string
+		priority    int16
+	}
+	heads := make(map[headKey]time.Time)
+	for i := range rows {
+		at := now.Now.Add(ins[i].delay)
+		if ins[i].runAt != nil {
+			at = *ins[i].runAt
+		}
+		rows[i].ScheduledAt = at
+		if at.After(now.Now) {
+			continue // the workers find it when it is due
+		}
+		k := headKey{ins[i].queue, rows[i].Kind, ins[i].priority}
+		if first, ok := heads[k]; !ok || at.Before(first) {
+			heads[k] = at
+		}
+	}
+	n, err := q.JobInsertCopy(ctx, rows)
+	if err != nil {
+		return copiedRows{}, err
+	}
+	res := copiedRows{n: n, xact: now.XactID, schema: now.Schema, wakes: make([]wake, 0, len(heads))}
+	for k, at := range heads {
+		res.wakes = append(res.wakes, wake{
+			target: waker.Target{Schema: now.Schema, Queue: k.queue},
+			head:   waker.Head{Kind: k.kind, Priority: k.priority, ScheduledAt: at},
+		})
+	}
+	return res, nil
+}
+
+// wakeSoon has the workers of each of wakes woken, after a commit that
+// already happened.
+func wakeSoon(w *waker.Waker, wakes []wake) {
+	for _, wk := range wakes {
+		w.WakeSoon(wk.target, wk.head)
+	}
+}
+
+// wakeAfterTx has the workers of each of wakes woken once the caller's
+// transaction tx (xact) commits: by w, which follows the transaction,
+// when tx's connection goes to the same server and database as pool;
+// otherwise by a NOTIFY per queue inside tx, as w's notifications would
+// reach another database's workers. It asks the database nothing more: a
+// caller's transactions may hold every connection of the pool.
+func wakeAfterTx(ctx context.Context, w *waker.Waker, pool *pgxpool.Pool, tx pgx.Tx, xact int64, wakes []wake) error {
+	if len(wakes) == 0 {
+		return nil
+	}
+	if conn := tx.Conn(); conn != nil {
+		a, b := conn.Config(), pool.Config().ConnConfig
+		if a.Host == b.Host && a.Port == b.Port && a.Database == b.Database {
+			for _, wk := range wakes {
+				w.Watch(xact, wk.target, wk.head)
+			}
+			return nil
+		}
+	}
+	q := db.New(tx)
+	notified := make(map[string]bool, len(wakes))
+	for _, wk := range wakes {
+		if notified[wk.target.Queue] {
+			continue
+		}
+		notified[wk.target.Queue] = true
+		if err := q.NotifyInsert(ctx, wk.target.Queue); err != nil {
+			return err
+		}
+	}
+	return nil
+}
