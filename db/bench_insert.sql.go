@@ -16,7 +16,7 @@ with: a plain one-row INSERT into the same table, without anything of
 tasuki's around it.
 */
 
-INSERT INTO tasuki_job (queue, payload) VALUES ($1, '{}'::jsonb)
+INSERT INTO tasuki_job (queue, kind, payload) VALUES ($1, 'bench', '{}'::jsonb)
 `
 
 // One job row, as an application would insert any row of its own.

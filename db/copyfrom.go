@@ -30,6 +30,7 @@ func (r *iteratorForJobInsertCopy) Next() bool {
 func (r iteratorForJobInsertCopy) Values() ([]interface{}, error) {
 	return []interface{}{
 		r.rows[0].Queue,
+		r.rows[0].Kind,
 		r.rows[0].Priority,
 		r.rows[0].Payload,
 		r.rows[0].MaxAttempts,
@@ -45,5 +46,5 @@ func (r iteratorForJobInsertCopy) Err() error {
 // Bulk insert through COPY: the fastest way to add many jobs. Workers are
 // woken after the commit, as for JobInsert.
 func (q *Queries) JobInsertCopy(ctx context.Context, arg []JobInsertCopyParams) (int64, error) {
-	return q.db.CopyFrom(ctx, []string{"tasuki_job"}, []string{"queue", "priority", "payload", "max_attempts", "scheduled_at", "metadata"}, &iteratorForJobInsertCopy{rows: arg})
+	return q.db.CopyFrom(ctx, []string{"tasuki_job"}, []string{"queue", "kind", "priority", "payload", "max_attempts", "scheduled_at", "metadata"}, &iteratorForJobInsertCopy{rows: arg})
 }

@@ -48,20 +48,21 @@ WITH clock AS (
     SELECT coalesce($1::timestamptz, clock_timestamp()) AS now
 ),
 inserted AS (
-    INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
+    INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata)
     -- payload and metadata arrive as text: pgx's exec and simple_protocol
     -- query modes (used behind PgBouncer) would send bytes as bytea, which
     -- is not jsonb.
     VALUES (
         $2,
         $3,
-        $4::text::jsonb,
-        $5,
+        $4,
+        $5::text::jsonb,
+        $6,
         coalesce(
-            $6::timestamptz,
-            (SELECT now FROM clock) + $7::bigint * interval '1 microsecond'
+            $7::timestamptz,
+            (SELECT now FROM clock) + $8::bigint * interval '1 microsecond'
         ),
-        $8::text::jsonb
+        $9::text::jsonb
     )
     RETURNING id, scheduled_at, created_at
 )
@@ -78,6 +79,7 @@ FROM inserted i
 type JobInsertParams struct {
 	Now         *time.Time
 	Queue       string
+	Kind        string
 	Priority    int16
 	Payload     string
 	MaxAttempts int32
@@ -116,6 +118,7 @@ func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInser
 	row := q.db.QueryRow(ctx, jobInsert,
 		arg.Now,
 		arg.Queue,
+		arg.Kind,
 		arg.Priority,
 		arg.Payload,
 		arg.MaxAttempts,
@@ -137,6 +140,7 @@ func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInser
 
 type JobInsertCopyParams struct {
 	Queue       string
+	Kind        string
 	Priority    int16
 	Payload     []byte
 	MaxAttempts int32

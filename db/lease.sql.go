@@ -8,34 +8,36 @@ package db
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const jobExpiredIDs = `-- name: JobExpiredIDs :many
 SELECT e.id
 FROM tasuki_job e
-WHERE e.queue = $1
+WHERE e.queue = ANY($1::text[])
   AND e.status = 'running'
   AND e.lease_expires_at < coalesce($2::timestamptz, now())
   -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
-      AND NOT (e.id = ANY(coalesce($3::bigint[], '{}')))
+  AND NOT (e.id = ANY(coalesce($3::bigint[], '{}')))
 ORDER BY e.id
 LIMIT $4::integer
 `
 
 type JobExpiredIDsParams struct {
-	Queue   string
+	Queues  []string
 	Now     *time.Time
 	SkipIds []int64
 	Max     int32
 }
 
-// The ids of up to max jobs of one queue whose lease expired, except those
-// in skip_ids, without changing them: after a batch rescue failed for one
-// row's data, the worker rescues these one at a time, so that the row the
-// database refuses does not hold back the others.
+// The ids of up to max jobs of the given queues whose lease expired, except
+// those in skip_ids, without changing them: after a batch rescue failed
+// for one row's data, the worker rescues these one at a time, so that the
+// row the database refuses does not hold back the others.
 func (q *Queries) JobExpiredIDs(ctx context.Context, arg JobExpiredIDsParams) ([]int64, error) {
 	rows, err := q.db.Query(ctx, jobExpiredIDs,
-		arg.Queue,
+		arg.Queues,
 		arg.Now,
 		arg.SkipIds,
 		arg.Max,
@@ -81,7 +83,7 @@ expired AS (
     SELECT e.id
     FROM tasuki_job e
     WHERE $3::boolean
-      AND e.queue = $4
+      AND e.queue = ANY($4::text[])
       AND e.status = 'running'
       AND e.lease_expires_at < (SELECT now FROM clock)
       -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
@@ -121,59 +123,101 @@ rescued AS (
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.oid = 'tasuki_job'::regclass), 'q', r.queue)::text) END AS woke
 ),
-fullscan AS (
-    SELECT c.id
-    FROM tasuki_job c
-    WHERE coalesce(cardinality($8::smallint[]), 0) = 0
-      AND NOT EXISTS (
-          SELECT 1 FROM tasuki_queue pq
-          WHERE pq.name = $4 AND pq.paused_at IS NOT NULL
-      )
-      AND c.queue = $4
-      AND c.status = 'pending'
-      AND c.scheduled_at <= (SELECT now FROM clock)
-      AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
-      AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
-    ORDER BY c.priority, c.scheduled_at, c.id
-    LIMIT $9::integer
-    FOR UPDATE SKIP LOCKED
+beat AS (
+    INSERT INTO tasuki_process (id, host, pid, queues, kinds, expires_at)
+    SELECT $8::uuid, $9::text, $10::integer,
+           $11::text[], $12::text[],
+           (SELECT now FROM clock) + $13::bigint * interval '1 microsecond'
+    WHERE $14::boolean
+    ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    RETURNING 1
 ),
-seek AS (
-    SELECT x.id
-    FROM (SELECT unnest($8::smallint[]) AS priority,
-                 unnest($10::timestamptz[]) AS scheduled_at,
-                 unnest($11::bigint[]) AS id) AS pos
+head_sources AS MATERIALIZED (
+    SELECT s.queue, s.kind, s.lim
+    FROM (SELECT unnest($15::text[]) AS queue, unnest($16::text[]) AS kind, unnest($17::integer[]) AS lim) AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tasuki_queue pq
+        WHERE pq.name = s.queue AND pq.paused_at IS NOT NULL
+    )
+),
+seek_sources AS MATERIALIZED (
+    SELECT s.queue, s.kind, s.priority, s.lim,
+           -- The earliest time a worker can name stands for the head of
+           -- the priority, where a job scheduled at -infinity sorts.
+           CASE WHEN s.after <= '4714-11-24 00:00:00+00 BC'::timestamptz
+                THEN '-infinity'::timestamptz ELSE s.after END AS after
+    FROM (SELECT unnest($18::text[]) AS queue, unnest($19::text[]) AS kind, unnest($20::smallint[]) AS priority, unnest($21::timestamptz[]) AS after, unnest($22::integer[]) AS lim) AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tasuki_queue pq
+        WHERE pq.name = s.queue AND pq.paused_at IS NOT NULL
+    )
+),
+heads AS (
+    SELECT x.id, x.queue, x.kind, x.priority, x.scheduled_at
+    FROM head_sources s
     CROSS JOIN LATERAL (
-        -- Rows locked here but cut by the LIMIT below stay locked only
-        -- until this statement's transaction ends, at once.
-        SELECT c.id, c.priority, c.scheduled_at
+        SELECT c.id, c.queue, c.kind, c.priority, c.scheduled_at
         FROM tasuki_job c
-        WHERE c.queue = $4
+        WHERE c.queue = s.queue
+          AND c.kind = s.kind
           AND c.status = 'pending'
-          AND c.priority = pos.priority
-          -- The earliest time a worker can name stands for the head of
-          -- the priority, where a job scheduled at -infinity sorts.
-          AND (c.scheduled_at, c.id) > (CASE WHEN pos.scheduled_at <= '4714-11-24 00:00:00+00 BC'::timestamptz
-                                             THEN '-infinity'::timestamptz
-                                             ELSE pos.scheduled_at END, pos.id)
+          AND c.scheduled_at <= (SELECT now FROM clock)
+          AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
+          AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
+        ORDER BY c.priority, c.scheduled_at, c.id
+        LIMIT s.lim
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+),
+seeks AS (
+    SELECT x.id, x.queue, x.kind, x.priority, x.scheduled_at
+    FROM seek_sources s
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.queue, c.kind, c.priority, c.scheduled_at
+        FROM tasuki_job c
+        WHERE c.queue = s.queue
+          AND c.kind = s.kind
+          AND c.status = 'pending'
+          AND c.priority = s.priority
+          AND c.scheduled_at >= s.after
           AND c.scheduled_at <= (SELECT now FROM clock)
           AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
           AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
         ORDER BY c.scheduled_at, c.id
-        LIMIT $9::integer
+        LIMIT s.lim
         FOR UPDATE SKIP LOCKED
     ) AS x
-    WHERE NOT EXISTS (
-        SELECT 1 FROM tasuki_queue pq
-        WHERE pq.name = $4 AND pq.paused_at IS NOT NULL
-    )
-    ORDER BY x.priority, x.scheduled_at, x.id
-    LIMIT $9::integer
 ),
 candidates AS (
-    SELECT id FROM fullscan
+    SELECT id, queue, kind, priority, scheduled_at FROM heads
     UNION ALL
-    SELECT id FROM seek
+    SELECT id, queue, kind, priority, scheduled_at FROM seeks
+),
+by_kind AS (
+    SELECT c.id, c.queue, c.kind, c.priority, c.scheduled_at,
+           row_number() OVER (PARTITION BY c.kind ORDER BY c.priority, c.scheduled_at, c.id) AS rank
+    FROM candidates c
+),
+kind_limits AS (
+    SELECT k.kind, k.max
+    FROM (SELECT unnest($23::text[]) AS kind, unnest($24::integer[]) AS max) AS k
+),
+by_queue AS (
+    SELECT b.id, b.queue,
+           row_number() OVER (PARTITION BY b.queue ORDER BY b.priority, b.scheduled_at, b.id) AS rank
+    FROM by_kind b
+    JOIN kind_limits kl ON kl.kind = b.kind
+    WHERE b.rank <= kl.max
+),
+queue_limits AS (
+    SELECT q.queue, q.max
+    FROM (SELECT unnest($25::text[]) AS queue, unnest($26::integer[]) AS max) AS q
+),
+chosen AS (
+    SELECT b.id
+    FROM by_queue b
+    JOIN queue_limits ql ON ql.queue = b.queue
+    WHERE b.rank <= ql.max
 )
 UPDATE tasuki_job j
 SET status = 'running',
@@ -181,38 +225,65 @@ SET status = 'running',
     attempted_at = (SELECT now FROM clock),
     lease_token = (SELECT token FROM clock),
     lease_expires_at = (SELECT now FROM clock) + $1::bigint * interval '1 microsecond'
-FROM candidates
-WHERE j.id = candidates.id
-RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_attempts, j.scheduled_at, j.created_at, j.attempted_at, j.lease_expires_at, j.lease_token, j.errors, j.finished_at, j.metadata
+FROM chosen
+WHERE j.id = chosen.id
+RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_attempts, j.scheduled_at, j.created_at, j.attempted_at, j.lease_expires_at, j.lease_token, j.errors, j.finished_at, j.metadata, j.kind
 `
 
 type JobLeaseParams struct {
 	LeaseUs        int64
 	Now            *time.Time
 	Rescue         bool
-	Queue          string
+	RescueQueues   []string
 	SkipIds        []int64
 	OnlyIds        []int64
 	RescueMax      int32
+	ProcessID      pgtype.UUID
+	ProcessHost    string
+	ProcessPid     int32
+	ProcessQueues  []string
+	ProcessKinds   []string
+	ProcessTtlUs   int64
+	Beat           bool
+	HeadQueues     []string
+	HeadKinds      []string
+	HeadLimits     []int32
+	SeekQueues     []string
+	SeekKinds      []string
 	SeekPriorities []int16
-	Max            int32
 	SeekAfter      []time.Time
-	SeekAfterIds   []int64
+	SeekLimits     []int32
+	KindNames      []string
+	KindMax        []int32
+	QueueNames     []string
+	QueueMax       []int32
 }
 
-// Leases up to max runnable jobs of one queue, in priority, scheduled time
-// and id order. Each leased job becomes running with attempts raised by one,
-// a fresh lease token (one per call, shared by the jobs it leases) and a
-// lease that expires lease_us microseconds from now.
+// Leases runnable jobs for one worker process, from any number of its
+// queues and kinds in one round trip, in priority, scheduled time and id
+// order within each queue. Each leased job becomes running with attempts
+// raised by one, a fresh lease token (one per call, shared by the jobs it
+// leases) and a lease that expires lease_us microseconds from now.
 // SKIP LOCKED lets many workers lease at once without waiting on each other.
 //
+// What to read comes as sources, each a (queue, kind) pair the process
+// handles, read as ranges of the pending index: from the head of the pair
+// (head_*), or for one priority of it from a time on (seek_*), each at
+// most its limit. Of the jobs read, at most kind_max[i] of kind
+// kind_names[i] (all queues together) and at most queue_max[i] of queue
+// queue_names[i] are leased. A kind of a process is only ever leased by
+// naming it, so a job of a kind the process has no handler for is never
+// leased by it, and jobs of other kinds cost its leases nothing.
+//
 // When rescue is true, the same round trip also rescues up to rescue_max
-// jobs of the queue whose lease expired (their worker died, hung or lost
-// its connection): back to pending with the lost attempt recorded as an
-// error, or failed when that was the last attempt, so no job stays running
-// forever. Rescued jobs are leased by the next call, not this one (one
-// statement sees one snapshot); the queue's workers are notified on
-// commit, so that call comes at once.
+// jobs of rescue_queues whose lease expired (their worker died, hung or
+// lost its connection): back to pending with the lost attempt recorded as
+// an error, or failed when that was the last attempt, so no job stays
+// running forever. Rescued jobs are leased by the next call, not this one
+// (one statement sees one snapshot); the queue's workers are notified on
+// commit, so that call comes at once. When beat is true, it records the
+// process in tasuki_process (its queues and kinds) until process_ttl_us
+// from now.
 //
 // Jobs in skip_ids are neither leased nor rescued: the database refused to
 // change them before (an application's trigger or constraint), and the
@@ -220,33 +291,51 @@ type JobLeaseParams struct {
 // jobs are leased or rescued. If the database refuses a row, this
 // statement fails as a whole: the worker then rescues and leases one job
 // per call, with only_ids naming it, and sets aside the ones refused, so
-// that one such row never stops the queue.
+// that one such row never stops a queue.
 //
 // A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
 // jobs are still rescued.
-// Two ways to find the jobs to lease. With no seek positions given, from
-// the head of the queue's pending index (fullscan). With positions given,
-// one per priority, each priority is read from just after its position
-// (seek): while an old snapshot holds back vacuum, every job leased since it
-// began leaves an index entry at the head of the queue that no scan can
-// skip or remove, and a lease from the head reads past all of them. The
-// worker keeps the positions, moves them back for jobs committed behind
-// them (it hears of those in wake-ups, or finds them with
-// JobRunnableHeads), and reads from the head when it does not know where
-// jobs are.
+// The sources of queues that are not paused.
+// Two ways to read a source. From the head of its range of the pending
+// index (heads), or, for one priority, from a time on (seeks): while an
+// old snapshot holds back vacuum, every job leased since it began leaves
+// an index entry at the head of its range that no scan can skip or
+// remove, and a lease from the head reads past all of them. The worker
+// keeps where it stopped, moves back for jobs committed behind that (it
+// hears of those in wake-ups, or finds them with JobRunnableHeads), and
+// reads from the head when it does not know where jobs are.
+// Rows locked here but cut by the limits below stay locked only until this
+// statement's transaction ends, at once.
+// The limits: first each kind's, over all queues, then each queue's, both
+// in the order jobs are taken.
 func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJob, error) {
 	rows, err := q.db.Query(ctx, jobLease,
 		arg.LeaseUs,
 		arg.Now,
 		arg.Rescue,
-		arg.Queue,
+		arg.RescueQueues,
 		arg.SkipIds,
 		arg.OnlyIds,
 		arg.RescueMax,
+		arg.ProcessID,
+		arg.ProcessHost,
+		arg.ProcessPid,
+		arg.ProcessQueues,
+		arg.ProcessKinds,
+		arg.ProcessTtlUs,
+		arg.Beat,
+		arg.HeadQueues,
+		arg.HeadKinds,
+		arg.HeadLimits,
+		arg.SeekQueues,
+		arg.SeekKinds,
 		arg.SeekPriorities,
-		arg.Max,
 		arg.SeekAfter,
-		arg.SeekAfterIds,
+		arg.SeekLimits,
+		arg.KindNames,
+		arg.KindMax,
+		arg.QueueNames,
+		arg.QueueMax,
 	)
 	if err != nil {
 		return nil, err
@@ -271,6 +360,7 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 			&i.Errors,
 			&i.FinishedAt,
 			&i.Metadata,
+			&i.Kind,
 		); err != nil {
 			return nil, err
 		}
@@ -283,66 +373,77 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 }
 
 const jobRunnableHeads = `-- name: JobRunnableHeads :many
-WITH RECURSIVE heads AS (
-    (
-        SELECT c.priority, c.scheduled_at, c.id
+WITH RECURSIVE sources AS MATERIALIZED (
+    SELECT s.queue, s.kind
+    FROM (SELECT unnest($1::text[]) AS queue, unnest($2::text[]) AS kind) AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tasuki_queue pq
+        WHERE pq.name = s.queue AND pq.paused_at IS NOT NULL
+    )
+),
+found AS (
+    SELECT f.queue, f.kind, f.priority, f.scheduled_at, f.id
+    FROM sources s
+    CROSS JOIN LATERAL (
+        SELECT c.queue, c.kind, c.priority, c.scheduled_at, c.id
         FROM tasuki_job c
-        WHERE c.queue = $1
+        WHERE c.queue = s.queue
+          AND c.kind = s.kind
           AND c.status = 'pending'
           AND c.scheduled_at <= now()
-          AND NOT (c.id = ANY(coalesce($2::bigint[], '{}')))
+          AND NOT (c.id = ANY(coalesce($3::bigint[], '{}')))
         ORDER BY c.priority, c.scheduled_at, c.id
         LIMIT 1
-    )
+    ) AS f
     UNION ALL
-    SELECT n.priority, n.scheduled_at, n.id
-    FROM heads h
+    SELECT n.queue, n.kind, n.priority, n.scheduled_at, n.id
+    FROM found h
     CROSS JOIN LATERAL (
-        SELECT c.priority, c.scheduled_at, c.id
+        SELECT c.queue, c.kind, c.priority, c.scheduled_at, c.id
         FROM tasuki_job c
-        WHERE c.queue = $1
+        WHERE c.queue = h.queue
+          AND c.kind = h.kind
           AND c.status = 'pending'
           AND c.priority > h.priority
           AND c.scheduled_at <= now()
-          AND NOT (c.id = ANY(coalesce($2::bigint[], '{}')))
+          AND NOT (c.id = ANY(coalesce($3::bigint[], '{}')))
         ORDER BY c.priority, c.scheduled_at, c.id
         LIMIT 1
     ) AS n
 )
-SELECT heads.priority,
-       greatest(heads.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz)::timestamptz AS scheduled_at,
-       heads.id
-FROM heads
-WHERE NOT EXISTS (
-    SELECT 1 FROM tasuki_queue pq
-    WHERE pq.name = $1 AND pq.paused_at IS NOT NULL
-)
+SELECT found.queue::text AS queue, found.kind::text AS kind, found.priority::smallint AS priority,
+       greatest(found.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz)::timestamptz AS scheduled_at,
+       found.id::bigint AS id
+FROM found
 `
 
 type JobRunnableHeadsParams struct {
-	Queue   string
+	Queues  []string
+	Kinds   []string
 	SkipIds []int64
 }
 
 type JobRunnableHeadsRow struct {
+	Queue       string
+	Kind        string
 	Priority    int16
 	ScheduledAt time.Time
 	ID          int64
 }
 
-// The first runnable job of each priority of one queue (nothing when the
-// queue is paused), except those in skip_ids: where a worker that leases
-// from remembered positions (JobLease's seek) must look again, as these
-// jobs were committed behind them (inserted by SQL of the application's
-// own, or by a transaction that committed late) or became runnable there.
-// A loose index scan: one index descent per priority. It reads past the
-// dead index entries an old snapshot keeps at the head of each priority,
-// so the worker runs it apart from its leases, and less often the longer
-// it takes.
+// The first runnable job of each priority of each given (queue, kind) pair
+// (nothing for a paused queue), except those in skip_ids: where a worker
+// that leases from remembered positions (JobLease's seeks) must look
+// again, as these jobs were committed behind them (inserted by SQL of the
+// application's own, or by a transaction that committed late) or became
+// runnable there. A loose index scan: one index descent per priority. It
+// reads past the dead index entries an old snapshot keeps at the head of
+// each range, so the worker runs it apart from its leases, and less often
+// the longer it takes.
 // A job scheduled at -infinity (by SQL of the application's own) is
 // reported at the earliest time Go can hold, which stands for the head.
 func (q *Queries) JobRunnableHeads(ctx context.Context, arg JobRunnableHeadsParams) ([]*JobRunnableHeadsRow, error) {
-	rows, err := q.db.Query(ctx, jobRunnableHeads, arg.Queue, arg.SkipIds)
+	rows, err := q.db.Query(ctx, jobRunnableHeads, arg.Queues, arg.Kinds, arg.SkipIds)
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +451,13 @@ func (q *Queries) JobRunnableHeads(ctx context.Context, arg JobRunnableHeadsPara
 	var items []*JobRunnableHeadsRow
 	for rows.Next() {
 		var i JobRunnableHeadsRow
-		if err := rows.Scan(&i.Priority, &i.ScheduledAt, &i.ID); err != nil {
+		if err := rows.Scan(
+			&i.Queue,
+			&i.Kind,
+			&i.Priority,
+			&i.ScheduledAt,
+			&i.ID,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)
@@ -362,52 +469,57 @@ func (q *Queries) JobRunnableHeads(ctx context.Context, arg JobRunnableHeadsPara
 }
 
 const jobRunnableHeadsSince = `-- name: JobRunnableHeadsSince :many
-SELECT x.priority, x.scheduled_at, x.id
-FROM (SELECT unnest($1::smallint[]) AS priority) AS p
+SELECT x.queue, x.kind, x.priority, x.scheduled_at, x.id
+FROM (SELECT unnest($1::text[]) AS queue, unnest($2::text[]) AS kind, unnest($3::smallint[]) AS priority) AS p
 CROSS JOIN LATERAL (
-    SELECT c.priority, c.scheduled_at, c.id
+    SELECT c.queue, c.kind, c.priority, c.scheduled_at, c.id
     FROM tasuki_job c
-    WHERE c.queue = $2
+    WHERE c.queue = p.queue
+      AND c.kind = p.kind
       AND c.status = 'pending'
       AND c.priority = p.priority
-      AND c.scheduled_at >= now() - $3::bigint * interval '1 microsecond'
+      AND c.scheduled_at >= now() - $4::bigint * interval '1 microsecond'
       AND c.scheduled_at <= now()
-      AND NOT (c.id = ANY(coalesce($4::bigint[], '{}')))
+      AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
     ORDER BY c.scheduled_at, c.id
     LIMIT 1
 ) AS x
 WHERE NOT EXISTS (
     SELECT 1 FROM tasuki_queue pq
-    WHERE pq.name = $2 AND pq.paused_at IS NOT NULL
+    WHERE pq.name = p.queue AND pq.paused_at IS NOT NULL
 )
 `
 
 type JobRunnableHeadsSinceParams struct {
+	Queues     []string
+	Kinds      []string
 	Priorities []int16
-	Queue      string
 	WindowUs   int64
 	SkipIds    []int64
 }
 
 type JobRunnableHeadsSinceRow struct {
+	Queue       string
+	Kind        string
 	Priority    int16
 	ScheduledAt time.Time
 	ID          int64
 }
 
-// For each of the given priorities of one queue, the first runnable job
-// scheduled in the last window_us microseconds, by the database clock
-// (nothing when the queue is paused), except
-// those in skip_ids. The cheap, frequent counterpart of JobRunnableHeads:
-// it reads only that range of the index, so it catches, within a poll
-// interval, the jobs that became runnable a little behind the worker's
-// positions (a retry without delay whose commit lagged, a lease of
-// another worker that rolled back, an insert of the application's own
-// SQL in a short transaction), whatever an old snapshot left before that.
+// For each given (queue, kind, priority), the first runnable job scheduled
+// in the last window_us microseconds, by the database clock (nothing for a
+// paused queue), except those in skip_ids. The cheap, frequent
+// counterpart of JobRunnableHeads: it reads only that range of the index,
+// so it catches, within a poll interval, the jobs that became runnable a
+// little behind the worker's positions (a retry without delay whose
+// commit lagged, a lease of another worker that rolled back, an insert of
+// the application's own SQL in a short transaction), whatever an old
+// snapshot left before that.
 func (q *Queries) JobRunnableHeadsSince(ctx context.Context, arg JobRunnableHeadsSinceParams) ([]*JobRunnableHeadsSinceRow, error) {
 	rows, err := q.db.Query(ctx, jobRunnableHeadsSince,
+		arg.Queues,
+		arg.Kinds,
 		arg.Priorities,
-		arg.Queue,
 		arg.WindowUs,
 		arg.SkipIds,
 	)
@@ -418,7 +530,13 @@ func (q *Queries) JobRunnableHeadsSince(ctx context.Context, arg JobRunnableHead
 	var items []*JobRunnableHeadsSinceRow
 	for rows.Next() {
 		var i JobRunnableHeadsSinceRow
-		if err := rows.Scan(&i.Priority, &i.ScheduledAt, &i.ID); err != nil {
+		if err := rows.Scan(
+			&i.Queue,
+			&i.Kind,
+			&i.Priority,
+			&i.ScheduledAt,
+			&i.ID,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)
@@ -430,42 +548,73 @@ func (q *Queries) JobRunnableHeadsSince(ctx context.Context, arg JobRunnableHead
 }
 
 const jobRunnableIDs = `-- name: JobRunnableIDs :many
-SELECT c.id
-FROM tasuki_job c
-WHERE c.queue = $1
-  AND c.status = 'pending'
-  AND c.scheduled_at <= now()
-  AND NOT (c.id = ANY(coalesce($2::bigint[], '{}')))
-ORDER BY c.priority, c.scheduled_at, c.id
-LIMIT $3::integer
+SELECT x.id, s.queue::text AS queue, s.kind::text AS kind
+FROM (SELECT unnest($1::text[]) AS queue, unnest($2::text[]) AS kind) AS s
+CROSS JOIN LATERAL (
+    SELECT c.id, c.priority, c.scheduled_at
+    FROM tasuki_job c
+    WHERE c.queue = s.queue
+      AND c.kind = s.kind
+      AND c.status = 'pending'
+      AND c.scheduled_at <= now()
+      AND NOT (c.id = ANY(coalesce($3::bigint[], '{}')))
+    ORDER BY c.priority, c.scheduled_at, c.id
+    LIMIT $4::integer
+) AS x
+ORDER BY x.priority, x.scheduled_at, x.id
+LIMIT $4::integer
 `
 
 type JobRunnableIDsParams struct {
-	Queue   string
+	Queues  []string
+	Kinds   []string
 	SkipIds []int64
 	Max     int32
 }
 
-// The ids of up to max runnable jobs of one queue, except those in
-// skip_ids, in the order JobLease takes them, without changing them: after
-// the database refused a lease for one row's data, the worker leases these
-// one at a time, so that the row it refuses does not hold back the others.
-func (q *Queries) JobRunnableIDs(ctx context.Context, arg JobRunnableIDsParams) ([]int64, error) {
-	rows, err := q.db.Query(ctx, jobRunnableIDs, arg.Queue, arg.SkipIds, arg.Max)
+type JobRunnableIDsRow struct {
+	ID    int64
+	Queue string
+	Kind  string
+}
+
+// The ids of up to max runnable jobs of the given (queue, kind) pairs,
+// except those in skip_ids, without changing them: after the database
+// refused a lease for one row's data, the worker leases these one at a
+// time, so that the row it refuses does not hold back the others.
+func (q *Queries) JobRunnableIDs(ctx context.Context, arg JobRunnableIDsParams) ([]*JobRunnableIDsRow, error) {
+	rows, err := q.db.Query(ctx, jobRunnableIDs,
+		arg.Queues,
+		arg.Kinds,
+		arg.SkipIds,
+		arg.Max,
+	)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []int64
+	var items []*JobRunnableIDsRow
 	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
+		var i JobRunnableIDsRow
+		if err := rows.Scan(&i.ID, &i.Queue, &i.Kind); err != nil {
 			return nil, err
 		}
-		items = append(items, id)
+		items = append(items, &i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	return items, nil
+}
+
+const processForget = `-- name: ProcessForget :exec
+DELETE FROM tasuki_process
+WHERE id = $1 OR expires_at < now() - interval '1 day'
+`
+
+// Removes a worker process's row when it stops, and rows of processes
+// that died more than a day ago.
+func (q *Queries) ProcessForget(ctx context.Context, id pgtype.UUID) error {
+	_, err := q.db.Exec(ctx, processForget, id)
+	return err
 }

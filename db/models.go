@@ -95,6 +95,17 @@ type TasukiJob struct {
 	Errors         []byte
 	FinishedAt     *time.Time
 	Metadata       []byte
+	Kind           string
+}
+
+type TasukiProcess struct {
+	ID        pgtype.UUID
+	Host      string
+	Pid       int32
+	Queues    []string
+	Kinds     []string
+	StartedAt time.Time
+	ExpiresAt time.Time
 }
 
 type TasukiQueue struct {

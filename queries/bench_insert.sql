@@ -6,4 +6,4 @@ tasuki's around it.
 
 -- name: BenchPlainInsert :exec
 -- One job row, as an application would insert any row of its own.
-INSERT INTO tasuki_job (queue, payload) VALUES (@queue, '{}'::jsonb);
+INSERT INTO tasuki_job (queue, kind, payload) VALUES (@queue, 'bench', '{}'::jsonb);

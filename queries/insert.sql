@@ -21,12 +21,13 @@ WITH clock AS (
     SELECT coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()) AS now
 ),
 inserted AS (
-    INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
+    INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata)
     -- payload and metadata arrive as text: pgx's exec and simple_protocol
     -- query modes (used behind PgBouncer) would send bytes as bytea, which
     -- is not jsonb.
     VALUES (
         @queue,
+        @kind,
         @priority,
         sqlc.arg('payload')::text::jsonb,
         @max_attempts,
@@ -55,8 +56,8 @@ FROM inserted i;
 -- name: JobInsertCopy :copyfrom
 -- Bulk insert through COPY: the fastest way to add many jobs. Workers are
 -- woken after the commit, as for JobInsert.
-INSERT INTO tasuki_job (queue, priority, payload, max_attempts, scheduled_at, metadata)
-VALUES (@queue, @priority, @payload, @max_attempts, @scheduled_at, @metadata);
+INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata)
+VALUES (@queue, @kind, @priority, @payload, @max_attempts, @scheduled_at, @metadata);
 
 -- name: DatabaseNow :one
 -- The database clock at this statement (clock_timestamp(), not the start of

@@ -3,19 +3,31 @@ Leasing: how a worker takes jobs.
 */
 
 -- name: JobLease :many
--- Leases up to max runnable jobs of one queue, in priority, scheduled time
--- and id order. Each leased job becomes running with attempts raised by one,
--- a fresh lease token (one per call, shared by the jobs it leases) and a
--- lease that expires lease_us microseconds from now.
+-- Leases runnable jobs for one worker process, from any number of its
+-- queues and kinds in one round trip, in priority, scheduled time and id
+-- order within each queue. Each leased job becomes running with attempts
+-- raised by one, a fresh lease token (one per call, shared by the jobs it
+-- leases) and a lease that expires lease_us microseconds from now.
 -- SKIP LOCKED lets many workers lease at once without waiting on each other.
 --
+-- What to read comes as sources, each a (queue, kind) pair the process
+-- handles, read as ranges of the pending index: from the head of the pair
+-- (head_*), or for one priority of it from a time on (seek_*), each at
+-- most its limit. Of the jobs read, at most kind_max[i] of kind
+-- kind_names[i] (all queues together) and at most queue_max[i] of queue
+-- queue_names[i] are leased. A kind of a process is only ever leased by
+-- naming it, so a job of a kind the process has no handler for is never
+-- leased by it, and jobs of other kinds cost its leases nothing.
+--
 -- When rescue is true, the same round trip also rescues up to rescue_max
--- jobs of the queue whose lease expired (their worker died, hung or lost
--- its connection): back to pending with the lost attempt recorded as an
--- error, or failed when that was the last attempt, so no job stays running
--- forever. Rescued jobs are leased by the next call, not this one (one
--- statement sees one snapshot); the queue's workers are notified on
--- commit, so that call comes at once.
+-- jobs of rescue_queues whose lease expired (their worker died, hung or
+-- lost its connection): back to pending with the lost attempt recorded as
+-- an error, or failed when that was the last attempt, so no job stays
+-- running forever. Rescued jobs are leased by the next call, not this one
+-- (one statement sees one snapshot); the queue's workers are notified on
+-- commit, so that call comes at once. When beat is true, it records the
+-- process in tasuki_process (its queues and kinds) until process_ttl_us
+-- from now.
 --
 -- Jobs in skip_ids are neither leased nor rescued: the database refused to
 -- change them before (an application's trigger or constraint), and the
@@ -23,7 +35,7 @@ Leasing: how a worker takes jobs.
 -- jobs are leased or rescued. If the database refuses a row, this
 -- statement fails as a whole: the worker then rescues and leases one job
 -- per call, with only_ids naming it, and sets aside the ones refused, so
--- that one such row never stops the queue.
+-- that one such row never stops a queue.
 --
 -- A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
 -- jobs are still rescued.
@@ -45,7 +57,7 @@ expired AS (
     SELECT e.id
     FROM tasuki_job e
     WHERE sqlc.arg('rescue')::boolean
-      AND e.queue = @queue
+      AND e.queue = ANY(sqlc.arg('rescue_queues')::text[])
       AND e.status = 'running'
       AND e.lease_expires_at < (SELECT now FROM clock)
       -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
@@ -85,69 +97,114 @@ rescued AS (
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.oid = 'tasuki_job'::regclass), 'q', r.queue)::text) END AS woke
 ),
--- Two ways to find the jobs to lease. With no seek positions given, from
--- the head of the queue's pending index (fullscan). With positions given,
--- one per priority, each priority is read from just after its position
--- (seek): while an old snapshot holds back vacuum, every job leased since it
--- began leaves an index entry at the head of the queue that no scan can
--- skip or remove, and a lease from the head reads past all of them. The
--- worker keeps the positions, moves them back for jobs committed behind
--- them (it hears of those in wake-ups, or finds them with
--- JobRunnableHeads), and reads from the head when it does not know where
--- jobs are.
-fullscan AS (
-    SELECT c.id
-    FROM tasuki_job c
-    WHERE coalesce(cardinality(sqlc.arg('seek_priorities')::smallint[]), 0) = 0
-      AND NOT EXISTS (
-          SELECT 1 FROM tasuki_queue pq
-          WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
-      )
-      AND c.queue = @queue
-      AND c.status = 'pending'
-      AND c.scheduled_at <= (SELECT now FROM clock)
-      AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
-      AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
-    ORDER BY c.priority, c.scheduled_at, c.id
-    LIMIT sqlc.arg('max')::integer
-    FOR UPDATE SKIP LOCKED
+beat AS (
+    INSERT INTO tasuki_process (id, host, pid, queues, kinds, expires_at)
+    SELECT sqlc.arg('process_id')::uuid, sqlc.arg('process_host')::text, sqlc.arg('process_pid')::integer,
+           sqlc.arg('process_queues')::text[], sqlc.arg('process_kinds')::text[],
+           (SELECT now FROM clock) + sqlc.arg('process_ttl_us')::bigint * interval '1 microsecond'
+    WHERE sqlc.arg('beat')::boolean
+    ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    RETURNING 1
 ),
-seek AS (
-    SELECT x.id
-    FROM (SELECT unnest(sqlc.arg('seek_priorities')::smallint[]) AS priority,
-                 unnest(sqlc.arg('seek_after')::timestamptz[]) AS scheduled_at,
-                 unnest(sqlc.arg('seek_after_ids')::bigint[]) AS id) AS pos
+-- The sources of queues that are not paused.
+head_sources AS MATERIALIZED (
+    SELECT s.queue, s.kind, s.lim
+    FROM (SELECT unnest(sqlc.arg('head_queues')::text[]) AS queue, unnest(sqlc.arg('head_kinds')::text[]) AS kind, unnest(sqlc.arg('head_limits')::integer[]) AS lim) AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tasuki_queue pq
+        WHERE pq.name = s.queue AND pq.paused_at IS NOT NULL
+    )
+),
+seek_sources AS MATERIALIZED (
+    SELECT s.queue, s.kind, s.priority, s.lim,
+           -- The earliest time a worker can name stands for the head of
+           -- the priority, where a job scheduled at -infinity sorts.
+           CASE WHEN s.after <= '4714-11-24 00:00:00+00 BC'::timestamptz
+                THEN '-infinity'::timestamptz ELSE s.after END AS after
+    FROM (SELECT unnest(sqlc.arg('seek_queues')::text[]) AS queue, unnest(sqlc.arg('seek_kinds')::text[]) AS kind, unnest(sqlc.arg('seek_priorities')::smallint[]) AS priority, unnest(sqlc.arg('seek_after')::timestamptz[]) AS after, unnest(sqlc.arg('seek_limits')::integer[]) AS lim) AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tasuki_queue pq
+        WHERE pq.name = s.queue AND pq.paused_at IS NOT NULL
+    )
+),
+-- Two ways to read a source. From the head of its range of the pending
+-- index (heads), or, for one priority, from a time on (seeks): while an
+-- old snapshot holds back vacuum, every job leased since it began leaves
+-- an index entry at the head of its range that no scan can skip or
+-- remove, and a lease from the head reads past all of them. The worker
+-- keeps where it stopped, moves back for jobs committed behind that (it
+-- hears of those in wake-ups, or finds them with JobRunnableHeads), and
+-- reads from the head when it does not know where jobs are.
+-- Rows locked here but cut by the limits below stay locked only until this
+-- statement's transaction ends, at once.
+heads AS (
+    SELECT x.id, x.queue, x.kind, x.priority, x.scheduled_at
+    FROM head_sources s
     CROSS JOIN LATERAL (
-        -- Rows locked here but cut by the LIMIT below stay locked only
-        -- until this statement's transaction ends, at once.
-        SELECT c.id, c.priority, c.scheduled_at
+        SELECT c.id, c.queue, c.kind, c.priority, c.scheduled_at
         FROM tasuki_job c
-        WHERE c.queue = @queue
+        WHERE c.queue = s.queue
+          AND c.kind = s.kind
           AND c.status = 'pending'
-          AND c.priority = pos.priority
-          -- The earliest time a worker can name stands for the head of
-          -- the priority, where a job scheduled at -infinity sorts.
-          AND (c.scheduled_at, c.id) > (CASE WHEN pos.scheduled_at <= '4714-11-24 00:00:00+00 BC'::timestamptz
-                                             THEN '-infinity'::timestamptz
-                                             ELSE pos.scheduled_at END, pos.id)
+          AND c.scheduled_at <= (SELECT now FROM clock)
+          AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+          AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
+        ORDER BY c.priority, c.scheduled_at, c.id
+        LIMIT s.lim
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+),
+seeks AS (
+    SELECT x.id, x.queue, x.kind, x.priority, x.scheduled_at
+    FROM seek_sources s
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.queue, c.kind, c.priority, c.scheduled_at
+        FROM tasuki_job c
+        WHERE c.queue = s.queue
+          AND c.kind = s.kind
+          AND c.status = 'pending'
+          AND c.priority = s.priority
+          AND c.scheduled_at >= s.after
           AND c.scheduled_at <= (SELECT now FROM clock)
           AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
           AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
         ORDER BY c.scheduled_at, c.id
-        LIMIT sqlc.arg('max')::integer
+        LIMIT s.lim
         FOR UPDATE SKIP LOCKED
     ) AS x
-    WHERE NOT EXISTS (
-        SELECT 1 FROM tasuki_queue pq
-        WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
-    )
-    ORDER BY x.priority, x.scheduled_at, x.id
-    LIMIT sqlc.arg('max')::integer
 ),
 candidates AS (
-    SELECT id FROM fullscan
+    SELECT * FROM heads
     UNION ALL
-    SELECT id FROM seek
+    SELECT * FROM seeks
+),
+-- The limits: first each kind's, over all queues, then each queue's, both
+-- in the order jobs are taken.
+by_kind AS (
+    SELECT c.id, c.queue, c.kind, c.priority, c.scheduled_at,
+           row_number() OVER (PARTITION BY c.kind ORDER BY c.priority, c.scheduled_at, c.id) AS rank
+    FROM candidates c
+),
+kind_limits AS (
+    SELECT k.kind, k.max
+    FROM (SELECT unnest(sqlc.arg('kind_names')::text[]) AS kind, unnest(sqlc.arg('kind_max')::integer[]) AS max) AS k
+),
+by_queue AS (
+    SELECT b.id, b.queue,
+           row_number() OVER (PARTITION BY b.queue ORDER BY b.priority, b.scheduled_at, b.id) AS rank
+    FROM by_kind b
+    JOIN kind_limits kl ON kl.kind = b.kind
+    WHERE b.rank <= kl.max
+),
+queue_limits AS (
+    SELECT q.queue, q.max
+    FROM (SELECT unnest(sqlc.arg('queue_names')::text[]) AS queue, unnest(sqlc.arg('queue_max')::integer[]) AS max) AS q
+),
+chosen AS (
+    SELECT b.id
+    FROM by_queue b
+    JOIN queue_limits ql ON ql.queue = b.queue
+    WHERE b.rank <= ql.max
 )
 UPDATE tasuki_job j
 SET status = 'running',
@@ -155,67 +212,86 @@ SET status = 'running',
     attempted_at = (SELECT now FROM clock),
     lease_token = (SELECT token FROM clock),
     lease_expires_at = (SELECT now FROM clock) + sqlc.arg('lease_us')::bigint * interval '1 microsecond'
-FROM candidates
-WHERE j.id = candidates.id
+FROM chosen
+WHERE j.id = chosen.id
 RETURNING j.*;
 
 -- name: JobExpiredIDs :many
--- The ids of up to max jobs of one queue whose lease expired, except those
--- in skip_ids, without changing them: after a batch rescue failed for one
--- row's data, the worker rescues these one at a time, so that the row the
--- database refuses does not hold back the others.
+-- The ids of up to max jobs of the given queues whose lease expired, except
+-- those in skip_ids, without changing them: after a batch rescue failed
+-- for one row's data, the worker rescues these one at a time, so that the
+-- row the database refuses does not hold back the others.
 SELECT e.id
 FROM tasuki_job e
-WHERE e.queue = @queue
+WHERE e.queue = ANY(sqlc.arg('queues')::text[])
   AND e.status = 'running'
   AND e.lease_expires_at < coalesce(sqlc.narg('now')::timestamptz, now())
   -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
-      AND NOT (e.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+  AND NOT (e.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
 ORDER BY e.id
 LIMIT sqlc.arg('max')::integer;
 
 -- name: JobRunnableIDs :many
--- The ids of up to max runnable jobs of one queue, except those in
--- skip_ids, in the order JobLease takes them, without changing them: after
--- the database refused a lease for one row's data, the worker leases these
--- one at a time, so that the row it refuses does not hold back the others.
-SELECT c.id
-FROM tasuki_job c
-WHERE c.queue = @queue
-  AND c.status = 'pending'
-  AND c.scheduled_at <= now()
-  AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
-ORDER BY c.priority, c.scheduled_at, c.id
+-- The ids of up to max runnable jobs of the given (queue, kind) pairs,
+-- except those in skip_ids, without changing them: after the database
+-- refused a lease for one row's data, the worker leases these one at a
+-- time, so that the row it refuses does not hold back the others.
+SELECT x.id, s.queue::text AS queue, s.kind::text AS kind
+FROM (SELECT unnest(sqlc.arg('queues')::text[]) AS queue, unnest(sqlc.arg('kinds')::text[]) AS kind) AS s
+CROSS JOIN LATERAL (
+    SELECT c.id, c.priority, c.scheduled_at
+    FROM tasuki_job c
+    WHERE c.queue = s.queue
+      AND c.kind = s.kind
+      AND c.status = 'pending'
+      AND c.scheduled_at <= now()
+      AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+    ORDER BY c.priority, c.scheduled_at, c.id
+    LIMIT sqlc.arg('max')::integer
+) AS x
+ORDER BY x.priority, x.scheduled_at, x.id
 LIMIT sqlc.arg('max')::integer;
 
 -- name: JobRunnableHeads :many
--- The first runnable job of each priority of one queue (nothing when the
--- queue is paused), except those in skip_ids: where a worker that leases
--- from remembered positions (JobLease's seek) must look again, as these
--- jobs were committed behind them (inserted by SQL of the application's
--- own, or by a transaction that committed late) or became runnable there.
--- A loose index scan: one index descent per priority. It reads past the
--- dead index entries an old snapshot keeps at the head of each priority,
--- so the worker runs it apart from its leases, and less often the longer
--- it takes.
-WITH RECURSIVE heads AS (
-    (
-        SELECT c.priority, c.scheduled_at, c.id
+-- The first runnable job of each priority of each given (queue, kind) pair
+-- (nothing for a paused queue), except those in skip_ids: where a worker
+-- that leases from remembered positions (JobLease's seeks) must look
+-- again, as these jobs were committed behind them (inserted by SQL of the
+-- application's own, or by a transaction that committed late) or became
+-- runnable there. A loose index scan: one index descent per priority. It
+-- reads past the dead index entries an old snapshot keeps at the head of
+-- each range, so the worker runs it apart from its leases, and less often
+-- the longer it takes.
+WITH RECURSIVE sources AS MATERIALIZED (
+    SELECT s.queue, s.kind
+    FROM (SELECT unnest(sqlc.arg('queues')::text[]) AS queue, unnest(sqlc.arg('kinds')::text[]) AS kind) AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tasuki_queue pq
+        WHERE pq.name = s.queue AND pq.paused_at IS NOT NULL
+    )
+),
+found AS (
+    SELECT f.queue, f.kind, f.priority, f.scheduled_at, f.id
+    FROM sources s
+    CROSS JOIN LATERAL (
+        SELECT c.queue, c.kind, c.priority, c.scheduled_at, c.id
         FROM tasuki_job c
-        WHERE c.queue = @queue
+        WHERE c.queue = s.queue
+          AND c.kind = s.kind
           AND c.status = 'pending'
           AND c.scheduled_at <= now()
           AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
         ORDER BY c.priority, c.scheduled_at, c.id
         LIMIT 1
-    )
+    ) AS f
     UNION ALL
-    SELECT n.priority, n.scheduled_at, n.id
-    FROM heads h
+    SELECT n.queue, n.kind, n.priority, n.scheduled_at, n.id
+    FROM found h
     CROSS JOIN LATERAL (
-        SELECT c.priority, c.scheduled_at, c.id
+        SELECT c.queue, c.kind, c.priority, c.scheduled_at, c.id
         FROM tasuki_job c
-        WHERE c.queue = @queue
+        WHERE c.queue = h.queue
+          AND c.kind = h.kind
           AND c.status = 'pending'
           AND c.priority > h.priority
           AND c.scheduled_at <= now()
@@ -226,31 +302,28 @@ WITH RECURSIVE heads AS (
 )
 -- A job scheduled at -infinity (by SQL of the application's own) is
 -- reported at the earliest time Go can hold, which stands for the head.
-SELECT heads.priority,
-       greatest(heads.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz)::timestamptz AS scheduled_at,
-       heads.id
-FROM heads
-WHERE NOT EXISTS (
-    SELECT 1 FROM tasuki_queue pq
-    WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
-);
+SELECT found.queue::text AS queue, found.kind::text AS kind, found.priority::smallint AS priority,
+       greatest(found.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz)::timestamptz AS scheduled_at,
+       found.id::bigint AS id
+FROM found;
 
 -- name: JobRunnableHeadsSince :many
--- For each of the given priorities of one queue, the first runnable job
--- scheduled in the last window_us microseconds, by the database clock
--- (nothing when the queue is paused), except
--- those in skip_ids. The cheap, frequent counterpart of JobRunnableHeads:
--- it reads only that range of the index, so it catches, within a poll
--- interval, the jobs that became runnable a little behind the worker's
--- positions (a retry without delay whose commit lagged, a lease of
--- another worker that rolled back, an insert of the application's own
--- SQL in a short transaction), whatever an old snapshot left before that.
-SELECT x.priority, x.scheduled_at, x.id
-FROM (SELECT unnest(sqlc.arg('priorities')::smallint[]) AS priority) AS p
+-- For each given (queue, kind, priority), the first runnable job scheduled
+-- in the last window_us microseconds, by the database clock (nothing for a
+-- paused queue), except those in skip_ids. The cheap, frequent
+-- counterpart of JobRunnableHeads: it reads only that range of the index,
+-- so it catches, within a poll interval, the jobs that became runnable a
+-- little behind the worker's positions (a retry without delay whose
+-- commit lagged, a lease of another worker that rolled back, an insert of
+-- the application's own SQL in a short transaction), whatever an old
+-- snapshot left before that.
+SELECT x.queue, x.kind, x.priority, x.scheduled_at, x.id
+FROM (SELECT unnest(sqlc.arg('queues')::text[]) AS queue, unnest(sqlc.arg('kinds')::text[]) AS kind, unnest(sqlc.arg('priorities')::smallint[]) AS priority) AS p
 CROSS JOIN LATERAL (
-    SELECT c.priority, c.scheduled_at, c.id
+    SELECT c.queue, c.kind, c.priority, c.scheduled_at, c.id
     FROM tasuki_job c
-    WHERE c.queue = @queue
+    WHERE c.queue = p.queue
+      AND c.kind = p.kind
       AND c.status = 'pending'
       AND c.priority = p.priority
       AND c.scheduled_at >= now() - sqlc.arg('window_us')::bigint * interval '1 microsecond'
@@ -261,5 +334,11 @@ CROSS JOIN LATERAL (
 ) AS x
 WHERE NOT EXISTS (
     SELECT 1 FROM tasuki_queue pq
-    WHERE pq.name = @queue AND pq.paused_at IS NOT NULL
+    WHERE pq.name = p.queue AND pq.paused_at IS NOT NULL
 );
+
+-- name: ProcessForget :exec
+-- Removes a worker process's row when it stops, and rows of processes
+-- that died more than a day ago.
+DELETE FROM tasuki_process
+WHERE id = @id OR expires_at < now() - interval '1 day';

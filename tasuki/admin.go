@@ -342,7 +342,7 @@ func (a *Admin) List(ctx context.Context, p ListParams) (ListPage, error) {
 	}
 	page.Jobs = make([]*Job[json.RawMessage], 0, len(rows))
 	for i := range rows {
-		job, err := JobFromRow[json.RawMessage](rows[i])
+		job, err := jobFromRow[json.RawMessage](rows[i])
 		if err != nil {
 			return ListPage{}, err
 		}
@@ -361,7 +361,7 @@ func (a *Admin) Get(ctx context.Context, id int64) (*Job[json.RawMessage], error
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: get job %d", id), err)
 	}
-	return JobFromRow[json.RawMessage](row)
+	return jobFromRow[json.RawMessage](row)
 }
 
 // Cancel cancels a pending or running job and returns it as stored, with
@@ -375,7 +375,7 @@ func (a *Admin) Cancel(ctx context.Context, id int64) (*Job[json.RawMessage], er
 	if err != nil {
 		return nil, err
 	}
-	return JobFromRow[json.RawMessage](row)
+	return jobFromRow[json.RawMessage](row)
 }
 
 // JobFilter selects jobs for CancelMany and RetryMany. A job must match
@@ -471,7 +471,7 @@ func (a *Admin) Retry(ctx context.Context, id int64) (*Job[json.RawMessage], err
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: retry job %d", id), err)
 	}
-	return JobFromRow[json.RawMessage](row)
+	return jobFromRow[json.RawMessage](row)
 }
 
 // RetryMany retries, as Retry does, every failed or canceled job that
@@ -510,7 +510,7 @@ func (a *Admin) Delete(ctx context.Context, id int64) (*Job[json.RawMessage], er
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: delete job %d", id), err)
 	}
-	return JobFromRow[json.RawMessage](row)
+	return jobFromRow[json.RawMessage](row)
 }
 
 // CleanParams selects the finished jobs Clean deletes.

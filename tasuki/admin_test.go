@@ -33,9 +33,9 @@ func newAdmin(t *testing.T, pool *pgxpool.Pool) *tasuki.Admin {
 // stay running until finishJobs.
 func leaseJobs(t *testing.T, pool *pgxpool.Pool, queue string, n int) []*db.TasukiJob {
 	t.Helper()
-	rows, err := db.New(pool).JobLease(context.Background(), db.JobLeaseParams{
-		Queue: queue, Max: int32(n), LeaseUs: time.Minute.Microseconds(),
-	})
+	rows, err := db.New(pool).JobLease(context.Background(), testdb.Lease(db.JobLeaseParams{
+		LeaseUs: time.Minute.Microseconds(),
+	}, queue, "email", n))
 	require.NoError(t, err)
 	return rows
 }
@@ -835,13 +835,13 @@ func TestAdminPauseResumeWorker(t *testing.T) {
 
 	started := make(chan int64, 10)
 	release := make(chan struct{})
-	w, err := worker.New(pool, worker.HandlerFunc[email](func(ctx context.Context, job *tasuki.Job[email]) error {
+	w, err := worker.New(pool, worker.Config{Queue: "w", PollInterval: 10 * time.Minute, Logger: discardLogger()}, worker.Handle(worker.HandlerFunc[email](func(ctx context.Context, job *tasuki.Job[email]) error {
 		started <- job.ID
 		if job.Payload.Subject == "slow" {
 			<-release
 		}
 		return nil
-	}), worker.Config{Queue: "w", PollInterval: 10 * time.Minute, Logger: discardLogger()})
+	})))
 	require.NoError(t, err)
 	runWorker(t, w)
 
@@ -908,12 +908,12 @@ func TestAdminCancelRunningJobOfWorker(t *testing.T) {
 
 	started := make(chan int64, 1)
 	stopped := make(chan error, 1)
-	w, err := worker.New(pool, worker.HandlerFunc[email](func(ctx context.Context, job *tasuki.Job[email]) error {
+	w, err := worker.New(pool, worker.Config{Queue: "w", LeaseDuration: 10 * time.Minute, Logger: discardLogger()}, worker.Handle(worker.HandlerFunc[email](func(ctx context.Context, job *tasuki.Job[email]) error {
 		started <- job.ID
 		<-ctx.Done()
 		stopped <- context.Cause(ctx)
 		return ctx.Err()
-	}), worker.Config{Queue: "w", LeaseDuration: 10 * time.Minute, Logger: discardLogger()})
+	})))
 	require.NoError(t, err)
 	stop := runWorker(t, w)
 
@@ -984,7 +984,7 @@ func listenerPool(t *testing.T) (*pgxpool.Pool, func()) {
 }
 
 // runWorker runs w until the test ends or the returned stop is called.
-func runWorker[T any](t *testing.T, w *worker.Worker[T]) (stop func()) {
+func runWorker(t *testing.T, w *worker.Worker) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

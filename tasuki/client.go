@@ -48,6 +48,11 @@ type ClientConfig struct {
 	// MaxAttempts is the number of attempts a job gets unless
 	// InsertOpts.MaxAttempts says otherwise. At least 1. Defaults to 25.
 	MaxAttempts int
+	// Kind is the kind of the jobs the client inserts: see Kinder.
+	// Defaults to what T's Kind method returns; set it for a payload type
+	// without one (a type of another package, say). One of the two is
+	// required.
+	Kind string
 	// MaxPayloadBytes is the largest encoded payload accepted. Defaults to
 	// 1 MiB. Set to -1 for no limit beyond PostgreSQL's own (255 MiB for
 	// jsonb).
@@ -78,38 +83,30 @@ type Client[T any] struct {
 	pool    *pgxpool.Pool
 	queries *db.Queries
 	cfg     ClientConfig
+	kind    string
 	waker   *waker.Waker
 }
 
 // NewClient returns a client that uses pool. The configuration is checked
 // here; an invalid one returns an *InvalidOptionError.
 func NewClient[T any](pool *pgxpool.Pool, cfg ClientConfig) (*Client[T], error) {
-	if pool == nil {
-		return nil, &InvalidOptionError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
-	}
-	if cfg.Queue == "" {
-		cfg.Queue = DefaultQueue
-	}
-	if err := ValidateQueue("ClientConfig.Queue", cfg.Queue); err != nil {
+	cfg, err := checkClientConfig(pool, cfg)
+	if err != nil {
 		return nil, err
 	}
-	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = DefaultMaxAttempts
-	}
-	if err := validateMaxAttempts("ClientConfig.MaxAttempts", cfg.MaxAttempts); err != nil {
+	kind, err := KindOf[T]("ClientConfig.Kind", cfg.Kind)
+	if err != nil {
 		return nil, err
 	}
-	switch {
-	case cfg.MaxPayloadBytes == 0:
-		cfg.MaxPayloadBytes = DefaultMaxPayloadBytes
-	case cfg.MaxPayloadBytes < -1:
-		return nil, &InvalidOptionError{Option: "ClientConfig.MaxPayloadBytes", Value: cfg.MaxPayloadBytes, Reason: "must be positive, 0 for the default (1 MiB) or -1 for no limit"}
-	}
-	return &Client[T]{pool: pool, queries: db.New(pool), cfg: cfg, waker: waker.New(pool)}, nil
+	cfg.Kind = kind
+	return &Client[T]{pool: pool, queries: db.New(pool), cfg: cfg, kind: kind, waker: waker.New(pool)}, nil
 }
 
 // Queue is the client's default queue.
 func (c *Client[T]) Queue() string { return c.cfg.Queue }
+
+// Kind is the kind of the jobs the client inserts.
+func (c *Client[T]) Kind() string { return c.kind }
 
 // insertion is a validated InsertOpts with the client's defaults applied.
 type insertion struct {
@@ -121,41 +118,7 @@ type insertion struct {
 }
 
 func (c *Client[T]) resolve(opts *InsertOpts) (insertion, error) {
-	in := insertion{queue: c.cfg.Queue, maxAttempts: int32(c.cfg.MaxAttempts)}
-	if opts == nil {
-		return in, nil
-	}
-	if opts.Queue != "" {
-		if err := ValidateQueue("InsertOpts.Queue", opts.Queue); err != nil {
-			return in, err
-		}
-		in.queue = opts.Queue
-	}
-	if opts.Priority < 0 || opts.Priority > MaxPriority {
-		return in, &InvalidOptionError{Option: "InsertOpts.Priority", Value: opts.Priority, Reason: "must be between 0 (most urgent, the default) and 32767"}
-	}
-	in.priority = int16(opts.Priority)
-	if opts.MaxAttempts != 0 {
-		if err := validateMaxAttempts("InsertOpts.MaxAttempts", opts.MaxAttempts); err != nil {
-			return in, err
-		}
-		in.maxAttempts = int32(opts.MaxAttempts)
-	}
-	if opts.Delay < 0 {
-		return in, &InvalidOptionError{Option: "InsertOpts.Delay", Value: opts.Delay, Reason: "must not be negative"}
-	}
-	if opts.Delay > 0 && !opts.RunAt.IsZero() {
-		return in, &InvalidOptionError{Option: "InsertOpts.RunAt", Value: opts.RunAt, Reason: "set RunAt or Delay, not both"}
-	}
-	in.delay = opts.Delay
-	if !opts.RunAt.IsZero() && (opts.RunAt.Before(minRunAt) || !opts.RunAt.Before(endRunAt)) {
-		return in, &InvalidOptionError{Option: "InsertOpts.RunAt", Value: opts.RunAt, Reason: "must be within PostgreSQL's timestamptz range, 4714 BC to 294276 AD"}
-	}
-	if !opts.RunAt.IsZero() {
-		t := opts.RunAt
-		in.runAt = &t
-	}
-	return in, nil
+	return resolveInsertOpts(c.cfg, opts)
 }
 
 // ValidateQueue checks a queue name: 1 to 128 characters. option names the
@@ -180,17 +143,7 @@ func validateMaxAttempts(option string, n int) error {
 
 // encode turns a payload into the JSON that will be stored.
 func (c *Client[T]) encode(payload T) ([]byte, error) {
-	b, err := json.Marshal(payload)
-	if err != nil {
-		return nil, &InvalidPayloadError{Type: typeName[T](), Reason: "it does not encode to JSON", Err: err}
-	}
-	if c.cfg.MaxPayloadBytes > 0 && len(b) > c.cfg.MaxPayloadBytes {
-		return nil, &InvalidPayloadError{Type: typeName[T](), Reason: fmt.Sprintf("it encodes to %d bytes, over the limit of %d (ClientConfig.MaxPayloadBytes)", len(b), c.cfg.MaxPayloadBytes)}
-	}
-	if reason := unstorableJSON(b); reason != "" {
-		return nil, &InvalidPayloadError{Type: typeName[T](), Reason: reason}
-	}
-	return b, nil
+	return encodePayload(payload, typeName[T](), c.cfg.MaxPayloadBytes)
 }
 
 // unstorableJSON says why valid JSON text cannot be stored as jsonb, or
@@ -309,20 +262,9 @@ func (c *Client[T]) InsertTx(ctx context.Context, tx pgx.Tx, payload T, opts *In
 }
 
 // wakeAfter has the workers of t woken once the caller's transaction tx
-// (xact) commits: by the client, which follows the transaction, when tx's
-// connection goes to the same server and database as the client's pool;
-// otherwise by a NOTIFY inside tx, as the client's notifications would
-// reach another database's workers. It asks the database nothing: a
-// caller's transactions may hold every connection of the pool.
+// (xact) commits: see wakeAfterTx.
 func (c *Client[T]) wakeAfter(ctx context.Context, tx pgx.Tx, xact int64, t waker.Target, h waker.Head) error {
-	if conn := tx.Conn(); conn != nil {
-		a, b := conn.Config(), c.pool.Config().ConnConfig
-		if a.Host == b.Host && a.Port == b.Port && a.Database == b.Database {
-			c.waker.Watch(xact, t, h)
-			return nil
-		}
-	}
-	return c.queries.WithTx(tx).NotifyInsert(ctx, t.Queue)
+	return wakeAfterTx(ctx, c.waker, c.pool, tx, xact, []wake{{target: t, head: h}})
 }
 
 // Flush waits until the workers were woken for every job this client
@@ -351,7 +293,7 @@ func (r *inserted[T]) target() waker.Target {
 }
 
 func (r *inserted[T]) head() waker.Head {
-	return waker.Head{Priority: int16(r.job.Priority), ScheduledAt: r.ScheduledAt}
+	return waker.Head{Kind: r.job.Kind, Priority: int16(r.job.Priority), ScheduledAt: r.ScheduledAt}
 }
 
 func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *InsertOpts) (*inserted[T], error) {
@@ -365,6 +307,7 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 	}
 	row, err := q.JobInsert(ctx, db.JobInsertParams{
 		Queue:       in.queue,
+		Kind:        c.kind,
 		Priority:    in.priority,
 		Payload:     string(b),
 		MaxAttempts: in.maxAttempts,
@@ -379,7 +322,7 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 	// decoded from the JSON sent, so that it is what a worker will see
 	// (encoding/json replaces invalid UTF-8, drops `json:"-"` fields, …).
 	job := &Job[T]{
-		ID: row.ID, Queue: in.queue, Status: StatusPending, Priority: int(in.priority),
+		ID: row.ID, Queue: in.queue, Kind: c.kind, Status: StatusPending, Priority: int(in.priority),
 		MaxAttempts: int(in.maxAttempts), ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt,
 		Metadata: json.RawMessage("{}"),
 	}
@@ -397,21 +340,19 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 // is checked before the first row is sent: one invalid payload inserts
 // nothing.
 func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOpts) (int64, error) {
-	rows, in, err := c.prepareMany(payloads, opts)
+	rows, ins, err := c.prepareMany(payloads, opts)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	var res copied
+	var res copiedRows
 	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		res, err = c.copyJobs(ctx, c.queries.WithTx(tx), rows, in)
+		res, err = copyRows(ctx, c.queries.WithTx(tx), rows, ins)
 		return err
 	})
 	if err != nil {
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
-	if res.runnable {
-		c.waker.WakeSoon(waker.Target{Schema: res.schema, Queue: in.queue}, res.head)
-	}
+	wakeSoon(c.waker, res.wakes)
 	return res.n, nil
 }
 
@@ -419,65 +360,38 @@ func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOp
 // if and only if tx commits, and workers are woken only then, as by
 // InsertTx.
 func (c *Client[T]) InsertManyTx(ctx context.Context, tx pgx.Tx, payloads []T, opts *InsertOpts) (int64, error) {
-	rows, in, err := c.prepareMany(payloads, opts)
+	rows, ins, err := c.prepareMany(payloads, opts)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	res, err := c.copyJobs(ctx, c.queries.WithTx(tx), rows, in)
+	res, err := copyRows(ctx, c.queries.WithTx(tx), rows, ins)
 	if err != nil {
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
-	if res.runnable {
-		if err := c.wakeAfter(ctx, tx, res.xact, waker.Target{Schema: res.schema, Queue: in.queue}, res.head); err != nil {
-			return 0, dberr.Wrap("tasuki: insert jobs", err)
-		}
+	if err := wakeAfterTx(ctx, c.waker, c.pool, tx, res.xact, res.wakes); err != nil {
+		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
 	return res.n, nil
 }
 
-func (c *Client[T]) prepareMany(payloads []T, opts *InsertOpts) ([]db.JobInsertCopyParams, insertion, error) {
+// prepareMany checks every payload and makes its row; every job is
+// inserted as opts ask.
+func (c *Client[T]) prepareMany(payloads []T, opts *InsertOpts) ([]db.JobInsertCopyParams, []insertion, error) {
 	in, err := c.resolve(opts)
 	if err != nil {
-		return nil, in, err
+		return nil, nil, err
 	}
 	rows := make([]db.JobInsertCopyParams, len(payloads))
+	ins := make([]insertion, len(payloads))
 	for i, p := range payloads {
 		b, err := c.encode(p)
 		if err != nil {
-			return nil, in, fmt.Errorf("tasuki: payload %d of %d: %w", i, len(payloads), err)
+			return nil, nil, fmt.Errorf("tasuki: payload %d of %d: %w", i, len(payloads), err)
 		}
-		rows[i] = db.JobInsertCopyParams{Queue: in.queue, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: []byte("{}")}
+		rows[i] = db.JobInsertCopyParams{Queue: in.queue, Kind: c.kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: []byte("{}")}
+		ins[i] = in
 	}
-	return rows, in, nil
-}
-
-// copied is the result of copyJobs.
-type copied struct {
-	n        int64
-	xact     int64  // the inserting transaction
-	schema   string // the schema that holds the jobs
-	runnable bool   // the jobs are runnable at once: wake the workers
-	head     waker.Head
-}
-
-// copyJobs runs in a transaction.
-func (c *Client[T]) copyJobs(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams, in insertion) (copied, error) {
-	// COPY cannot compute a default from a parameter, so the scheduled time
-	// is fixed here, from the database clock.
-	now, err := q.DatabaseNow(ctx, nil)
-	if err != nil {
-		return copied{}, err
-	}
-	at := now.Now.Add(in.delay)
-	if in.runAt != nil {
-		at = *in.runAt
-	}
-	for i := range rows {
-		rows[i].ScheduledAt = at
-	}
-	n, err := q.JobInsertCopy(ctx, rows)
-	return copied{n: n, xact: now.XactID, schema: now.Schema, runnable: !at.After(now.Now),
-		head: waker.Head{Priority: in.priority, ScheduledAt: at}}, err
+	return rows, ins, nil
 }
 
 // Get returns the job with the given id, or an error wrapping
@@ -491,7 +405,7 @@ func (c *Client[T]) Get(ctx context.Context, id int64) (*Job[T], error) {
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: get job %d", id), err)
 	}
-	return JobFromRow[T](row)
+	return jobFromRow[T](row)
 }
 
 // JobFinishedError says that a job cannot be changed because it already
@@ -517,7 +431,7 @@ func (c *Client[T]) Cancel(ctx context.Context, id int64) (*Job[T], error) {
 	if err != nil {
 		return nil, err
 	}
-	return JobFromRow[T](row)
+	return jobFromRow[T](row)
 }
 
 // cancelJob cancels a pending or running job through the same statement as

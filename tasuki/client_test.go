@@ -24,6 +24,8 @@ type email struct {
 	Subject string `json:"subject"`
 }
 
+func (email) Kind() string { return "email" }
+
 func newClient(t *testing.T, pool *pgxpool.Pool, cfg tasuki.ClientConfig) *tasuki.Client[email] {
 	t.Helper()
 	c, err := tasuki.NewClient[email](pool, cfg)
@@ -241,7 +243,7 @@ func TestDelayedJobNotRunnableEarly(t *testing.T) {
 
 	q := db.New(pool)
 	lease := func(now time.Time) []*db.TasukiJob {
-		rows, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds(), Now: &now})
+		rows, err := q.JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds(), Now: &now}, "default", "email", 10))
 		require.NoError(t, err)
 		return rows
 	}
@@ -268,7 +270,7 @@ func TestLeaseOrder(t *testing.T) {
 
 	var ids []int64
 	for range 3 {
-		rows, err := db.New(pool).JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 1, LeaseUs: time.Minute.Microseconds()})
+		rows, err := db.New(pool).JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds()}, "default", "email", 1))
 		require.NoError(t, err)
 		require.Len(t, rows, 1)
 		ids = append(ids, rows[0].ID)
@@ -338,6 +340,8 @@ func TestInsertOptsValidation(t *testing.T) {
 
 type failingPayload struct{}
 
+func (failingPayload) Kind() string { return "failing" }
+
 func (failingPayload) MarshalJSON() ([]byte, error) { return nil, errors.New("cannot encode") }
 
 func TestInvalidPayloads(t *testing.T) {
@@ -345,7 +349,7 @@ func TestInvalidPayloads(t *testing.T) {
 	ctx := context.Background()
 	pool := testdb.New(t)
 
-	small, err := tasuki.NewClient[map[string]string](pool, tasuki.ClientConfig{MaxPayloadBytes: 64})
+	small, err := tasuki.NewClient[map[string]string](pool, tasuki.ClientConfig{Kind: "map", MaxPayloadBytes: 64})
 	require.NoError(t, err)
 	var pe *tasuki.InvalidPayloadError
 	_, err = small.Insert(ctx, map[string]string{"k": strings.Repeat("x", 100)}, nil)
@@ -382,7 +386,7 @@ func TestGetUnknownAndUndecodable(t *testing.T) {
 	_, err := c.Get(ctx, 424242)
 	require.ErrorIs(t, err, tasuki.ErrJobNotFound)
 
-	other, err := tasuki.NewClient[string](pool, tasuki.ClientConfig{})
+	other, err := tasuki.NewClient[string](pool, tasuki.ClientConfig{Kind: "text"})
 	require.NoError(t, err)
 	job, err := other.Insert(ctx, "just a string", nil)
 	require.NoError(t, err)

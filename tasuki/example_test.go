@@ -17,6 +17,9 @@ type Report struct {
 	Month string `json:"month"`
 }
 
+// Kind names the jobs of Report: it must not change once such jobs exist.
+func (Report) Kind() string { return "report" }
+
 func ExampleMigrate() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))

@@ -63,7 +63,7 @@ func FuzzClientConfig(f *testing.F) {
 		if maxPayloadBytes < -1 {
 			invalid["ClientConfig.MaxPayloadBytes"] = true
 		}
-		c, err := tasuki.NewClient[map[string]any](pool, tasuki.ClientConfig{Queue: queue, MaxAttempts: maxAttempts, MaxPayloadBytes: maxPayloadBytes})
+		c, err := tasuki.NewClient[map[string]any](pool, tasuki.ClientConfig{Kind: "fuzz", Queue: queue, MaxAttempts: maxAttempts, MaxPayloadBytes: maxPayloadBytes})
 		if len(invalid) == 0 {
 			require.NoError(t, err)
 			want := queue
@@ -87,6 +87,8 @@ type fuzzJob struct {
 	N int64   `json:"n"`
 	F float64 `json:"f"`
 }
+
+func (fuzzJob) Kind() string { return "fuzz" }
 
 // fuzzSchema is one migrated schema for a fuzz target's whole run.
 func fuzzSchema(f *testing.F) *pgxpool.Pool {
@@ -240,7 +242,7 @@ func FuzzRawPayload(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	pool := fuzzSchema(f)
-	client, err := tasuki.NewClient[json.RawMessage](pool, tasuki.ClientConfig{MaxPayloadBytes: 4096})
+	client, err := tasuki.NewClient[json.RawMessage](pool, tasuki.ClientConfig{Kind: "raw", MaxPayloadBytes: 4096})
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		ctx := context.Background()

@@ -51,6 +51,8 @@ type Job[T any] struct {
 	ID int64
 	// Queue is the queue the job belongs to.
 	Queue string
+	// Kind names the job's payload type: see Kinder.
+	Kind string
 	// Status is the job's status when it was read.
 	Status Status
 	// Priority orders runnable jobs: lower runs first. 0 is the default.
@@ -122,15 +124,14 @@ func (e *PayloadDecodeError) LogValue() slog.Value {
 	)
 }
 
-// JobFromRow converts a row of the generated query layer into a Job,
-// decoding its payload into T. It is the one place where stored rows become
-// public jobs; the worker package uses it, applications rarely need it.
-// A payload that does not decode gives a *PayloadDecodeError together with
-// the job (its Payload left at the zero value).
-func JobFromRow[T any](row *db.TasukiJob) (*Job[T], error) {
+// jobFromRow converts a stored row into a Job, decoding its payload into
+// T. A payload that does not decode gives a *PayloadDecodeError together
+// with the job (its Payload left at the zero value).
+func jobFromRow[T any](row *db.TasukiJob) (*Job[T], error) {
 	job := &Job[T]{
 		ID:          row.ID,
 		Queue:       row.Queue,
+		Kind:        row.Kind,
 		Status:      Status(row.Status),
 		Priority:    int(row.Priority),
 		Attempt:     int(row.Attempts),
@@ -150,6 +151,23 @@ func JobFromRow[T any](row *db.TasukiJob) (*Job[T], error) {
 		return job, &PayloadDecodeError{JobID: row.ID, Type: typeName[T](), Err: err}
 	}
 	return job, nil
+}
+
+// Decode returns job with its payload decoded into T; every other field is
+// job's own. A job read as raw JSON (by Admin, say) becomes a typed one
+// this way. A payload that does not decode gives a *PayloadDecodeError
+// together with the job (its Payload left at the zero value).
+func Decode[T any](job *Job[json.RawMessage]) (*Job[T], error) {
+	out := &Job[T]{
+		ID: job.ID, Queue: job.Queue, Kind: job.Kind, Status: job.Status, Priority: job.Priority,
+		Attempt: job.Attempt, MaxAttempts: job.MaxAttempts, ScheduledAt: job.ScheduledAt,
+		CreatedAt: job.CreatedAt, AttemptedAt: job.AttemptedAt, FinishedAt: job.FinishedAt,
+		Errors: job.Errors, Metadata: job.Metadata,
+	}
+	if err := json.Unmarshal(job.Payload, &out.Payload); err != nil {
+		return out, &PayloadDecodeError{JobID: job.ID, Type: typeName[T](), Err: err}
+	}
+	return out, nil
 }
 
 func typeName[T any]() string {

@@ -52,7 +52,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, latest, current)
 
-	c, err := tasuki.NewClient[string](pool, tasuki.ClientConfig{})
+	c, err := tasuki.NewClient[string](pool, tasuki.ClientConfig{Kind: "text"})
 	require.NoError(t, err)
 	_, err = c.Insert(ctx, "before down", nil)
 	require.NoError(t, err)

@@ -29,7 +29,7 @@ func TestPayloadsFromTestdata(t *testing.T) {
 
 	ctx := context.Background()
 	pool := testdb.New(t)
-	client, err := tasuki.NewClient[json.RawMessage](pool, tasuki.ClientConfig{})
+	client, err := tasuki.NewClient[json.RawMessage](pool, tasuki.ClientConfig{Kind: "raw"})
 	require.NoError(t, err)
 	for _, p := range cases.Storable {
 		job, err := client.Insert(ctx, json.RawMessage(p), nil)

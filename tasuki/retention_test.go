@@ -58,7 +58,7 @@ func TestRetentionMigrationDownUpWithData(t *testing.T) {
 	admin, err := tasuki.NewAdmin(pool)
 	require.NoError(t, err)
 	require.NoError(t, admin.SetRetention(ctx, "q", tasuki.Retention{Completed: time.Hour}))
-	c, err := tasuki.NewClient[string](pool, tasuki.ClientConfig{Queue: "q"})
+	c, err := tasuki.NewClient[string](pool, tasuki.ClientConfig{Kind: "text", Queue: "q"})
 	require.NoError(t, err)
 	job, err := c.Insert(ctx, "x", nil)
 	require.NoError(t, err)

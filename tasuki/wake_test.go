@@ -29,12 +29,12 @@ func TestNoLostWakeUpWithManyProducers(t *testing.T) {
 
 	var mu sync.Mutex
 	ran := map[string]bool{}
-	w, err := worker.New(pool, worker.HandlerFunc[email](func(_ context.Context, job *tasuki.Job[email]) error {
+	w, err := worker.New(pool, worker.Config{PollInterval: time.Hour, Logger: discardLogger()}, worker.Handle(worker.HandlerFunc[email](func(_ context.Context, job *tasuki.Job[email]) error {
 		mu.Lock()
 		ran[job.Payload.To] = true
 		mu.Unlock()
 		return nil
-	}), worker.Config{PollInterval: time.Hour, Logger: discardLogger()})
+	})))
 	require.NoError(t, err)
 	runWorker(t, w)
 	waitListening()

@@ -53,12 +53,12 @@ func TestWorkerRetentionValidation(t *testing.T) {
 	for option, cfg := range map[string]worker.Config{
 		"Config.CleanInterval": {CleanInterval: time.Microsecond},
 	} {
-		_, err := worker.New[task](pool, h, cfg)
+		_, err := worker.New(pool, cfg, worker.Handle[task](h))
 		var oe *tasuki.InvalidOptionError
 		require.ErrorAs(t, err, &oe, option)
 		assert.Equal(t, option, oe.Option)
 	}
-	w, err := worker.New[task](pool, h, worker.Config{})
+	w, err := worker.New(pool, worker.Config{}, worker.Handle[task](h))
 	require.NoError(t, err)
 	assert.Equal(t, time.Minute, w.Config().CleanInterval)
 }

@@ -64,14 +64,27 @@ func retryDelay(d time.Duration) time.Duration {
 // maxRetryDelay bounds any retry delay: 100 years.
 const maxRetryDelay = 100 * 365 * 24 * time.Hour
 
+// QueueConfig configures one queue of a worker. The zero value is valid.
+type QueueConfig struct {
+	// Concurrency is the most handlers of the queue's jobs that run at
+	// once in the worker; it leases only as many of them as it has free
+	// slots. At most 100000. Defaults to Config.Concurrency.
+	Concurrency int
+}
+
 // Config configures a [Worker]. The zero value is valid: every field has a
 // default.
 type Config struct {
-	// Queue is the queue to work. 1 to 128 characters. Defaults to
-	// "default".
+	// Queues are the queues to work, by name (1 to 128 characters each),
+	// each with its concurrency. The worker leases from all of them, in
+	// one statement, only jobs of the kinds it has handlers for. Defaults
+	// to the one queue Queue.
+	Queues map[string]QueueConfig
+	// Queue is the one queue to work when Queues is empty. 1 to 128
+	// characters. Defaults to "default". Not together with Queues.
 	Queue string
-	// Concurrency is the most handlers that run at once; the worker leases
-	// only as many jobs as it has free slots. Defaults to 100.
+	// Concurrency is the most handlers that run at once in each queue
+	// without a Concurrency of its own. At most 100000. Defaults to 100.
 	Concurrency int
 	// LeaseDuration is how long a leased job stays reserved for this worker
 	// without a heartbeat. At least 1 s. Defaults to 30 s.
@@ -120,18 +133,44 @@ type Config struct {
 }
 
 func (c Config) withDefaults() (Config, error) {
-	if c.Queue == "" {
-		c.Queue = tasuki.DefaultQueue
-	}
-	if err := tasuki.ValidateQueue("Config.Queue", c.Queue); err != nil {
-		return c, err
-	}
 	switch {
 	case c.Concurrency == 0:
 		c.Concurrency = DefaultConcurrency
 	case c.Concurrency < 0 || c.Concurrency > 100_000:
 		return c, &tasuki.InvalidOptionError{Option: "Config.Concurrency", Value: c.Concurrency, Reason: "must be between 1 and 100000 (0 means the default, 100)"}
 	}
+	if len(c.Queues) > 0 && c.Queue != "" {
+		return c, &tasuki.InvalidOptionError{Option: "Config.Queue", Value: c.Queue, Reason: "set Queue (one queue) or Queues, not both"}
+	}
+	if len(c.Queues) == 0 {
+		if c.Queue == "" {
+			c.Queue = tasuki.DefaultQueue
+		}
+		if err := tasuki.ValidateQueue("Config.Queue", c.Queue); err != nil {
+			return c, err
+		}
+		c.Queues = map[string]QueueConfig{c.Queue: {}}
+	}
+	queues := make(map[string]QueueConfig, len(c.Queues)) // the caller's map stays as it was
+	total := 0
+	for name, q := range c.Queues {
+		option := fmt.Sprintf("Config.Queues[%q]", name)
+		if err := tasuki.ValidateQueue(option, name); err != nil {
+			return c, err
+		}
+		switch {
+		case q.Concurrency == 0:
+			q.Concurrency = c.Concurrency
+		case q.Concurrency < 0 || q.Concurrency > 100_000:
+			return c, &tasuki.InvalidOptionError{Option: option + ".Concurrency", Value: q.Concurrency, Reason: "must be between 1 and 100000 (0 means Config.Concurrency)"}
+		}
+		total += q.Concurrency
+		queues[name] = q
+	}
+	if total > 100_000 {
+		return c, &tasuki.InvalidOptionError{Option: "Config.Queues", Value: total, Reason: "the queues' concurrency adds up to more than 100000"}
+	}
+	c.Queues = queues
 	switch {
 	case c.LeaseDuration == 0:
 		c.LeaseDuration = DefaultLeaseDuration

@@ -28,10 +28,10 @@ func BenchmarkWorkerDrain(b *testing.B) {
 			fill(b, pool, b.N)
 			q := db.New(pool)
 			var handled atomic.Int64
-			w, err := worker.New[struct{}](pool, worker.HandlerFunc[struct{}](func(context.Context, *tasuki.Job[struct{}]) error {
+			w, err := worker.New(pool, worker.Config{Concurrency: concurrency, Logger: slog.New(slog.NewTextHandler(discard{}, nil))}, worker.Handle[struct{}](worker.HandlerFunc[struct{}](func(context.Context, *tasuki.Job[struct{}]) error {
 				handled.Add(1)
 				return nil
-			}), worker.Config{Concurrency: concurrency, Logger: slog.New(slog.NewTextHandler(discard{}, nil))})
+			})))
 			if err != nil {
 				b.Fatal(err)
 			}

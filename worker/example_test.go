@@ -20,6 +20,9 @@ type SendWelcome struct {
 	UserID int64 `json:"user_id"`
 }
 
+// Kind names the jobs of SendWelcome: it must not change once such jobs exist.
+func (SendWelcome) Kind() string { return "send_welcome" }
+
 // Insert a job in the same transaction as the data it belongs to, and run
 // it with a worker.
 func Example() {
@@ -50,11 +53,11 @@ func Example() {
 	}
 
 	runCtx, stop := context.WithCancel(ctx)
-	w, err := worker.New(pool, worker.HandlerFunc[SendWelcome](func(ctx context.Context, job *tasuki.Job[SendWelcome]) error {
+	w, err := worker.New(pool, worker.Config{Queue: "welcome", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, worker.HandleFunc(func(ctx context.Context, job *tasuki.Job[SendWelcome]) error {
 		fmt.Printf("welcome, user %d (attempt %d)\n", job.Payload.UserID, job.Attempt)
 		stop() // only to end the example: Run returns after a graceful shutdown
 		return nil
-	}), worker.Config{Queue: "welcome", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -80,7 +83,9 @@ func Example_outcomes() {
 	type Charge struct {
 		Cents int `json:"cents"`
 	}
-	client, err := tasuki.NewClient[Charge](pool, tasuki.ClientConfig{Queue: "charges"})
+	// A type declared in a function cannot have a Kind method: the kind is
+	// given to the client and to the handler instead.
+	client, err := tasuki.NewClient[Charge](pool, tasuki.ClientConfig{Queue: "charges", Kind: "charge"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -90,7 +95,7 @@ func Example_outcomes() {
 	}
 
 	runCtx, stop := context.WithCancel(ctx)
-	w, err := worker.New(pool, worker.HandlerFunc[Charge](func(ctx context.Context, job *tasuki.Job[Charge]) error {
+	w, err := worker.New(pool, worker.Config{Queue: "charges", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, worker.Handle(worker.HandlerFunc[Charge](func(ctx context.Context, job *tasuki.Job[Charge]) error {
 		defer stop()
 		switch {
 		case job.Payload.Cents < 0:
@@ -99,7 +104,7 @@ func Example_outcomes() {
 			return tasuki.RetryAfter(time.Hour, errors.New("over the hourly limit"))
 		}
 		return nil
-	}), worker.Config{Queue: "charges", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	})).With(worker.KindConfig{Kind: "charge"}))
 	if err != nil {
 		log.Fatal(err)
 	}

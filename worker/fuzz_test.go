@@ -101,9 +101,9 @@ func FuzzConfig(f *testing.F) {
 			}
 		}
 
-		var w *worker.Worker[struct{}]
+		var w *worker.Worker
 		var err error
-		if p := fuzzCatch(func() { w, err = worker.New(pool, handler, cfg) }); p != nil {
+		if p := fuzzCatch(func() { w, err = worker.New(pool, cfg, worker.Handle(handler).With(worker.KindConfig{Kind: "noop"})) }); p != nil {
 			t.Fatalf("worker.New panicked on ListenURL %q: %v", listenURL, p)
 		}
 		if len(invalid) == 0 {

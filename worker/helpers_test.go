@@ -20,6 +20,8 @@ type task struct {
 	Mode string `json:"mode,omitempty"`
 }
 
+func (task) Kind() string { return "task" }
+
 func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("TASUKI_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -33,7 +35,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // running starts w.Run in the background and returns a function that stops
 // it and waits for Run to return.
-func running[T any](t *testing.T, w *worker.Worker[T]) (stop func()) {
+func running(t *testing.T, w *worker.Worker) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -54,12 +56,12 @@ func running[T any](t *testing.T, w *worker.Worker[T]) (stop func()) {
 	return stop
 }
 
-func newWorker[T any](t *testing.T, pool *pgxpool.Pool, h worker.HandlerFunc[T], cfg worker.Config) *worker.Worker[T] {
+func newWorker[T any](t *testing.T, pool *pgxpool.Pool, h worker.HandlerFunc[T], cfg worker.Config) *worker.Worker {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
-	w, err := worker.New[T](pool, h, cfg)
+	w, err := worker.New(pool, cfg, worker.Handle[T](h))
 	require.NoError(t, err)
 	return w
 }

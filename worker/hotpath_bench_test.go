@@ -24,7 +24,7 @@ var batchSizes = []int{10, 100, 1000}
 
 func fill(b *testing.B, pool *pgxpool.Pool, n int) {
 	b.Helper()
-	c, err := tasuki.NewClient[struct{}](pool, tasuki.ClientConfig{})
+	c, err := tasuki.NewClient[struct{}](pool, tasuki.ClientConfig{Kind: "task"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func fill(b *testing.B, pool *pgxpool.Pool, n int) {
 
 func lease(b *testing.B, q *db.Queries, n int) []*db.TasukiJob {
 	b.Helper()
-	rows, err := q.JobLease(context.Background(), db.JobLeaseParams{Queue: "default", Max: int32(n), LeaseUs: time.Minute.Microseconds()})
+	rows, err := q.JobLease(context.Background(), testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds()}, "default", "task", n))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -118,10 +118,10 @@ func TestStaleWorkersCompletionIsRefused(t *testing.T) {
 	now, err := q.DatabaseNow(ctx, nil)
 	require.NoError(t, err)
 	later := now.Now.Add(time.Minute)
-	rescued, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 0, LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000, Now: &later})
+	rescued, err := q.JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000, Now: &later}, "default", "task", 0))
 	require.NoError(t, err)
 	assert.Empty(t, rescued, "rescued jobs are leased by the next call")
-	second, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 1, LeaseUs: time.Minute.Microseconds(), Now: &later})
+	second, err := q.JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds(), Now: &later}, "default", "task", 1))
 	require.NoError(t, err)
 	require.Len(t, second, 1)
 	tokenB := second[0].LeaseToken
@@ -369,9 +369,9 @@ func TestUnrenewableLeaseStopsHandlerBeforeAnotherWorkerCanTakeIt(t *testing.T) 
 	// Another worker takes the job as soon as the lease lets it.
 	var taken *db.TasukiJob
 	eventually(t, "another worker to take the job", func() bool {
-		_, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 0, LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000})
+		_, err := q.JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000}, "default", "task", 0))
 		require.NoError(t, err)
-		rows, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 1, LeaseUs: time.Minute.Microseconds()})
+		rows, err := q.JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds()}, "default", "task", 1))
 		require.NoError(t, err)
 		if len(rows) == 0 {
 			return false
@@ -441,7 +441,7 @@ func TestAsyncCommitStaysInLeaseTransaction(t *testing.T) {
 	_, err = conn.Exec(ctx, "SET synchronous_commit = on")
 	require.NoError(t, err)
 	q := db.New(conn)
-	rows, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000})
+	rows, err := q.JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds(), Rescue: true, RescueMax: 1000}, "default", "task", 10))
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	var setting string
@@ -458,7 +458,7 @@ func TestAsyncCommitStaysInLeaseTransaction(t *testing.T) {
 	require.NoError(t, err)
 	tx, err := conn.Begin(ctx)
 	require.NoError(t, err)
-	rows, err = q.WithTx(tx).JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds()})
+	rows, err = q.WithTx(tx).JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds()}, "default", "task", 10))
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	require.NoError(t, tx.QueryRow(ctx, "SHOW synchronous_commit").Scan(&setting))
@@ -507,7 +507,7 @@ func TestRescuedJobWakesIdleWorkers(t *testing.T) {
 	// and leased directly with a lease that has already lapsed.
 	var lost int64
 	require.NoError(t, pool.QueryRow(ctx,
-		`INSERT INTO tasuki_job (queue, payload) VALUES ('default', '{"n":2}') RETURNING id`).Scan(&lost))
+		`INSERT INTO tasuki_job (queue, kind, payload) VALUES ('default', 'task', '{"n":2}') RETURNING id`).Scan(&lost))
 	rows := leaseDirect(t, pool, "default", 1, time.Microsecond)
 	require.Len(t, rows, 1)
 	require.Equal(t, lost, rows[0].ID)

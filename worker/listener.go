@@ -24,27 +24,48 @@ type notification struct {
 	// Token is the lease a cancellation ended. Absent (not Valid) in
 	// notifications from tasuki versions that did not send it.
 	Token pgtype.UUID `json:"t"`
-	// Heads, for an insert: per priority of the jobs announced, their
-	// earliest scheduled time in microseconds since the Unix epoch. Absent
-	// or null when the sender did not say where the jobs are. Decoded
-	// apart (heads), so that a malformed one still wakes the worker.
+	// Heads, for an insert: per kind and priority of the jobs announced,
+	// their earliest scheduled time, as [priority, microseconds since the
+	// Unix epoch, kind]. Absent or null when the sender did not say where
+	// the jobs are; without the kind (older clients) for every kind.
+	// Decoded apart (heads), so that a malformed one still wakes the
+	// worker.
 	Heads json.RawMessage `json:"r"`
 }
 
+// head is one element of a notification's Heads.
+type head struct {
+	priority int64
+	at       int64
+	kind     string
+	anyKind  bool
+}
+
 // heads decodes Heads; nil when absent or malformed: the worker then
-// reads the queue from its head.
-func (n *notification) heads() [][2]int64 {
-	var h [][2]int64
-	if len(n.Heads) == 0 || json.Unmarshal(n.Heads, &h) != nil {
+// reads the queue's sources from their heads.
+func (n *notification) heads() []head {
+	var raw [][]json.RawMessage
+	if len(n.Heads) == 0 || json.Unmarshal(n.Heads, &raw) != nil || raw == nil {
 		return nil
 	}
-	return h
+	out := make([]head, 0, len(raw))
+	for _, r := range raw {
+		var h head
+		if len(r) < 2 || len(r) > 3 || json.Unmarshal(r[0], &h.priority) != nil || json.Unmarshal(r[1], &h.at) != nil {
+			return nil
+		}
+		if h.anyKind = len(r) == 2; !h.anyKind && json.Unmarshal(r[2], &h.kind) != nil {
+			return nil
+		}
+		out = append(out, h)
+	}
+	return out
 }
 
 // listen keeps a connection LISTENing on tasuki_jobs until ctx ends,
 // reconnecting after any error. Inserts into this worker's queue wake the
 // fetch loop; cancellations stop handlers.
-func (w *Worker[T]) listen(ctx context.Context, schema string) {
+func (w *Worker) listen(ctx context.Context, schema string) {
 	b := newBackoff(backoffMax)
 	for ctx.Err() == nil {
 		err := w.listenOnce(ctx, schema, b)
@@ -58,7 +79,7 @@ func (w *Worker[T]) listen(ctx context.Context, schema string) {
 	}
 }
 
-func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) error {
+func (w *Worker) listenOnce(ctx context.Context, schema string, b *backoff) error {
 	cfg := w.pool.Config().ConnConfig.Copy()
 	if w.cfg.ListenURL != "" {
 		var err error
@@ -83,9 +104,12 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 		w.health.ok()
 	}
 	// Anything inserted or canceled while the listener was away went
-	// unannounced: look for jobs from the head of the queue, and check the
-	// held ones at once.
-	w.seek.rewindAll()
+	// unannounced: look for jobs from the heads of the sources, and check
+	// the held ones at once.
+	for _, s := range w.sources {
+		s.seek.rewindAll()
+	}
+	w.inbox.add(w.sources...)
 	w.signalWake()
 	select {
 	case w.heartbeatNow <- struct{}{}:
@@ -102,8 +126,7 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 		}
 		switch msg.Kind {
 		case "insert":
-			if msg.Queue == w.cfg.Queue {
-				w.rewind(msg.heads())
+			if w.rewind(msg.Queue, msg.heads()) {
 				w.signalWake()
 			}
 		case "cancel":
@@ -112,18 +135,31 @@ func (w *Worker[T]) listenOnce(ctx context.Context, schema string, b *backoff) e
 	}
 }
 
-// rewind moves the fetch loop's positions back to where the jobs a wake-up
-// announced begin, or has it read from the head of the queue when the
-// wake-up does not say.
-func (w *Worker[T]) rewind(heads [][2]int64) {
-	if heads == nil {
-		w.seek.rewindAll()
-		return
-	}
-	for _, h := range heads {
-		if h[0] < 0 || h[0] > math.MaxInt16 {
-			continue // not a priority tasuki stores
+// rewind moves the positions of the queue's sources back to where the
+// jobs a wake-up announced begin, or has them read from their heads when
+// the wake-up does not say, and makes them due. It reports whether the
+// wake-up named any source of the worker: one for other queues, or only
+// for kinds the worker does not handle, is ignored.
+func (w *Worker) rewind(queue string, heads []head) bool {
+	woke := false
+	for _, s := range w.sources {
+		if s.queue.name != queue {
+			continue
 		}
-		w.seek.rewind(int16(h[0]), time.UnixMicro(h[1]))
+		if heads == nil {
+			s.seek.rewindAll()
+			w.inbox.add(s)
+			woke = true
+			continue
+		}
+		for _, h := range heads {
+			if h.priority < 0 || h.priority > math.MaxInt16 || !h.anyKind && h.kind != s.kind.name {
+				continue // not a priority tasuki stores, or another kind
+			}
+			s.seek.rewind(int16(h.priority), time.UnixMicro(h.at))
+			w.inbox.add(s)
+			woke = true
+		}
 	}
+	return woke
 }

@@ -21,9 +21,15 @@ import (
 // keeps a broken test from hanging; nothing is measured against it.
 const bound = 60 * time.Second
 
+// newClient returns a client for T; a T without a Kind method inserts jobs
+// of kind "task", for the task worker to find.
 func newClient[T any](t *testing.T, pool *pgxpool.Pool) *tasuki.Client[T] {
 	t.Helper()
-	c, err := tasuki.NewClient[T](pool, tasuki.ClientConfig{})
+	var cfg tasuki.ClientConfig
+	if _, err := tasuki.KindOf[T]("", ""); err != nil {
+		cfg.Kind = "task"
+	}
+	c, err := tasuki.NewClient[T](pool, cfg)
 	require.NoError(t, err)
 	return c
 }
@@ -54,11 +60,9 @@ func rawJob(t *testing.T, pool *pgxpool.Pool, id int64) *db.TasukiJob {
 // heartbeats them: a worker that died right after leasing.
 func leaseDirect(t *testing.T, pool *pgxpool.Pool, queue string, max int, lease time.Duration) []*db.TasukiJob {
 	t.Helper()
-	rows, err := db.New(pool).JobLease(context.Background(), db.JobLeaseParams{
-		Queue:   queue,
-		Max:     int32(max),
+	rows, err := db.New(pool).JobLease(context.Background(), testdb.Lease(db.JobLeaseParams{
 		LeaseUs: lease.Microseconds(),
-	})
+	}, queue, "task", max))
 	require.NoError(t, err)
 	return rows
 }

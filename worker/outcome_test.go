@@ -134,11 +134,11 @@ func TestRetryScheduleFollowsPolicy(t *testing.T) {
 	defer tx.Rollback(ctx) //nolint:errcheck
 	q := db.New(tx)
 	before := job.ScheduledAt.Add(-time.Second)
-	rows, err := q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds(), Now: &before})
+	rows, err := q.JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds(), Now: &before}, "default", "task", 10))
 	require.NoError(t, err)
 	assert.Empty(t, rows, "not leased before its scheduled time")
 	after := job.ScheduledAt.Add(time.Second)
-	rows, err = q.JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 10, LeaseUs: time.Minute.Microseconds(), Now: &after})
+	rows, err = q.JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds(), Now: &after}, "default", "task", 10))
 	require.NoError(t, err)
 	require.Len(t, rows, 1, "leased once its scheduled time passed")
 	assert.Equal(t, id, rows[0].ID)

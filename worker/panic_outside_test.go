@@ -60,7 +60,7 @@ func TestBusyWorkerStillRescues(t *testing.T) {
 	dead, err := client.Insert(ctx, task{N: 1}, nil)
 	require.NoError(t, err)
 	// A worker that died holding the job: leased, never renewed.
-	rows, err := db.New(pool).JobLease(ctx, db.JobLeaseParams{Queue: "default", Max: 1, LeaseUs: time.Second.Microseconds()})
+	rows, err := db.New(pool).JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Second.Microseconds()}, "default", "task", 1))
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	require.Equal(t, dead.ID, rows[0].ID)

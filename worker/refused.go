@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/tasukiq/tasuki/db"
@@ -17,111 +19,267 @@ import (
 const maxRescue = 1000
 
 // leased is a job this worker leased, with when the statement that leased
-// it was sent: its lease lapses no earlier than a lease duration after that.
+// it was sent (its lease lapses no earlier than a lease duration after
+// that) and the source it came from.
 type leased struct {
 	row    *db.TasukiJob
 	sentAt time.Time
+	src    *source
 }
 
-// lease leases up to n jobs from where the last lease stopped (seek.go).
-// Jobs the database refused to change before are left out for a while
+// headReadShare: reads from the heads of idle sources are made at each
+// poll only while the last one took at most 1/headReadShare of
+// PollInterval.
+const headReadShare = 20
+
+// rescueInlineBudget is how long a lease statement that also rescued may
+// take before the rescue moves to the sweeper; rescueCheap, how long the
+// sweeper's rescue may take before it moves back.
+const (
+	rescueInlineBudget = 50 * time.Millisecond
+	rescueCheap        = 10 * time.Millisecond
+)
+
+// rescueEvery is how often expired leases are rescued: every half lease
+// duration, at most every 5 s.
+func (w *Worker) rescueEvery() time.Duration { return min(w.cfg.LeaseDuration/2, 5*time.Second) }
+
+// leasePlan is one lease statement to send, and what it asks of each
+// source, queue and kind.
+type leasePlan struct {
+	p       db.JobLeaseParams
+	sources []*source
+	limits  []int // per source
+	heads   []bool
+	queues  map[*queueState]int
+	kinds   map[*kindState]int
+	rescue  bool
+	// blocked: a due source was not read, as its queue or kind had no
+	// free slot.
+	blocked bool
+}
+
+func (pl *leasePlan) empty() bool { return len(pl.sources) == 0 && !pl.rescue }
+
+// plan chooses the sources to read now: the due ones whose queue and kind
+// have free slots, each at most what both leave.
+func (w *Worker) plan(rescue bool) *leasePlan {
+	pl := &leasePlan{
+		p: db.JobLeaseParams{
+			LeaseUs: w.cfg.LeaseDuration.Microseconds(),
+			SkipIds: w.refused.Skip(time.Now()),
+			OnlyIds: []int64{},
+		},
+		queues: make(map[*queueState]int),
+		kinds:  make(map[*kindState]int),
+	}
+	for _, s := range w.sources {
+		if !s.due {
+			continue
+		}
+		qf := s.queue.concurrency - int(s.queue.active.Load())
+		kf := s.kind.free()
+		if qf <= 0 || kf <= 0 {
+			pl.blocked = true
+			continue
+		}
+		lim := min(qf, kf)
+		pl.sources = append(pl.sources, s)
+		pl.limits = append(pl.limits, lim)
+		pl.heads = append(pl.heads, s.seek.from(&pl.p, s.queue.name, s.kind.name, int32(lim)))
+		pl.queues[s.queue] = qf
+		pl.kinds[s.kind] = kf
+	}
+	for q, n := range pl.queues {
+		pl.p.QueueNames = append(pl.p.QueueNames, q.name)
+		pl.p.QueueMax = append(pl.p.QueueMax, int32(n))
+	}
+	for k, n := range pl.kinds {
+		pl.p.KindNames = append(pl.p.KindNames, k.name)
+		pl.p.KindMax = append(pl.p.KindMax, int32(min(n, math.MaxInt32)))
+	}
+	if rescue {
+		pl.rescue = true
+		w.withRescue(&pl.p)
+	}
+	return pl
+}
+
+// withRescue has p rescue expired leases of the worker's queues and record
+// this process.
+func (w *Worker) withRescue(p *db.JobLeaseParams) {
+	p.Rescue = true
+	p.RescueMax = int32(w.rescueMax.Load())
+	p.RescueQueues = w.process.queues
+	p.Beat = true
+	p.ProcessID = w.process.id
+	p.ProcessHost = w.process.host
+	p.ProcessPid = w.process.pid
+	p.ProcessQueues = w.process.queues
+	p.ProcessKinds = w.process.kinds
+	p.ProcessTtlUs = w.processTTL().Microseconds()
+}
+
+// lease runs pl: it leases jobs from where each source's last lease
+// stopped (seek.go), and marks which sources are due again. Jobs the
+// database refused to change before are left out for a while
 // (w.refused). When it refuses the batch for a row's data (an
 // application's trigger or constraint), the runnable jobs are leased one
 // statement each, and the ones it refuses are set aside, so that such a
-// row never stops the queue. It also returns how many jobs it set aside:
+// row never stops a queue. It also returns how many jobs it set aside:
 // the caller leases again at once then, as the jobs behind them wait.
 // Used by the fetch loop only.
-func (w *Worker[T]) lease(ctx context.Context, n int) (jobs []leased, setAside int, err error) {
+func (w *Worker) lease(ctx context.Context, pl *leasePlan) (jobs []leased, setAside int, err error) {
 	w.refused.ForgetStale(time.Now())
-	p := db.JobLeaseParams{
-		Queue:   w.cfg.Queue,
-		Max:     int32(n),
-		LeaseUs: w.cfg.LeaseDuration.Microseconds(),
-		SkipIds: w.refused.Skip(time.Now()),
-		OnlyIds: []int64{},
-	}
-	full := w.seek.from(&p)
 	sentAt := time.Now()
-	rows, err := w.queryLease(ctx, p)
+	rows, err := w.queryLease(ctx, pl.p)
+	took := time.Since(sentAt)
+	if err != nil && pl.rescue && (dberr.RowError(err) || took > rescueInlineBudget) {
+		// The rescue may be what failed or was slow: the sweeper takes it
+		// over, with its own handling of rows the database refuses.
+		w.rescueInline.Store(false)
+		pl.rescue, pl.p.Rescue, pl.p.Beat = false, false, false
+		sentAt = time.Now()
+		rows, err = w.queryLease(ctx, pl.p)
+		took = time.Since(sentAt)
+	}
 	if err != nil && dberr.RowError(err) {
-		return w.leaseEach(ctx, p)
+		return w.leaseEach(ctx, pl)
 	}
 	if err != nil {
 		return nil, 0, err
 	}
-	w.seek.leased(rows, full && len(rows) < n)
-	out := make([]leased, len(rows))
-	for i, r := range rows {
-		out[i] = leased{row: r, sentAt: sentAt}
+	if pl.rescue && took > rescueInlineBudget {
+		w.rescueInline.Store(false)
 	}
-	return out, 0, nil
+	if slices.Contains(pl.heads, true) {
+		w.headReadCost.Store(int64(took))
+	}
+	jobs = w.sort(rows, sentAt)
+	w.settle(pl, jobs)
+	return jobs, 0, nil
 }
 
-// rescue returns the queue's expired jobs to pending (or fails those out
-// of attempts), by a lease of no jobs. When the database refuses the batch
-// for a row's data, it rescues them one statement each and sets aside the
-// ones it refuses. When the rescue fails otherwise (a timeout, with an
-// expensive trigger on many expired jobs), later rescues take fewer jobs
-// at a time. Used by the sweeper only.
-func (w *Worker[T]) rescue(ctx context.Context) error {
+// sort pairs leased rows with their sources. A row of a pair the worker
+// does not read cannot come back; one would be given back at once.
+func (w *Worker) sort(rows []*db.TasukiJob, sentAt time.Time) []leased {
+	out := make([]leased, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, leased{row: r, sentAt: sentAt, src: w.byPair[pair{r.Queue, r.Kind}]})
+	}
+	return out
+}
+
+// settle moves each read source's position past what it leased, and
+// marks it due again when it may have more: it filled what it asked, or
+// its queue's or kind's limit cut it.
+func (w *Worker) settle(pl *leasePlan, jobs []leased) {
+	bySource := make(map[*source][]*db.TasukiJob, len(pl.sources))
+	perQueue := make(map[*queueState]int, len(pl.queues))
+	perKind := make(map[*kindState]int, len(pl.kinds))
+	for _, j := range jobs {
+		bySource[j.src] = append(bySource[j.src], j.row)
+		perQueue[j.src.queue]++
+		perKind[j.src.kind]++
+	}
+	for i, s := range pl.sources {
+		got := bySource[s]
+		cut := perQueue[s.queue] >= pl.queues[s.queue] || perKind[s.kind] >= pl.kinds[s.kind]
+		s.due = len(got) >= pl.limits[i] || cut
+		if len(got) > 0 {
+			s.leased = true
+		}
+		// Read from the head, fewer than asked and no limit cut it: every
+		// runnable job was leased, here or by another worker.
+		s.seek.leased(got, pl.heads[i] && len(got) < pl.limits[i] && !cut)
+	}
+}
+
+// rescue returns the expired jobs of the worker's queues to pending (or
+// fails those out of attempts), and records this process, by a lease of
+// no jobs. When the database refuses the batch for a row's data, it
+// rescues them one statement each and sets aside the ones it refuses.
+// When the rescue fails otherwise (a timeout, with an expensive trigger on
+// many expired jobs), later rescues take fewer jobs at a time. Used by the
+// sweeper, while the rescue does not ride on the fetch loop's leases.
+func (w *Worker) rescue(ctx context.Context) error {
+	if w.rescueInline.Load() {
+		return nil
+	}
 	w.unrescued.ForgetStale(time.Now())
-	_, err := w.queryLease(ctx, db.JobLeaseParams{
-		Queue:     w.cfg.Queue,
-		LeaseUs:   1,
-		Rescue:    true,
-		RescueMax: int32(w.rescueMax),
-		SkipIds:   w.unrescued.Skip(time.Now()),
-		OnlyIds:   []int64{},
-	})
+	p := db.JobLeaseParams{LeaseUs: 1, SkipIds: w.unrescued.Skip(time.Now()), OnlyIds: []int64{}}
+	w.withRescue(&p)
+	start := time.Now()
+	_, err := w.queryLease(ctx, p)
 	switch {
 	case err == nil:
-		w.rescueMax = min(2*w.rescueMax, maxRescue)
+		w.rescueMax.Store(min(2*w.rescueMax.Load(), maxRescue))
+		if time.Since(start) < rescueCheap {
+			w.rescueInline.Store(true)
+		}
 	case dberr.RowError(err):
 		w.rescueEach(ctx)
 		return nil
 	case errors.Is(err, context.DeadlineExceeded) || dberr.Canceled(err):
 		if ctx.Err() == nil {
-			w.rescueMax = max(w.rescueMax/2, 1)
-			return fmt.Errorf("%w (next rescue takes at most %d jobs)", err, w.rescueMax)
+			w.rescueMax.Store(max(w.rescueMax.Load()/2, 1))
+			return fmt.Errorf("%w (next rescue takes at most %d jobs)", err, w.rescueMax.Load())
 		}
 	}
 	return err
 }
 
-func (w *Worker[T]) queryLease(ctx context.Context, p db.JobLeaseParams) ([]*db.TasukiJob, error) {
+func (w *Worker) queryLease(ctx context.Context, p db.JobLeaseParams) ([]*db.TasukiJob, error) {
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
 	defer cancel()
 	return w.queries.JobLease(stmtCtx, p)
 }
 
-// leaseEach leases the runnable jobs one statement each, after the database
-// refused a batch lease. What it leased is returned even when a later
-// statement fails: those jobs are this worker's now.
-func (w *Worker[T]) leaseEach(ctx context.Context, p db.JobLeaseParams) (out []leased, setAside int, err error) {
-	if p.Max == 0 {
+// leaseEach leases the runnable jobs of pl's sources one statement each,
+// after the database refused a batch lease. What it leased is returned
+// even when a later statement fails: those jobs are this worker's now.
+func (w *Worker) leaseEach(ctx context.Context, pl *leasePlan) (out []leased, setAside int, err error) {
+	q := db.JobRunnableIDsParams{SkipIds: pl.p.SkipIds, Max: 0}
+	for i, s := range pl.sources {
+		q.Queues = append(q.Queues, s.queue.name)
+		q.Kinds = append(q.Kinds, s.kind.name)
+		q.Max = max(q.Max, int32(pl.limits[i]))
+	}
+	if len(q.Queues) == 0 {
 		return nil, 0, nil
 	}
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
-	ids, err := w.queries.JobRunnableIDs(stmtCtx, db.JobRunnableIDsParams{Queue: p.Queue, SkipIds: p.SkipIds, Max: p.Max})
+	ids, err := w.queries.JobRunnableIDs(stmtCtx, q)
 	cancel()
 	if err != nil {
 		return nil, 0, err
 	}
-	// One job each, named: from the head, wherever the positions are.
-	p.Rescue, p.Max = false, 1
-	p.SeekPriorities, p.SeekAfter, p.SeekAfterIds = nil, nil, nil
+	perQueue := make(map[*queueState]int)
+	perKind := make(map[*kindState]int)
 	for _, id := range ids {
-		p.OnlyIds = []int64{id}
+		s := w.byPair[pair{id.Queue, id.Kind}]
+		if s == nil || perQueue[s.queue] >= pl.queues[s.queue] || perKind[s.kind] >= pl.kinds[s.kind] {
+			continue
+		}
+		// One job, named, read from the head of its source.
+		p := db.JobLeaseParams{
+			LeaseUs: pl.p.LeaseUs, SkipIds: []int64{}, OnlyIds: []int64{id.ID},
+			HeadQueues: []string{s.queue.name}, HeadKinds: []string{s.kind.name}, HeadLimits: []int32{1},
+			QueueNames: []string{s.queue.name}, QueueMax: []int32{1},
+			KindNames: []string{s.kind.name}, KindMax: []int32{1},
+		}
 		sentAt := time.Now()
 		rows, err := w.queryLease(ctx, p)
 		switch {
 		case err == nil:
-			w.refused.Accepted(id)
-			for _, r := range rows {
-				out = append(out, leased{row: r, sentAt: sentAt})
+			w.refused.Accepted(id.ID)
+			for _, j := range w.sort(rows, sentAt) {
+				out = append(out, j)
+				perQueue[s.queue]++
+				perKind[s.kind]++
 			}
 		case dberr.RowError(err):
-			w.setAside(w.refused, id, "lease", err)
+			w.setAside(w.refused, id.ID, "lease", err)
 			setAside++
 		default:
 			if len(out) > 0 {
@@ -136,9 +294,9 @@ func (w *Worker[T]) leaseEach(ctx context.Context, p db.JobLeaseParams) (out []l
 
 // rescueEach rescues the queue's expired jobs one statement each, after the
 // database refused the rescue of a batch.
-func (w *Worker[T]) rescueEach(ctx context.Context) {
+func (w *Worker) rescueEach(ctx context.Context) {
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
-	expired, err := w.queries.JobExpiredIDs(stmtCtx, db.JobExpiredIDsParams{Queue: w.cfg.Queue, SkipIds: w.unrescued.Skip(time.Now()), Max: maxRescue})
+	expired, err := w.queries.JobExpiredIDs(stmtCtx, db.JobExpiredIDsParams{Queues: w.process.queues, SkipIds: w.unrescued.Skip(time.Now()), Max: maxRescue})
 	cancel()
 	if err != nil {
 		w.log.Warn("tasuki: rescuing expired jobs failed; retrying at the next rescue", slog.Any("error", dberr.Wrap("rescue", err)))
@@ -147,7 +305,7 @@ func (w *Worker[T]) rescueEach(ctx context.Context) {
 	for _, id := range expired {
 		// A lease of no jobs that rescues only this one.
 		_, err := w.queryLease(ctx, db.JobLeaseParams{
-			Queue: w.cfg.Queue, Max: 0, LeaseUs: 1, Rescue: true, RescueMax: 1,
+			LeaseUs: 1, Rescue: true, RescueMax: 1, RescueQueues: w.process.queues,
 			SkipIds: []int64{}, OnlyIds: []int64{id},
 		})
 		switch {
@@ -164,7 +322,7 @@ func (w *Worker[T]) rescueEach(ctx context.Context) {
 
 // setAside records that the database refused to lease or rescue a job,
 // and logs it once for this try.
-func (w *Worker[T]) setAside(set *setaside.Set, id int64, op string, err error) {
+func (w *Worker) setAside(set *setaside.Set, id int64, op string, err error) {
 	wait := set.Refuse(id, time.Now())
 	w.log.Error("tasuki: the database refused to "+op+" a job; the queue's other jobs go on, and this one is tried again later",
 		slog.Int64("job_id", id), slog.Any("error", dberr.Wrap(op, err)), slog.Duration("retry_in", wait))

@@ -113,9 +113,10 @@ func (s *seeker) rewindAll() {
 	s.mu.Unlock()
 }
 
-// from applies the rewinds asked so far and sets p's seek positions, or
-// none when this lease reads from the head, which it reports.
-func (s *seeker) from(p *db.JobLeaseParams) (fromHead bool) {
+// from applies the rewinds asked so far and adds to p the reads of the
+// source (queue, kind), each at most lim jobs: from its head, which it
+// reports, or from each priority's position.
+func (s *seeker) from(p *db.JobLeaseParams, queue, kind string, lim int32) (fromHead bool) {
 	s.mu.Lock()
 	rewinds, all := s.rewinds, s.all
 	s.rewinds, s.all = nil, false
@@ -133,20 +134,21 @@ func (s *seeker) from(p *db.JobLeaseParams) (fromHead bool) {
 		s.fromHead = true
 	}
 	if s.fromHead {
+		p.HeadQueues = append(p.HeadQueues, queue)
+		p.HeadKinds = append(p.HeadKinds, kind)
+		p.HeadLimits = append(p.HeadLimits, lim)
 		return true
 	}
-	n := len(s.positions)
-	p.SeekPriorities = make([]int16, 0, n)
-	p.SeekAfter = make([]time.Time, 0, n)
-	p.SeekAfterIds = make([]int64, 0, n)
 	for pr, pos := range s.positions {
 		at := pos.at.Add(-seekMargin)
 		if pos.at.IsZero() || at.Before(headOfPriority) {
 			at = headOfPriority
 		}
+		p.SeekQueues = append(p.SeekQueues, queue)
+		p.SeekKinds = append(p.SeekKinds, kind)
 		p.SeekPriorities = append(p.SeekPriorities, pr)
-		p.SeekAfter = append(p.SeekAfter, at)
-		p.SeekAfterIds = append(p.SeekAfterIds, 0) // every job at that time
+		p.SeekAfter = append(p.SeekAfter, at) // every job at that time
+		p.SeekLimits = append(p.SeekLimits, lim)
 	}
 	return false
 }
@@ -203,16 +205,28 @@ type sweepTask struct {
 //
 // Its statements end with ctx: none of them hands this worker jobs, so one
 // cut short by a shutdown loses nothing, and shutdown does not wait for it.
-func (w *Worker[T]) sweep(ctx context.Context) {
+func (w *Worker) sweep(ctx context.Context) {
 	every := min(w.cfg.PollInterval, 24*time.Hour) // no overflow below
 	now := time.Now()
+	// The looks behind the positions are for a worker that leases: an idle
+	// one reads its sources from their heads at each poll instead.
+	var activeNear, activeHeads bool
+	ifActive := func(active *bool, look func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			if !*active {
+				return nil
+			}
+			*active = false
+			return look(ctx)
+		}
+	}
 	tasks := []*sweepTask{
-		{what: "rescuing expired jobs", every: min(w.cfg.LeaseDuration/2, 5*time.Second), factor: rescueFactor,
+		{what: "rescuing expired jobs", every: w.rescueEvery(), factor: rescueFactor,
 			run: w.rescue, next: now},
 		{what: "looking for jobs just behind the last lease", every: every, factor: nearFactor,
-			run: w.findNear, next: now.Add(every)},
+			run: ifActive(&activeNear, w.findNear), next: now.Add(every)},
 		{what: "looking for jobs behind the last lease", every: every, factor: headsFactor,
-			run: w.findHeads, next: now.Add(every)},
+			run: ifActive(&activeHeads, w.findHeads), next: now.Add(every)},
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -229,6 +243,9 @@ func (w *Worker[T]) sweep(ctx context.Context) {
 			return
 		case <-timer.C:
 		}
+		if w.activity.Swap(false) {
+			activeNear, activeHeads = true, true
+		}
 		for _, t := range tasks {
 			if !time.Now().Before(t.next) {
 				w.runSweep(ctx, t)
@@ -239,7 +256,7 @@ func (w *Worker[T]) sweep(ctx context.Context) {
 
 // runSweep runs t and sets when it runs next: after its period, or factor
 // times as long as it took, or, after a failure, a backoff.
-func (w *Worker[T]) runSweep(ctx context.Context, t *sweepTask) {
+func (w *Worker) runSweep(ctx context.Context, t *sweepTask) {
 	if t.fail == nil {
 		t.fail = newBackoff(backoffMax)
 	}
@@ -265,22 +282,26 @@ func (w *Worker[T]) runSweep(ctx context.Context, t *sweepTask) {
 // sweepTimeout bounds a sweep statement. Generous: while an old snapshot
 // is held these reads take long, and cutting them short would find
 // nothing at all.
-func (w *Worker[T]) sweepTimeout() time.Duration { return max(w.cfg.LeaseDuration/2, time.Minute) }
+func (w *Worker) sweepTimeout() time.Duration { return max(w.cfg.LeaseDuration/2, time.Minute) }
 
 // findHeads moves the fetch loop's positions back to the first runnable
-// job of each priority that lies behind them, and wakes the fetch loop
-// when it found any.
-func (w *Worker[T]) findHeads(ctx context.Context) error {
+// job of each priority of each source that lies behind them, and wakes
+// the fetch loop when it found any.
+func (w *Worker) findHeads(ctx context.Context) error {
+	var p db.JobRunnableHeadsParams
+	for _, s := range w.sources {
+		p.Queues = append(p.Queues, s.queue.name)
+		p.Kinds = append(p.Kinds, s.kind.name)
+	}
+	p.SkipIds = w.refused.Skip(time.Now())
 	stmtCtx, cancel := context.WithTimeout(ctx, w.sweepTimeout())
 	defer cancel()
-	heads, err := w.queries.JobRunnableHeads(stmtCtx, db.JobRunnableHeadsParams{
-		Queue: w.cfg.Queue, SkipIds: w.refused.Skip(time.Now()),
-	})
+	heads, err := w.queries.JobRunnableHeads(stmtCtx, p)
 	if err != nil {
 		return err
 	}
 	for _, h := range heads {
-		w.seek.rewind(h.Priority, h.ScheduledAt)
+		w.rewindTo(h.Queue, h.Kind, h.Priority, h.ScheduledAt)
 	}
 	if len(heads) > 0 {
 		w.signalWake()
@@ -290,25 +311,38 @@ func (w *Worker[T]) findHeads(ctx context.Context) error {
 
 // findNear is findHeads for the priorities the fetch loop knows, reading
 // only the jobs scheduled in the last nearWindow, by the database clock.
-func (w *Worker[T]) findNear(ctx context.Context) error {
-	priorities := w.seek.known()
-	if len(priorities) == 0 {
+func (w *Worker) findNear(ctx context.Context) error {
+	p := db.JobRunnableHeadsSinceParams{WindowUs: nearWindow.Microseconds(), SkipIds: w.refused.Skip(time.Now())}
+	for _, s := range w.sources {
+		for _, pr := range s.seek.known() {
+			p.Queues = append(p.Queues, s.queue.name)
+			p.Kinds = append(p.Kinds, s.kind.name)
+			p.Priorities = append(p.Priorities, pr)
+		}
+	}
+	if len(p.Queues) == 0 {
 		return nil
 	}
 	stmtCtx, cancel := context.WithTimeout(ctx, w.sweepTimeout())
 	defer cancel()
-	heads, err := w.queries.JobRunnableHeadsSince(stmtCtx, db.JobRunnableHeadsSinceParams{
-		Queue: w.cfg.Queue, Priorities: priorities, WindowUs: nearWindow.Microseconds(),
-		SkipIds: w.refused.Skip(time.Now()),
-	})
+	heads, err := w.queries.JobRunnableHeadsSince(stmtCtx, p)
 	if err != nil {
 		return err
 	}
 	for _, h := range heads {
-		w.seek.rewind(h.Priority, h.ScheduledAt)
+		w.rewindTo(h.Queue, h.Kind, h.Priority, h.ScheduledAt)
 	}
 	if len(heads) > 0 {
 		w.signalWake()
 	}
 	return nil
+}
+
+// rewindTo moves the position of a priority of a source back to at, and
+// makes the source due.
+func (w *Worker) rewindTo(queue, kind string, priority int16, at time.Time) {
+	if s := w.byPair[pair{queue, kind}]; s != nil {
+		s.seek.rewind(priority, at)
+		w.inbox.add(s)
+	}
 }

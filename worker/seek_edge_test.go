@@ -44,11 +44,11 @@ func TestMinusInfinityRowDoesNotBlindTheSweeper(t *testing.T) {
 	first := insert(t, client, task{N: 1}, nil)
 	require.Equal(t, first, receive(t, done, "the first job"))
 
-	_, err := pool.Exec(ctx, `INSERT INTO tasuki_job (payload, priority, scheduled_at) VALUES ('{"n":9}', 9, '-infinity')`)
+	_, err := pool.Exec(ctx, `INSERT INTO tasuki_job (kind, payload, priority, scheduled_at) VALUES ('task', '{"n":9}', 9, '-infinity')`)
 	require.NoError(t, err)
 	var behind int64
 	require.NoError(t, pool.QueryRow(ctx,
-		`INSERT INTO tasuki_job (payload, priority, scheduled_at) VALUES ('{"n":2}', 0, now() - interval '1 day') RETURNING id`).Scan(&behind))
+		`INSERT INTO tasuki_job (kind, payload, priority, scheduled_at) VALUES ('task', '{"n":2}', 0, now() - interval '1 day') RETURNING id`).Scan(&behind))
 
 	deadline := time.After(bound) // bounds a broken test; measures nothing
 	for {
@@ -263,7 +263,7 @@ func TestWakeUpWithUndecodableHeadsStillWakes(t *testing.T) {
 
 	var behind int64
 	require.NoError(t, pool.QueryRow(ctx,
-		`INSERT INTO tasuki_job (payload, scheduled_at) VALUES ('{"n":2}', now() - interval '1 minute') RETURNING id`).Scan(&behind))
+		`INSERT INTO tasuki_job (kind, payload, scheduled_at) VALUES ('task', '{"n":2}', now() - interval '1 minute') RETURNING id`).Scan(&behind))
 	_, err := pool.Exec(ctx, `SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', current_schema(), 'q', 'default',
 		'r', json_build_array(json_build_array(0, extract(epoch FROM now() - interval '1 minute') * 1000000)))::text)`)
 	require.NoError(t, err)

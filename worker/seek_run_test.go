@@ -75,6 +75,6 @@ func TestJobsBehindTheLastLeaseAreFoundWithoutNotifications(t *testing.T) {
 	require.Equal(t, first, receive(t, done, "the first job"))
 	var behind int64
 	require.NoError(t, pool.QueryRow(ctx,
-		`INSERT INTO tasuki_job (payload, priority, scheduled_at) VALUES ('{"n":2}', 4, now() - interval '1 day') RETURNING id`).Scan(&behind))
+		`INSERT INTO tasuki_job (kind, payload, priority, scheduled_at) VALUES ('task', '{"n":2}', 4, now() - interval '1 day') RETURNING id`).Scan(&behind))
 	require.Equal(t, behind, receive(t, done, "the job behind the last lease"))
 }

@@ -24,10 +24,11 @@ type seekPayload struct {
 	N int `json:"n"`
 }
 
-func seekWorker(t *testing.T, pool *pgxpool.Pool, queue string) *Worker[seekPayload] {
+func (seekPayload) Kind() string { return "seek" }
+
+func seekWorker(t *testing.T, pool *pgxpool.Pool, queue string) *Worker {
 	t.Helper()
-	w, err := New(pool, HandlerFunc[seekPayload](func(context.Context, *tasuki.Job[seekPayload]) error { return nil }),
-		Config{Queue: queue, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w, err := New(pool, Config{Queue: queue, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, Handle(HandlerFunc[seekPayload](func(context.Context, *tasuki.Job[seekPayload]) error { return nil })))
 	require.NoError(t, err)
 	w.queries = db.New(pool)
 	return w
@@ -39,14 +40,32 @@ func rawInsert(t *testing.T, pool *pgxpool.Pool, queue string, priority int, sch
 	t.Helper()
 	var id int64
 	require.NoError(t, pool.QueryRow(context.Background(),
-		`INSERT INTO tasuki_job (queue, priority, payload, scheduled_at) VALUES ($1, $2, '{"n":0}', `+scheduledAt+`) RETURNING id`,
+		`INSERT INTO tasuki_job (queue, kind, priority, payload, scheduled_at) VALUES ($1, 'seek', $2, '{"n":0}', `+scheduledAt+`) RETURNING id`,
 		queue, priority).Scan(&id))
 	return id
 }
 
-func leaseIDs(t *testing.T, w *Worker[seekPayload], n int) []int64 {
+func leaseIDs(t *testing.T, w *Worker, n int) []int64 {
 	t.Helper()
-	jobs, _, err := w.lease(context.Background(), n)
+	for _, s := range w.sources {
+		s.due = true
+	}
+	pl := w.plan(false)
+	for i := range pl.limits {
+		pl.limits[i] = n
+	}
+	for _, l := range [][]int32{pl.p.HeadLimits, pl.p.SeekLimits, pl.p.QueueMax, pl.p.KindMax} {
+		for i := range l {
+			l[i] = int32(n)
+		}
+	}
+	for q := range pl.queues {
+		pl.queues[q] = n
+	}
+	for k := range pl.kinds {
+		pl.kinds[k] = n
+	}
+	jobs, _, err := w.lease(context.Background(), pl)
 	require.NoError(t, err)
 	ids := make([]int64, len(jobs))
 	for i, j := range jobs {
@@ -66,7 +85,7 @@ func TestSeekLeasesInPriorityOrder(t *testing.T) {
 		rawInsert(t, pool, "seek-order", p, "now() - interval '1 hour'")
 	}
 	require.Len(t, leaseIDs(t, w, 10), 3, "the first lease reads from the head")
-	require.False(t, w.seek.fromHead, "a lease from the head that found fewer jobs than asked ends reading from the head")
+	require.False(t, w.sources[0].seek.fromHead, "a lease from the head that found fewer jobs than asked ends reading from the head")
 
 	var want []int64
 	for _, p := range []int{2, 0, 1, 0, 2, 1} {
@@ -97,7 +116,7 @@ func TestSeekFindsJobsBehindItsPositions(t *testing.T) {
 	w := seekWorker(t, pool, "seek-behind")
 	rawInsert(t, pool, "seek-behind", 1, "clock_timestamp()")
 	require.Len(t, leaseIDs(t, w, 10), 1)
-	require.False(t, w.seek.fromHead)
+	require.False(t, w.sources[0].seek.fromHead)
 
 	behind := rawInsert(t, pool, "seek-behind", 1, "now() - interval '1 hour'")
 	urgent := rawInsert(t, pool, "seek-behind", 0, "now() - interval '1 hour'")
@@ -123,20 +142,20 @@ func TestSeekRewinds(t *testing.T) {
 	late := rawInsert(t, pool, "seek-rewind", 3, "now() - interval '1 hour'")
 	require.NoError(t, pool.QueryRow(context.Background(), "SELECT scheduled_at FROM tasuki_job WHERE id = $1", late).Scan(&at))
 	assert.Empty(t, leaseIDs(t, w, 10))
-	w.rewind([][2]int64{{3, at.UnixMicro()}})
+	w.rewind(w.sources[0].queue.name, []head{{priority: 3, at: at.UnixMicro(), kind: "seek"}})
 	assert.Equal(t, []int64{late}, leaseIDs(t, w, 10), "moved back to the announced head")
 
 	lost := rawInsert(t, pool, "seek-rewind", 3, "now() - interval '2 hours'")
 	other := rawInsert(t, pool, "seek-rewind", 9, "now() - interval '2 hours'")
 	assert.Empty(t, leaseIDs(t, w, 10))
-	w.rewind(nil)
+	w.rewind(w.sources[0].queue.name, nil)
 	assert.ElementsMatch(t, []int64{lost, other}, leaseIDs(t, w, 10), "a wake-up without heads reads from the head")
 
 	// A head at a priority not seen yet reads that priority from its head:
 	// its jobs may begin anywhere.
 	first := rawInsert(t, pool, "seek-rewind", 5, "now() - interval '3 hours'")
 	second := rawInsert(t, pool, "seek-rewind", 5, "clock_timestamp()")
-	w.rewind([][2]int64{{5, time.Now().UnixMicro()}, {-1, 0}, {1 << 20, 0}})
+	w.rewind(w.sources[0].queue.name, []head{{priority: 5, at: time.Now().UnixMicro(), kind: "seek"}, {priority: -1, kind: "seek"}, {priority: 1 << 20, kind: "seek"}})
 	assert.ElementsMatch(t, []int64{first, second}, leaseIDs(t, w, 10))
 }
 
@@ -163,10 +182,10 @@ func TestSeekStaysAtHeadWhileBatchesAreFull(t *testing.T) {
 	}
 	late := rawInsert(t, pool, "seek-full", 7, "now() - interval '1 day'")
 	assert.Len(t, leaseIDs(t, w, 2), 2)
-	assert.True(t, w.seek.fromHead)
+	assert.True(t, w.sources[0].seek.fromHead)
 	assert.Len(t, leaseIDs(t, w, 2), 2)
 	assert.Equal(t, []int64{late}, leaseIDs(t, w, 2))
-	assert.False(t, w.seek.fromHead)
+	assert.False(t, w.sources[0].seek.fromHead)
 }
 
 // The near look finds jobs a little behind the positions (scheduled in

@@ -196,7 +196,7 @@ func TestConfigValidation(t *testing.T) {
 		{"Config.ListenURL", worker.Config{ListenURL: "host=x password=secretpw port=abc"}},
 		{"Config.ListenURL", worker.Config{ListenURL: "postgres://u:secretpw@localhost/db", DisableListen: true}},
 	} {
-		w, err := worker.New[task](pool, handler, tc.cfg)
+		w, err := worker.New(pool, tc.cfg, worker.Handle[task](handler))
 		var invalid *tasuki.InvalidOptionError
 		if assert.ErrorAs(t, err, &invalid, "%s: %+v", tc.field, tc.cfg) {
 			assert.Equal(t, tc.field, invalid.Option)
@@ -207,17 +207,17 @@ func TestConfigValidation(t *testing.T) {
 		assert.Nil(t, w)
 	}
 
-	_, err = worker.New[task](nil, handler, worker.Config{})
+	_, err = worker.New(nil, worker.Config{}, worker.Handle[task](handler))
 	var invalid *tasuki.InvalidOptionError
 	require.ErrorAs(t, err, &invalid)
 	assert.Equal(t, "pool", invalid.Option)
 
-	_, err = worker.New[task](pool, nil, worker.Config{})
+	_, err = worker.New(pool, worker.Config{}, worker.Handle[task](nil))
 	require.ErrorAs(t, err, &invalid)
-	assert.Equal(t, "handler", invalid.Option)
+	assert.Equal(t, "handlers[0]", invalid.Option)
 
 	// The zero Config is valid and filled with the defaults.
-	w, err := worker.New[task](pool, handler, worker.Config{})
+	w, err := worker.New(pool, worker.Config{}, worker.Handle[task](handler))
 	require.NoError(t, err)
 	cfg := w.Config()
 	assert.Equal(t, tasuki.DefaultQueue, cfg.Queue)
@@ -230,14 +230,14 @@ func TestConfigValidation(t *testing.T) {
 	assert.NotNil(t, cfg.Logger)
 
 	// Boundary values are accepted.
-	_, err = worker.New[task](pool, handler, worker.Config{
+	_, err = worker.New(pool, worker.Config{
 		Queue:             strings.Repeat("q", tasuki.MaxQueueLength),
 		Concurrency:       100_000,
 		LeaseDuration:     time.Second,
 		HeartbeatInterval: time.Second / 2,
 		PollInterval:      10 * time.Millisecond,
 		ShutdownTimeout:   -1,
-	})
+	}, worker.Handle[task](handler))
 	assert.NoError(t, err)
 }
 

@@ -2,10 +2,13 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,26 +24,6 @@ import (
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
-// Handler runs jobs whose payload is a T. What Work returns is the job's
-// outcome: nil completes it; an error retries it after the worker's backoff,
-// or fails it once its attempts are used up; [tasuki.Cancel] cancels it;
-// [tasuki.RetryAfter] retries it after a given delay. A panic is recovered
-// and counts as an error.
-//
-// ctx is canceled when the job is canceled from outside, when the worker
-// lost the job's lease, or when a shutdown runs out of time; Work should
-// then return soon.
-type Handler[T any] interface {
-	Work(ctx context.Context, job *tasuki.Job[T]) error
-}
-
-// HandlerFunc adapts a function to a Handler, as http.HandlerFunc does.
-// Shared state reaches the function through its closure or a method value.
-type HandlerFunc[T any] func(ctx context.Context, job *tasuki.Job[T]) error
-
-// Work calls f(ctx, job).
-func (f HandlerFunc[T]) Work(ctx context.Context, job *tasuki.Job[T]) error { return f(ctx, job) }
-
 // Causes of a handler's context being canceled, found with context.Cause.
 var (
 	// ErrLeaseLost: the job was canceled from outside, or its lease could
@@ -53,29 +36,51 @@ var (
 	ErrShutdown = errors.New("tasuki: worker shut down before the job finished; it will run again")
 )
 
-// Worker runs the jobs of one queue with one handler. Create it with New
-// and start it with Run.
-type Worker[T any] struct {
+// Worker runs the jobs of a process: every kind it has a handler for, in
+// every queue it is configured for, with one Run, one connection for
+// LISTEN and a small pool of its own for its statements (see Run). Create
+// it with New and start it with Run.
+type Worker struct {
 	// pool is the application's pool, which handlers use; the worker's own
 	// statements go through queries, on a small pool of its own that Run
 	// opens, so that handlers holding every connection of the
 	// application's pool cannot hold up leases, heartbeats or outcomes.
 	pool    *pgxpool.Pool
 	queries *db.Queries
-	handler Handler[T]
 	cfg     Config
 	log     *slog.Logger
 	started atomic.Bool
 	health  *health
+	// process identifies this worker in tasuki_process.
+	process processInfo
+
+	// The queues and kinds the worker works, sorted by name, and the
+	// sources the lease reads: every (queue, kind) pair of them.
+	queues  []*queueState
+	kinds   []*kindState
+	sources []*source
+	byPair  map[pair]*source
+	// inbox holds the sources a wake-up, the sweeper or a freed kind slot
+	// asked the fetch loop to read.
+	inbox inbox
+
 	// refused and unrescued: jobs the database refused to lease, and to
 	// rescue, set aside for a while.
 	refused, unrescued *setaside.Set
 	// rescueMax is how many expired jobs a rescue takes at most: halved
-	// after a rescue timed out, doubled back after one passed. Used by the
-	// sweeper only.
-	rescueMax int
-	// seek keeps where the fetch loop's last lease stopped.
-	seek *seeker
+	// after a rescue timed out, doubled back after one passed.
+	rescueMax atomic.Int64
+	// rescueInline: the rescue of expired leases rides on the fetch loop's
+	// lease statements, as it is cheap; false while it is slow (an old
+	// snapshot), when the sweeper runs it apart.
+	rescueInline atomic.Bool
+	// headReadCost is how long the last lease statement that read a
+	// source from its head took, in nanoseconds.
+	headReadCost atomic.Int64
+	// activity: the fetch loop leased jobs since the sweeper's last look
+	// behind its positions, failed to, or could not afford to read from
+	// the heads.
+	activity atomic.Bool
 
 	mu      sync.Mutex
 	running map[int64]*lease // leased, until the outcome is recorded
@@ -92,6 +97,68 @@ type Worker[T any] struct {
 	slotFree     chan struct{} // a handler finished
 }
 
+// queueState is one queue of the worker.
+type queueState struct {
+	name        string
+	concurrency int
+	active      atomic.Int64
+}
+
+// kindState is one kind of the worker, with its handler.
+type kindState struct {
+	name   string
+	limit  int // 0: none
+	retry  RetryPolicy
+	reg    Registration
+	active atomic.Int64
+}
+
+// free is how many more jobs of the kind may start; math.MaxInt32 without
+// a limit.
+func (k *kindState) free() int {
+	if k.limit == 0 {
+		return math.MaxInt32
+	}
+	return k.limit - int(k.active.Load())
+}
+
+type pair struct{ queue, kind string }
+
+// source is a (queue, kind) pair the lease reads, with where it stopped.
+type source struct {
+	queue *queueState
+	kind  *kindState
+	seek  *seeker
+	// The fetch loop's own: due, read it at the next lease; leased, it
+	// gave jobs since the last poll.
+	due, leased bool
+}
+
+// inbox collects, from other goroutines, the sources to read.
+type inbox struct {
+	mu      sync.Mutex
+	sources map[*source]struct{}
+}
+
+func (in *inbox) add(ss ...*source) {
+	in.mu.Lock()
+	if in.sources == nil {
+		in.sources = make(map[*source]struct{})
+	}
+	for _, s := range ss {
+		in.sources[s] = struct{}{}
+	}
+	in.mu.Unlock()
+}
+
+func (in *inbox) take() map[*source]struct{} {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	ss := in.sources
+	in.sources = nil
+	return ss
+}
+
 // lease is one leased job held by this worker.
 type lease struct {
 	id      int64
@@ -106,6 +173,8 @@ type lease struct {
 	// lost: watchLeases stopped the handler, as its lease was about to
 	// lapse unrenewed.
 	lost bool
+	// src is the queue and kind the job was leased from.
+	src *source
 }
 
 // work is a leased job handed to a runner.
@@ -124,42 +193,96 @@ type result struct {
 	giveBack bool
 }
 
-// New returns a worker that runs jobs with handler. The configuration is
-// checked here; an invalid one returns a *tasuki.InvalidOptionError.
-func New[T any](pool *pgxpool.Pool, handler Handler[T], cfg Config) (*Worker[T], error) {
+// New returns a worker that runs jobs with the handlers given, each for
+// its kind, in the queues of cfg. The configuration is checked here; an
+// invalid one, no handler, or two handlers for one kind return a
+// *tasuki.InvalidOptionError.
+//
+//	w, err := worker.New(pool, worker.Config{}, worker.HandleFunc(sendEmail), worker.HandleFunc(resizeImage))
+func New(pool *pgxpool.Pool, cfg Config, handlers ...Registration) (*Worker, error) {
 	if pool == nil {
 		return nil, &tasuki.InvalidOptionError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
-	}
-	if f, ok := handler.(HandlerFunc[T]); handler == nil || ok && f == nil {
-		return nil, &tasuki.InvalidOptionError{Option: "handler", Value: nil, Reason: "a Handler is required"}
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return &Worker[T]{
+	if len(handlers) == 0 {
+		return nil, &tasuki.InvalidOptionError{Option: "handlers", Value: nil, Reason: "at least one handler is required: worker.Handle(h) or worker.HandleFunc(f)"}
+	}
+	w := &Worker{
 		pool:      pool,
-		handler:   handler,
 		cfg:       cfg,
-		log:       cfg.Logger.With(slog.String("queue", cfg.Queue)),
+		log:       cfg.Logger,
 		health:    newHealth(),
 		refused:   setaside.New(min(cfg.LeaseDuration/2, 5*time.Second), setaside.DefaultMaxWait),
 		unrescued: setaside.New(min(cfg.LeaseDuration/2, 5*time.Second), setaside.DefaultMaxWait),
-		rescueMax: maxRescue,
-		seek:      newSeeker(),
+		byPair:    make(map[pair]*source),
 		running:   make(map[int64]*lease),
-		work:      make(chan work, cfg.Concurrency),
+		wake:      make(chan struct{}, 1),
 		// Room for a full batch of outcomes, so that handlers rarely wait for the
 		// writer and slots free as soon as handlers return.
-		results:      make(chan result, max(cfg.Concurrency, maxBatch)),
-		wake:         make(chan struct{}, 1),
 		heartbeatNow: make(chan struct{}, 1),
 		slotFree:     make(chan struct{}, 1),
-	}, nil
+	}
+	w.rescueMax.Store(maxRescue)
+	w.rescueInline.Store(true)
+	seen := make(map[string]int)
+	for i, r := range handlers {
+		option := fmt.Sprintf("handlers[%d]", i)
+		if r.kindOf == nil || r.missing {
+			return nil, &tasuki.InvalidOptionError{Option: option, Value: nil, Reason: "a Handler is required: worker.Handle(h) or worker.HandleFunc(f)"}
+		}
+		kind, err := r.kindOf(option+" KindConfig.Kind", r.cfg.Kind)
+		if err != nil {
+			return nil, err
+		}
+		if j, dup := seen[kind]; dup {
+			return nil, &tasuki.InvalidOptionError{Option: option, Value: kind,
+				Reason: fmt.Sprintf("kind %q already has a handler (handlers[%d]); register one handler per kind", kind, j)}
+		}
+		seen[kind] = i
+		if r.cfg.MaxConcurrency < 0 || r.cfg.MaxConcurrency > 100_000 {
+			return nil, &tasuki.InvalidOptionError{Option: option + " KindConfig.MaxConcurrency", Value: r.cfg.MaxConcurrency,
+				Reason: "must be between 1 and 100000, or 0 for no limit of its own"}
+		}
+		retry := r.cfg.RetryPolicy
+		if retry == nil {
+			retry = cfg.RetryPolicy
+		}
+		w.kinds = append(w.kinds, &kindState{name: kind, limit: r.cfg.MaxConcurrency, retry: retry, reg: r})
+	}
+	slices.SortFunc(w.kinds, func(a, b *kindState) int { return strings.Compare(a.name, b.name) })
+	total := 0
+	for name, q := range cfg.Queues {
+		w.queues = append(w.queues, &queueState{name: name, concurrency: q.Concurrency})
+		total += q.Concurrency
+	}
+	slices.SortFunc(w.queues, func(a, b *queueState) int { return strings.Compare(a.name, b.name) })
+	for _, q := range w.queues {
+		for _, k := range w.kinds {
+			s := &source{queue: q, kind: k, seek: newSeeker()}
+			w.sources = append(w.sources, s)
+			w.byPair[pair{q.name, k.name}] = s
+		}
+	}
+	w.work = make(chan work, total)
+	w.results = make(chan result, max(total, maxBatch))
+	w.process = newProcessInfo(w)
+	return w, nil
 }
 
 // Config returns the worker's configuration with defaults filled in.
-func (w *Worker[T]) Config() Config { return w.cfg }
+func (w *Worker) Config() Config { return w.cfg }
+
+// Kinds returns the kinds the worker has handlers for, sorted.
+func (w *Worker) Kinds() []string {
+	out := make([]string, len(w.kinds))
+	for i, k := range w.kinds {
+		out[i] = k.name
+	}
+	return out
+}
 
 // Run works jobs until ctx ends, then shuts down gracefully: it stops
 // leasing, waits up to ShutdownTimeout for running handlers, cancels the
@@ -168,7 +291,7 @@ func (w *Worker[T]) Config() Config { return w.cfg }
 // tasuki's schema or the role lacks a privilege (an error wrapping
 // tasuki.ErrSchemaMissing or tasuki.ErrPermissionDenied); database outages
 // are logged and waited out. Run may be called once.
-func (w *Worker[T]) Run(ctx context.Context) error {
+func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("tasuki: Worker.Run called twice; create a new Worker")
 	}
@@ -178,9 +301,10 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	}
 	defer own.Close()
 	w.queries = db.New(own)
-	// The cleaner uses the application's pool: waiting there for a
-	// connection only delays a round.
-	cleaner, err := maintenance.NewCleaner(w.pool, maintenance.CleanerConfig{Interval: w.cfg.CleanInterval, Logger: w.cfg.Logger})
+	// The cleaner shares the worker's pool: waiting there for a connection
+	// only delays a round, and an idle worker then keeps one connection
+	// open besides its listener.
+	cleaner, err := maintenance.NewCleaner(own, maintenance.CleanerConfig{Interval: w.cfg.CleanInterval, Logger: w.cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -261,6 +385,7 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 	<-writerDone
 	<-cleanerDone
 	<-sweepDone
+	w.forgetProcess(dbCtx)
 	stopDB()
 	<-listenerDone
 	<-watchDone
@@ -269,17 +394,25 @@ func (w *Worker[T]) Run(ctx context.Context) error {
 }
 
 // ownConns is the most connections the worker's own pool opens: one for
-// the lease loop, one for the writer and one for the sweeper. The listener
-// holds one more, outside the pool.
+// the lease loop, one for the writer and one for the sweeper and the
+// cleaner. The listener holds one more, outside the pool. An idle worker
+// uses one of them (its polls), and closes the others after
+// ownIdleTimeout.
 const ownConns = 3
+
+// ownIdleTimeout is how long the worker's pool keeps a connection it did
+// not use.
+const ownIdleTimeout = time.Minute
 
 // ownPool opens the worker's own pool, with the application's pool's
 // connection settings (and hooks), for the worker's statements. It opens
 // connections only when they are needed.
-func (w *Worker[T]) ownPool() (*pgxpool.Pool, error) {
+func (w *Worker) ownPool() (*pgxpool.Pool, error) {
 	cfg := w.pool.Config()
 	cfg.MaxConns = ownConns
 	cfg.MinConns, cfg.MinIdleConns = 0, 0
+	cfg.MaxConnIdleTime = ownIdleTimeout
+	cfg.HealthCheckPeriod = min(cfg.HealthCheckPeriod, ownIdleTimeout)
 	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tasuki-worker"
 	}
@@ -292,11 +425,11 @@ func (w *Worker[T]) ownPool() (*pgxpool.Pool, error) {
 
 // start checks that the schema exists and returns its name. It waits out an
 // unreachable database until ctx ends.
-func (w *Worker[T]) start(ctx context.Context) (string, error) {
+func (w *Worker) start(ctx context.Context) (string, error) {
 	b := newBackoff(probeBackoffMax)
 	for {
 		// Leasing nothing proves the tables are there.
-		_, err := w.queries.JobLease(ctx, db.JobLeaseParams{Queue: w.cfg.Queue, Max: 0, LeaseUs: 1})
+		_, err := w.queries.JobLease(ctx, db.JobLeaseParams{LeaseUs: 1})
 		var schema string
 		if err == nil {
 			if schema, err = w.queries.TasukiSchema(ctx); err == nil {
@@ -316,46 +449,76 @@ func (w *Worker[T]) start(ctx context.Context) (string, error) {
 	}
 }
 
-// fetchLoop leases jobs until ctx ends. It leases as many jobs as there are
-// free slots; after a full batch it leases again as soon as a slot frees,
-// otherwise it waits for a notification or the poll interval.
-func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
-	more := true
+// fetchLoop leases jobs until ctx ends, for all the worker's queues and
+// kinds in one statement each time. It reads the sources that are due: all
+// of them at start and every PollInterval; those a wake-up named; those
+// whose last read filled what it asked, or was cut by a queue's or a
+// kind's limit (they may have more), as soon as slots free. It leases only
+// as many jobs of a queue as the queue has free slots, and of a kind as the
+// kind's limit leaves. The rescue of expired leases and the record of this
+// process ride on these statements every rescueEvery while the rescue is
+// cheap, so that an idle worker sends one statement per PollInterval.
+func (w *Worker) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
+	for _, s := range w.sources {
+		s.due = true
+	}
 	poll := time.NewTimer(w.cfg.PollInterval)
 	defer poll.Stop()
+	rescueTimer := time.NewTimer(w.rescueEvery())
+	defer rescueTimer.Stop()
+	rescueDue := true
 	b := newBackoff(probeBackoffMax)
 	for {
-		free := w.cfg.Concurrency - int(w.active.Load())
-		if free <= 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-w.slotFree:
-			}
-			continue
+		if ctx.Err() != nil {
+			return
 		}
-		if !more {
-			poll.Reset(w.cfg.PollInterval)
+		for s := range w.inbox.take() {
+			s.due = true
+		}
+		plan := w.plan(rescueDue && w.rescueInline.Load())
+		if plan.empty() {
+			var slot <-chan struct{}
+			if plan.blocked {
+				slot = w.slotFree
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-w.wake:
+			case <-slot:
 			case <-poll.C:
+				w.pollAll()
+				poll.Reset(w.cfg.PollInterval)
+			case <-rescueTimer.C:
+				rescueDue = true
+				rescueTimer.Reset(w.rescueEvery())
+				// A poll too, so that an idle worker sends one statement
+				// for both.
+				w.pollAll()
+				if !poll.Stop() {
+					select {
+					case <-poll.C:
+					default:
+					}
+				}
+				poll.Reset(w.cfg.PollInterval)
 			}
-			poll.Stop()
-		}
-		if ctx.Err() != nil {
-			return
+			continue
 		}
 		// dbCtx, not ctx: a lease statement interrupted by shutdown could
 		// commit without its rows reaching us; they are given back below.
-		jobs, setAside, err := w.lease(dbCtx, free)
+		jobs, setAside, err := w.lease(dbCtx, plan)
 		if err != nil {
+			// Not idle: the sweeper's looks go on, and back off by
+			// themselves while the database fails them too.
+			w.activity.Store(true)
 			d := b.next()
 			w.log.Warn("tasuki: leasing jobs failed; retrying", slog.Any("error", dberr.Wrap("lease", err)), slog.Duration("retry_in", d))
 			w.health.sleep(ctx, d)
-			more = true
-			continue
+			continue // the sources stay due
+		}
+		if plan.rescue {
+			rescueDue = false
 		}
 		if b.reset() {
 			w.health.ok()
@@ -365,17 +528,45 @@ func (w *Worker[T]) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 			return
 		}
 		for _, j := range jobs {
-			w.startJob(handlerCtx, j.row, j.sentAt)
+			w.startJob(handlerCtx, j)
 		}
-		// Jobs set aside stood in front of others: lease again at once.
-		more = len(jobs) == free || setAside > 0
+		if len(jobs) > 0 {
+			w.activity.Store(true)
+		}
+		// Jobs set aside stood in front of others: read again at once.
+		if setAside > 0 {
+			for _, s := range plan.sources {
+				s.due = true
+			}
+		}
+	}
+}
+
+// pollAll makes every source due. A source that gave no jobs since the
+// last poll is read from its head, which finds what no wake-up announced
+// (jobs inserted by SQL of the application's own, or that committed
+// behind its position) at the cost of one index descent while the queue
+// is idle; unless reads from the head have become slow (an old snapshot
+// left many dead index entries there), when the sweeper looks instead.
+func (w *Worker) pollAll() {
+	cheap := w.headReadCost.Load() <= int64(w.cfg.PollInterval/headReadShare)
+	for _, s := range w.sources {
+		s.due = true
+		if !s.leased {
+			if cheap {
+				s.seek.rewindAll()
+			} else {
+				w.activity.Store(true)
+			}
+		}
+		s.leased = false
 	}
 }
 
 // giveBack returns jobs leased during shutdown without running them.
-func (w *Worker[T]) giveBack(jobs []leased) {
+func (w *Worker) giveBack(jobs []leased) {
 	for _, j := range jobs {
-		l := w.register(j.row, func(error) {}, j.sentAt)
+		l := w.register(j, func(error) {})
 		w.mu.Lock()
 		l.returned = true // no handler will run
 		w.mu.Unlock()
@@ -383,28 +574,30 @@ func (w *Worker[T]) giveBack(jobs []leased) {
 	}
 }
 
-func (w *Worker[T]) register(row *db.TasukiJob, cancel context.CancelCauseFunc, sentAt time.Time) *lease {
-	l := &lease{id: row.ID, token: row.LeaseToken, cancel: cancel, expires: sentAt.Add(w.cfg.LeaseDuration)}
+func (w *Worker) register(j leased, cancel context.CancelCauseFunc) *lease {
+	l := &lease{id: j.row.ID, token: j.row.LeaseToken, cancel: cancel, expires: j.sentAt.Add(w.cfg.LeaseDuration), src: j.src}
 	w.mu.Lock()
-	if old := w.running[row.ID]; old != nil {
+	if old := w.running[l.id]; old != nil {
 		// This worker leased the job again: the old lease is gone, and a
 		// handler still running under it must stop.
 		old.cancel(ErrLeaseLost)
 	}
-	w.running[row.ID] = l
+	w.running[l.id] = l
 	w.mu.Unlock()
 	return l
 }
 
-func (w *Worker[T]) startJob(handlerCtx context.Context, row *db.TasukiJob, sentAt time.Time) {
+func (w *Worker) startJob(handlerCtx context.Context, j leased) {
 	jobCtx, cancel := context.WithCancelCause(handlerCtx)
-	l := w.register(row, cancel, sentAt)
+	l := w.register(j, cancel)
 	w.active.Add(1)
-	w.work <- work{ctx: jobCtx, lease: l, row: row} // never blocks: one slot per leased job
+	j.src.queue.active.Add(1)
+	j.src.kind.active.Add(1)
+	w.work <- work{ctx: jobCtx, lease: l, row: j.row} // never blocks: one slot per leased job
 }
 
 // runner runs leased jobs until the work channel closes.
-func (w *Worker[T]) runner() {
+func (w *Worker) runner() {
 	defer w.handlers.Done()
 	for wk := range w.work {
 		w.runOne(wk)
@@ -417,9 +610,9 @@ func (w *Worker[T]) runner() {
 var ErrHandlerExited = errors.New("tasuki: handler called runtime.Goexit instead of returning")
 
 // runOne runs one job and hands its outcome to the writer.
-func (w *Worker[T]) runOne(wk work) {
+func (w *Worker) runOne(wk work) {
 	l := wk.lease
-	var job *tasuki.Job[T]
+	var job *tasuki.Job[json.RawMessage]
 	returned := false
 	defer func() {
 		if returned {
@@ -442,21 +635,26 @@ func (w *Worker[T]) runOne(wk work) {
 		w.handlers.Add(1)
 		go w.runner()
 	}()
-	job, err := tasuki.JobFromRow[T](wk.row)
+	job, err := rawJob(wk.row)
+	var typed any
+	if err == nil {
+		typed, err = l.src.kind.reg.decode(job)
+	}
 	var r result
 	if err != nil {
 		// Retrying cannot make a payload decode: fail it now.
-		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", wk.row.ID), slog.Any("error", err))
+		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", wk.row.ID),
+			slog.String("kind", job.Kind), slog.Any("error", err))
 		r = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error()}
 	} else {
-		r = w.classify(wk.ctx, l, job, w.call(wk.ctx, job))
+		r = w.classify(wk.ctx, l, job, w.call(wk.ctx, l.src.kind, job, typed))
 	}
 	returned = true
 	w.finishJob(l, r)
 }
 
 // finishJob hands an outcome to the writer and frees the job's slot.
-func (w *Worker[T]) finishJob(l *lease, r result) {
+func (w *Worker) finishJob(l *lease, r result) {
 	l.cancel(nil)
 	w.mu.Lock()
 	l.returned = true
@@ -470,14 +668,30 @@ func (w *Worker[T]) finishJob(l *lease, r result) {
 		w.sending.Done()
 	}
 	w.active.Add(-1)
+	l.src.queue.active.Add(-1)
+	if k := l.src.kind; k.active.Add(-1) == int64(k.limit)-1 {
+		// The kind was at its limit: its sources may have jobs waiting.
+		w.inbox.add(w.sourcesOfKind(k)...)
+	}
 	select {
 	case w.slotFree <- struct{}{}:
 	default:
 	}
 }
 
+// sourcesOfKind returns the sources of kind k.
+func (w *Worker) sourcesOfKind(k *kindState) []*source {
+	var out []*source
+	for _, s := range w.sources {
+		if s.kind == k {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // classify turns what a handler returned into an outcome.
-func (w *Worker[T]) classify(ctx context.Context, l *lease, job *tasuki.Job[T], err error) (r result) {
+func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.RawMessage], err error) (r result) {
 	r = result{lease: l}
 	// The outcome is written whatever canceled the context: the token check
 	// refuses it when the job was canceled or its lease really lost, and
@@ -507,7 +721,7 @@ func (w *Worker[T]) classify(ctx context.Context, l *lease, job *tasuki.Job[T], 
 	if errors.As(err, &retryErr) {
 		r.delay = retryDelay(retryErr.Delay)
 	} else {
-		r.delay = retryDelay(w.cfg.RetryPolicy(job.Attempt))
+		r.delay = retryDelay(l.src.kind.retry(job.Attempt))
 	}
 	w.log.Info("tasuki: job attempt failed; will retry", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt),
 		slog.Duration("retry_in", r.delay), slog.Any("error", err))
@@ -525,14 +739,31 @@ type PanicError struct {
 
 func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v\n\n%s", e.Value, e.Stack) }
 
-func (w *Worker[T]) call(ctx context.Context, job *tasuki.Job[T]) (err error) {
+func (w *Worker) call(ctx context.Context, k *kindState, job *tasuki.Job[json.RawMessage], typed any) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: string(debug.Stack())}
-			w.log.Error("tasuki: handler panicked", slog.Int64("job_id", job.ID), slog.Any("panic", v))
+			w.log.Error("tasuki: handler panicked", slog.Int64("job_id", job.ID), slog.String("kind", k.name), slog.Any("panic", v))
 		}
 	}()
-	return w.handler.Work(ctx, job)
+	return k.reg.work(ctx, typed)
+}
+
+// rawJob converts a leased row into the job every handler's typed job is
+// decoded from.
+func rawJob(row *db.TasukiJob) (*tasuki.Job[json.RawMessage], error) {
+	job := &tasuki.Job[json.RawMessage]{
+		ID: row.ID, Queue: row.Queue, Kind: row.Kind, Status: tasuki.Status(row.Status), Priority: int(row.Priority),
+		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), MaxAttempts: int(row.MaxAttempts),
+		ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt, AttemptedAt: row.AttemptedAt,
+		FinishedAt: row.FinishedAt, Metadata: json.RawMessage(row.Metadata),
+	}
+	if len(row.Errors) > 2 { // "[]" is the empty history
+		if err := json.Unmarshal(row.Errors, &job.Errors); err != nil {
+			return job, fmt.Errorf("tasuki: error history of job %d: %w", row.ID, err)
+		}
+	}
+	return job, nil
 }
 
 // waitFor waits up to d for done to close.
@@ -548,7 +779,7 @@ func waitFor(done <-chan struct{}, d time.Duration) bool {
 }
 
 // abandonRunning gives back the jobs of handlers that did not return.
-func (w *Worker[T]) abandonRunning() {
+func (w *Worker) abandonRunning() {
 	var stuck []*lease
 	w.mu.Lock()
 	for _, l := range w.running {
@@ -572,7 +803,7 @@ func (w *Worker[T]) abandonRunning() {
 // cancelJob cancels the handler of a job canceled from outside, if it runs
 // under the lease that was canceled: a late notification must not stop a
 // newer lease of the same job (canceled, retried and leased again).
-func (w *Worker[T]) cancelJob(id int64, token pgtype.UUID) {
+func (w *Worker) cancelJob(id int64, token pgtype.UUID) {
 	w.mu.Lock()
 	l := w.running[id]
 	w.mu.Unlock()
@@ -581,7 +812,7 @@ func (w *Worker[T]) cancelJob(id int64, token pgtype.UUID) {
 	}
 }
 
-func (w *Worker[T]) signalWake() {
+func (w *Worker) signalWake() {
 	select {
 	case w.wake <- struct{}{}:
 	default:

@@ -21,7 +21,7 @@ const maxBatch = 5000
 // two never race for the same rows. While a batch is being written, new
 // outcomes queue in the results channel and go out together in the next
 // statement: the busier the worker, the larger the batches.
-func (w *Worker[T]) writeLoop(ctx context.Context, stop <-chan struct{}) {
+func (w *Worker) writeLoop(ctx context.Context, stop <-chan struct{}) {
 	heartbeat := time.NewTicker(w.cfg.HeartbeatInterval)
 	defer heartbeat.Stop()
 	var pending []result
@@ -88,7 +88,7 @@ func (w *Worker[T]) writeLoop(ctx context.Context, stop <-chan struct{}) {
 }
 
 // drain appends what is already waiting in the results channel.
-func (w *Worker[T]) drain(pending []result) []result {
+func (w *Worker) drain(pending []result) []result {
 	for len(pending) < maxBatch {
 		select {
 		case r := <-w.results:
@@ -103,7 +103,7 @@ func (w *Worker[T]) drain(pending []result) []result {
 // final writes the last outcomes at shutdown, retrying for a while if the
 // database is away. What it cannot write is not lost: those jobs' leases
 // expire and they run again.
-func (w *Worker[T]) final(ctx context.Context, pending []result) {
+func (w *Worker) final(ctx context.Context, pending []result) {
 	deadline := time.Now().Add(w.cfg.LeaseDuration)
 	b := newBackoff(backoffMax)
 	for len(pending) > 0 {
@@ -123,12 +123,12 @@ func (w *Worker[T]) final(ctx context.Context, pending []result) {
 
 // flush writes pending outcomes in one statement and returns what is left:
 // nothing on success, everything on error.
-func (w *Worker[T]) flush(ctx context.Context, pending []result) ([]result, error) {
+func (w *Worker) flush(ctx context.Context, pending []result) ([]result, error) {
 	return w.write(ctx, pending, false)
 }
 
 // write is flush; single says it is already writing one row at a time.
-func (w *Worker[T]) write(ctx context.Context, pending []result, single bool) ([]result, error) {
+func (w *Worker) write(ctx context.Context, pending []result, single bool) ([]result, error) {
 	if len(pending) == 0 {
 		return pending, nil
 	}
@@ -183,7 +183,7 @@ func (w *Worker[T]) write(ctx context.Context, pending []result, single bool) ([
 // flushEach writes outcomes one statement each, after a batch failed for a
 // row's data. An outcome that fails alone is dropped and logged: its job's
 // lease expires and the job runs again.
-func (w *Worker[T]) flushEach(ctx context.Context, pending []result, batchErr error) ([]result, error) {
+func (w *Worker) flushEach(ctx context.Context, pending []result, batchErr error) ([]result, error) {
 	for i, r := range pending {
 		if _, err := w.write(ctx, []result{r}, true); err != nil {
 			if !dberr.RowError(err) {
@@ -205,7 +205,7 @@ func (w *Worker[T]) flushEach(ctx context.Context, pending []result, batchErr er
 // statement, and stops the handlers of jobs it no longer holds. It reports
 // whether the statement succeeded. A handler whose lease could not be
 // renewed is stopped by watchLeases before the lease can lapse.
-func (w *Worker[T]) heartbeat(ctx context.Context) bool {
+func (w *Worker) heartbeat(ctx context.Context) bool {
 	w.mu.Lock()
 	held := make([]*lease, 0, len(w.running))
 	for _, l := range w.running {
@@ -267,7 +267,7 @@ func (w *Worker[T]) heartbeat(ctx context.Context) bool {
 // refused to renew them as a batch for a row's data (an application's
 // trigger, say), so that one such job does not cost every other its lease.
 // It returns the jobs renewed and those refused.
-func (w *Worker[T]) heartbeatEach(ctx context.Context, p db.JobHeartbeatManyParams) (renewed []int64, refused map[int64]bool, err error) {
+func (w *Worker) heartbeatEach(ctx context.Context, p db.JobHeartbeatManyParams) (renewed []int64, refused map[int64]bool, err error) {
 	refused = make(map[int64]bool)
 	for i, id := range p.Ids {
 		one := db.JobHeartbeatManyParams{Ids: []int64{id}, Tokens: p.Tokens[i : i+1], LeaseUs: p.LeaseUs}
@@ -292,14 +292,14 @@ func (w *Worker[T]) heartbeatEach(ctx context.Context, p db.JobHeartbeatManyPara
 // could not be renewed is stopped: a quarter of the lease. Another worker
 // can rescue the job only once the lease has lapsed, so the handler has at
 // least this long to return before the job may run elsewhere.
-func (w *Worker[T]) leaseMargin() time.Duration { return w.cfg.LeaseDuration / 4 }
+func (w *Worker) leaseMargin() time.Duration { return w.cfg.LeaseDuration / 4 }
 
 // watchLeases stops, with ErrLeaseLost, every handler whose lease will
 // lapse within leaseMargin, until ctx ends. It runs apart from the writer,
 // so that a writer held up by a slow statement cannot delay it. A lease's
 // expiry is estimated from when the statement that set it was sent, so it
 // is never later than the database's.
-func (w *Worker[T]) watchLeases(ctx context.Context) {
+func (w *Worker) watchLeases(ctx context.Context) {
 	margin := w.leaseMargin()
 	tick := time.NewTicker(max(margin/4, 10*time.Millisecond))
 	defer tick.Stop()
@@ -330,7 +330,7 @@ func (w *Worker[T]) watchLeases(ctx context.Context) {
 // stopLost cancels the handlers of jobs this worker no longer holds, with
 // ErrJobCanceled for jobs canceled from outside and ErrLeaseLost for the
 // rest.
-func (w *Worker[T]) stopLost(ctx context.Context, lost []*lease) {
+func (w *Worker) stopLost(ctx context.Context, lost []*lease) {
 	ids := make([]int64, len(lost))
 	for i, l := range lost {
 		ids[i] = l.id

@@ -39,6 +39,8 @@ type cliPayload struct {
 	N int `json:"n"`
 }
 
+func (cliPayload) Kind() string { return "cli" }
+
 // seed inserts n jobs into queue, in one transaction (so they share one
 // created_at), and sets them to status; finished ones finished ago before
 // now, with an error for failed and canceled ones. It returns their ids in
@@ -474,7 +476,7 @@ func TestPauseResumeCommands(t *testing.T) {
 	url, pool := migrated(t)
 	seed(t, pool, "emails", tasuki.StatusPending, 2, 0)
 	lease := func() int {
-		rows, err := db.New(pool).JobLease(ctx, db.JobLeaseParams{Queue: "emails", Max: 1, LeaseUs: time.Minute.Microseconds()})
+		rows, err := db.New(pool).JobLease(ctx, testdb.Lease(db.JobLeaseParams{LeaseUs: time.Minute.Microseconds()}, "emails", "cli", 1))
 		require.NoError(t, err)
 		return len(rows)
 	}

@@ -44,6 +44,8 @@ type demoPayload struct {
 	Count int `json:"count"`
 }
 
+func (demoPayload) Kind() string { return "demo" }
+
 func newDemoCmd(a *app) *cobra.Command {
 	var (
 		duration    time.Duration
@@ -211,15 +213,15 @@ func (a *app) runDemo(ctx context.Context, duration time.Duration, concurrency i
 		return err
 	}
 	ledger := newDemoLedger()
-	w, err := worker.New(pool, worker.HandlerFunc[demoPayload](func(ctx context.Context, job *tasuki.Job[demoPayload]) error {
-		ledger.started(job.ID)
-		return a.demoJob(ctx, job)
-	}), worker.Config{
+	w, err := worker.New(pool, worker.Config{
 		Queue:           demoQueue,
 		Concurrency:     concurrency,
 		ShutdownTimeout: demoShutdownTimeout,
 		Logger:          a.log,
-	})
+	}, worker.Handle(worker.HandlerFunc[demoPayload](func(ctx context.Context, job *tasuki.Job[demoPayload]) error {
+		ledger.started(job.ID)
+		return a.demoJob(ctx, job)
+	})))
 	if err != nil {
 		return err
 	}

@@ -112,6 +112,8 @@ type noop struct {
 	SentAt int64 `json:"t,omitempty"`
 }
 
+func (noop) Kind() string { return "noop" }
+
 // queryCounter counts the statements a pool sends.
 type queryCounter struct{ n atomic.Int64 }
 
@@ -187,7 +189,7 @@ func quietLogger() *slog.Logger {
 
 // runWorker starts a no-op worker; stop shuts it down and waits.
 func runWorker(pool *pgxpool.Pool, queue string, concurrency int, h worker.HandlerFunc[noop]) (stop func() error, err error) {
-	w, err := worker.New[noop](pool, h, worker.Config{Queue: queue, Concurrency: concurrency, Logger: quietLogger()})
+	w, err := worker.New(pool, worker.Config{Queue: queue, Concurrency: concurrency, Logger: quietLogger()}, worker.Handle[noop](h))
 	if err != nil {
 		return nil, err
 	}

@@ -134,7 +134,7 @@ func Producers(ctx context.Context, cfg ProducersConfig) (ProducersResult, error
 			rows := make([]db.JobInsertCopyParams, cfg.Batch)
 			now := time.Now()
 			for i := range rows {
-				rows[i] = db.JobInsertCopyParams{Queue: queue, Payload: []byte("{}"), MaxAttempts: 25, ScheduledAt: now, Metadata: []byte("{}")}
+				rows[i] = db.JobInsertCopyParams{Queue: queue, Kind: "bench", Payload: []byte("{}"), MaxAttempts: 25, ScheduledAt: now, Metadata: []byte("{}")}
 			}
 			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 				_, err := db.New(tx).JobInsertCopy(ctx, rows)

@@ -40,7 +40,8 @@ func TestSlowAndFailingHeartbeatsWithinTheLease(t *testing.T) {
 		name := fmt.Sprintf("w%d", i)
 		tp := newTrackedPool(t, e.url)
 		pools = append(pools, tp)
-		w, err := worker.New(tp.Pool, worker.HandlerFunc[faultJob](func(ctx context.Context, job *tasuki.Job[faultJob]) error {
+		w, err := worker.New(tp.Pool, worker.Config{Concurrency: jobs / 2, LeaseDuration: lease, HeartbeatInterval: heartbeat,
+			PollInterval: 100 * time.Millisecond, Logger: quietLogger()}, worker.Handle(worker.HandlerFunc[faultJob](func(ctx context.Context, job *tasuki.Job[faultJob]) error {
 			mu.Lock()
 			ran[job.ID] = append(ran[job.ID], name)
 			mu.Unlock()
@@ -54,8 +55,7 @@ func TestSlowAndFailingHeartbeatsWithinTheLease(t *testing.T) {
 				mu.Unlock()
 				return ctx.Err()
 			}
-		}), worker.Config{Concurrency: jobs / 2, LeaseDuration: lease, HeartbeatInterval: heartbeat,
-			PollInterval: 100 * time.Millisecond, Logger: quietLogger()})
+		})))
 		require.NoError(t, err)
 		ctx, stop := context.WithCancel(context.Background())
 		done := make(chan error, 1)

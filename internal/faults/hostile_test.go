@@ -37,6 +37,8 @@ type note struct {
 	S string `json:"s"`
 }
 
+func (note) Kind() string { return "note" }
+
 func rowCount(t *testing.T, pool *pgxpool.Pool) int {
 	t.Helper()
 	var n int
@@ -181,7 +183,7 @@ func TestInvalidOptionsWriteNothing(t *testing.T) {
 			{name: "listen URL with a quoted value ending in a backslash", option: "Config.ListenURL", cfg: worker.Config{ListenURL: `password=hunter2 host='\`}},
 		} {
 			t.Run(c.name, func(t *testing.T) {
-				var w *worker.Worker[faultJob]
+				var w *worker.Worker
 				var err error
 				func() {
 					defer func() {
@@ -189,7 +191,7 @@ func TestInvalidOptionsWriteNothing(t *testing.T) {
 							expect(t, false, "worker.New panicked: %v", p)
 						}
 					}()
-					w, err = worker.New(e.pool, worker.HandlerFunc[faultJob](nop[faultJob]), c.cfg)
+					w, err = worker.New(e.pool, c.cfg, worker.Handle(worker.HandlerFunc[faultJob](nop[faultJob])))
 				}()
 				var opt *tasuki.InvalidOptionError
 				expect(t, errors.As(err, &opt), "worker.New accepted %s (%v)", c.name, w != nil)
@@ -198,15 +200,15 @@ func TestInvalidOptionsWriteNothing(t *testing.T) {
 				assert.NotContains(t, fmt.Sprint(opt.Value), "hunter2")
 			})
 		}
-		_, err := worker.New(nil, worker.HandlerFunc[faultJob](nop[faultJob]), worker.Config{})
+		_, err := worker.New(nil, worker.Config{}, worker.Handle(worker.HandlerFunc[faultJob](nop[faultJob])))
 		var opt *tasuki.InvalidOptionError
 		require.ErrorAs(t, err, &opt)
 		assert.Equal(t, "pool", opt.Option)
-		_, err = worker.New[faultJob](e.pool, nil, worker.Config{})
+		_, err = worker.New(e.pool, worker.Config{}, worker.Handle[faultJob](nil))
 		require.ErrorAs(t, err, &opt)
-		assert.Equal(t, "handler", opt.Option)
+		assert.Equal(t, "handlers[0]", opt.Option)
 		// DisableListen alone, and the defaults, are valid.
-		_, err = worker.New(e.pool, worker.HandlerFunc[faultJob](nop[faultJob]), worker.Config{DisableListen: true})
+		_, err = worker.New(e.pool, worker.Config{DisableListen: true}, worker.Handle(worker.HandlerFunc[faultJob](nop[faultJob])))
 		require.NoError(t, err)
 	})
 	assert.Zero(t, rowCount(t, e.pool))
@@ -238,13 +240,13 @@ func TestQueueNamesRoundTrip(t *testing.T) {
 	var ran atomic.Int64
 	for i, q := range names {
 		t.Run(fmt.Sprintf("queue %d", i), func(t *testing.T) {
-			w, err := worker.New(e.pool, worker.HandlerFunc[faultJob](func(ctx context.Context, job *tasuki.Job[faultJob]) error {
+			w, err := worker.New(e.pool, worker.Config{Queue: q, PollInterval: time.Minute, Logger: quietLogger()}, worker.Handle(worker.HandlerFunc[faultJob](func(ctx context.Context, job *tasuki.Job[faultJob]) error {
 				if job.Queue != q {
 					return tasuki.Cancel(fmt.Errorf("queue %q, not %q", job.Queue, q))
 				}
 				ran.Add(1)
 				return nil
-			}), worker.Config{Queue: q, PollInterval: time.Minute, Logger: quietLogger()})
+			})))
 			require.NoError(t, err)
 			require.Equal(t, q, w.Config().Queue)
 			runCtx, stop := context.WithCancel(ctx)
@@ -283,7 +285,7 @@ func TestQueueNamesRoundTrip(t *testing.T) {
 	job, err := e.client.Insert(ctx, faultJob{}, &tasuki.InsertOpts{Queue: ""})
 	require.NoError(t, err)
 	assert.Equal(t, tasuki.DefaultQueue, job.Queue)
-	w, err := worker.New(e.pool, worker.HandlerFunc[faultJob](nop[faultJob]), worker.Config{Queue: ""})
+	w, err := worker.New(e.pool, worker.Config{Queue: ""}, worker.Handle(worker.HandlerFunc[faultJob](nop[faultJob])))
 	require.NoError(t, err)
 	assert.Equal(t, tasuki.DefaultQueue, w.Config().Queue)
 
@@ -294,7 +296,7 @@ func TestQueueNamesRoundTrip(t *testing.T) {
 	require.ErrorAs(t, err, &opt)
 	_, err = tasuki.NewClient[faultJob](e.pool, tasuki.ClientConfig{Queue: strings.Repeat("🚀", 129)})
 	require.ErrorAs(t, err, &opt)
-	_, err = worker.New(e.pool, worker.HandlerFunc[faultJob](nop[faultJob]), worker.Config{Queue: strings.Repeat("x", 129)})
+	_, err = worker.New(e.pool, worker.Config{Queue: strings.Repeat("x", 129)}, worker.Handle(worker.HandlerFunc[faultJob](nop[faultJob])))
 	require.ErrorAs(t, err, &opt)
 	assert.Equal(t, before, rowCount(t, e.pool))
 }
@@ -359,7 +361,7 @@ func TestUnstorablePayloadsWriteNothing(t *testing.T) {
 	assert.Len(t, big.Payload.S, tasuki.DefaultMaxPayloadBytes)
 
 	// Raw JSON: \u0000 anywhere, key or value, escaped or in a batch.
-	raw, err := tasuki.NewClient[json.RawMessage](e.pool, tasuki.ClientConfig{})
+	raw, err := tasuki.NewClient[json.RawMessage](e.pool, tasuki.ClientConfig{Kind: "fault"})
 	require.NoError(t, err)
 	for _, p := range []string{`"\u0000"`, `{"\u0000":1}`, `["a", {"b": "x\u0000y"}]`, `"\\\u0000"`} {
 		before := rowCount(t, e.pool)
@@ -409,7 +411,7 @@ func TestUndecodablePayloadsFailAtOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	raw, err := tasuki.NewClient[json.RawMessage](e.pool, tasuki.ClientConfig{})
+	raw, err := tasuki.NewClient[json.RawMessage](e.pool, tasuki.ClientConfig{Kind: "fault"})
 	require.NoError(t, err)
 	payloads := []string{`"a string"`, `[1, 2]`, `{"n": "seven"}`, `{"n": 1.5}`, `{"n": 1e400}`, `true`, `{"sleep_ms": {}}`}
 	var ids []int64
@@ -423,10 +425,10 @@ func TestUndecodablePayloadsFailAtOnce(t *testing.T) {
 		assert.Equal(t, job.ID, decodeErr.JobID)
 	}
 	var called atomic.Int64
-	w, err := worker.New(e.pool, worker.HandlerFunc[faultJob](func(context.Context, *tasuki.Job[faultJob]) error {
+	w, err := worker.New(e.pool, worker.Config{PollInterval: 50 * time.Millisecond, Logger: quietLogger()}, worker.Handle(worker.HandlerFunc[faultJob](func(context.Context, *tasuki.Job[faultJob]) error {
 		called.Add(1)
 		return nil
-	}), worker.Config{PollInterval: 50 * time.Millisecond, Logger: quietLogger()})
+	})))
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

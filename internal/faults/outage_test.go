@@ -38,10 +38,10 @@ func TestWorkResumesPromptlyAfterOutage(t *testing.T) {
 	e := newEnv(t)
 	logger, logs := capturedLogger()
 	started := make(chan time.Time, 1)
-	w, err := worker.New(e.pool, worker.HandlerFunc[faultJob](func(context.Context, *tasuki.Job[faultJob]) error {
+	w, err := worker.New(e.pool, worker.Config{PollInterval: 50 * time.Millisecond, Logger: logger}, worker.Handle(worker.HandlerFunc[faultJob](func(context.Context, *tasuki.Job[faultJob]) error {
 		started <- time.Now()
 		return nil
-	}), worker.Config{PollInterval: 50 * time.Millisecond, Logger: logger})
+	})))
 	require.NoError(t, err)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -121,13 +121,13 @@ func TestPgBouncerTransactionPooling(t *testing.T) {
 				// Only a NOTIFY can explain a prompt pickup now.
 				cfg.PollInterval, cfg.DisableListen, cfg.ListenURL = time.Minute, false, e.url
 			}
-			w, err := worker.New(pool, worker.HandlerFunc[faultJob](func(ctx context.Context, job *tasuki.Job[faultJob]) error {
+			w, err := worker.New(pool, cfg, worker.Handle(worker.HandlerFunc[faultJob](func(ctx context.Context, job *tasuki.Job[faultJob]) error {
 				mu.Lock()
 				ran[job.ID]++
 				mu.Unlock()
 				time.Sleep(ms(job.Payload.SleepMS))
 				return nil
-			}), cfg)
+			})))
 			require.NoError(t, err)
 			runCtx, stop := context.WithCancel(ctx)
 			done := make(chan error, 1)

@@ -59,6 +59,8 @@ type faultJob struct {
 	RespectCtx bool `json:"respect_ctx,omitempty"`
 }
 
+func (faultJob) Kind() string { return "fault" }
+
 // executionsDDL is the side table every handler writes to when it starts:
 // one row per execution, so a test counts how often each job ran.
 const executionsDDL = `
@@ -110,7 +112,7 @@ func runRole() int {
 	if cfg.RetryMS > 0 {
 		retry = ms(cfg.RetryMS)
 	}
-	w, err := worker.New(pool, worker.HandlerFunc[faultJob](r.work), worker.Config{
+	w, err := worker.New(pool, worker.Config{
 		Queue:             cfg.Queue,
 		Concurrency:       cfg.Concurrency,
 		LeaseDuration:     ms(cfg.LeaseMS),
@@ -121,7 +123,7 @@ func runRole() int {
 		Logger:            log.With(slog.String("worker", r.name)),
 		ListenURL:         cfg.ListenURL,
 		DisableListen:     cfg.DisableListen,
-	})
+	}, worker.Handle(worker.HandlerFunc[faultJob](r.work)))
 	if err != nil {
 		log.Error("role: worker", slog.Any("error", err))
 		return 2

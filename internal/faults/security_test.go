@@ -45,6 +45,9 @@ var appGrants = []grant{
 	{"SELECT", "%[1]s.tasuki_queue"},
 	// The retention cleaner reads the installation's default retention.
 	{"SELECT", "%[1]s.tasuki_settings"},
+	// A worker records the queues and kinds it works while it runs, and
+	// removes the record when it stops.
+	{"SELECT, INSERT, UPDATE, DELETE", "%[1]s.tasuki_process"},
 }
 
 // grant is one privilege on one object; %[1]s in the object is the schema.
@@ -66,6 +69,8 @@ type secretJob struct {
 	Panic bool   `json:"panic,omitempty"`
 	Sleep int    `json:"sleep_ms,omitempty"`
 }
+
+func (secretJob) Kind() string { return "secret" }
 
 // appRole creates a login role, NOSUPERUSER and without CREATE anywhere,
 // with the given grants on the test's schema, and returns a connection
@@ -145,7 +150,7 @@ func TestLeastPrivilegeRoleRunsEverything(t *testing.T) {
 	// A stored payload that does not decode: the worker fails it and logs
 	// why. Its number must not reach the log.
 	const secretNumber = "98765432109876543210987"
-	raw, err := tasuki.NewClient[json.RawMessage](tp.Pool, tasuki.ClientConfig{})
+	raw, err := tasuki.NewClient[json.RawMessage](tp.Pool, tasuki.ClientConfig{Kind: "secret"})
 	require.NoError(t, err)
 	undecodable, err := raw.Insert(ctx, json.RawMessage(`{"token": "`+secret+`", "n": `+secretNumber+`}`), nil)
 	require.NoError(t, err)
@@ -159,7 +164,11 @@ func TestLeastPrivilegeRoleRunsEverything(t *testing.T) {
 	}))
 	logger, logs := capturedLogger()
 	var failedOnce atomic.Bool
-	w, err := worker.New(tp.Pool, worker.HandlerFunc[secretJob](func(ctx context.Context, job *tasuki.Job[secretJob]) error {
+	w, err := worker.New(tp.Pool, worker.Config{
+		LeaseDuration: time.Second, PollInterval: 50 * time.Millisecond, RetryPolicy: func(int) time.Duration { return 0 },
+		CleanInterval: 100 * time.Millisecond,
+		Logger:        logger,
+	}, worker.Handle(worker.HandlerFunc[secretJob](func(ctx context.Context, job *tasuki.Job[secretJob]) error {
 		switch {
 		case job.Payload.Panic && job.Attempt == 1:
 			panic("the handler panics (no payload in this message)")
@@ -168,11 +177,7 @@ func TestLeastPrivilegeRoleRunsEverything(t *testing.T) {
 		}
 		time.Sleep(ms(job.Payload.Sleep))
 		return nil
-	}), worker.Config{
-		LeaseDuration: time.Second, PollInterval: 50 * time.Millisecond, RetryPolicy: func(int) time.Duration { return 0 },
-		CleanInterval: 100 * time.Millisecond,
-		Logger:        logger,
-	})
+	})))
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -208,9 +213,9 @@ func TestLeastPrivilegeRoleRunsEverything(t *testing.T) {
 	// A worker whose listener cannot connect logs that, password-free.
 	badListen := strings.Replace(roleURL, fmt.Sprintf(":%d/", testPort(t, e.url)), ":1/", 1)
 	require.NotEqual(t, roleURL, badListen)
-	w2, err := worker.New(tp.Pool, worker.HandlerFunc[secretJob](nop[secretJob]), worker.Config{
+	w2, err := worker.New(tp.Pool, worker.Config{
 		Queue: "other", ListenURL: badListen, Logger: logger,
-	})
+	}, worker.Handle(worker.HandlerFunc[secretJob](nop[secretJob])))
 	require.NoError(t, err)
 	runCtx2, stop2 := context.WithCancel(ctx)
 	go func() { done <- w2.Run(runCtx2) }()
@@ -277,8 +282,8 @@ func TestLeastPrivilegeGrantsAreEachNeeded(t *testing.T) {
 			require.NoError(t, err)
 			// The worker's statements: run one and watch its log.
 			logger, logs := capturedLogger()
-			w, err := worker.New(pool, worker.HandlerFunc[faultJob](nop[faultJob]), worker.Config{
-				PollInterval: 50 * time.Millisecond, CleanInterval: 50 * time.Millisecond, Logger: logger})
+			w, err := worker.New(pool, worker.Config{
+				PollInterval: 50 * time.Millisecond, CleanInterval: 50 * time.Millisecond, Logger: logger}, worker.Handle(worker.HandlerFunc[faultJob](nop[faultJob])))
 			require.NoError(t, err)
 			runCtx, stop := context.WithCancel(ctx)
 			defer stop()

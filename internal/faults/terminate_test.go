@@ -31,7 +31,7 @@ func TestTerminatedConnectionsWorkerResumes(t *testing.T) {
 	ran := map[int64]int{}
 	started := make(chan int64, 100)
 	release := make(chan struct{})
-	w, err := worker.New(tp.Pool, worker.HandlerFunc[faultJob](func(ctx context.Context, job *tasuki.Job[faultJob]) error {
+	w, err := worker.New(tp.Pool, worker.Config{Concurrency: 4, LeaseDuration: 5 * time.Second, PollInterval: time.Minute, Logger: quietLogger()}, worker.Handle(worker.HandlerFunc[faultJob](func(ctx context.Context, job *tasuki.Job[faultJob]) error {
 		mu.Lock()
 		ran[job.ID]++
 		mu.Unlock()
@@ -44,7 +44,7 @@ func TestTerminatedConnectionsWorkerResumes(t *testing.T) {
 			}
 		}
 		return nil
-	}), worker.Config{Concurrency: 4, LeaseDuration: 5 * time.Second, PollInterval: time.Minute, Logger: quietLogger()})
+	})))
 	require.NoError(t, err)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -43,7 +43,7 @@ func addJobs(t *testing.T, pool *pgxpool.Pool, n int, status tasuki.Status, ago 
 func addJobsIn(t *testing.T, pool *pgxpool.Pool, queue string, n int, status tasuki.Status, ago time.Duration) []int64 {
 	t.Helper()
 	ctx := context.Background()
-	c, err := tasuki.NewClient[int](pool, tasuki.ClientConfig{Queue: queue})
+	c, err := tasuki.NewClient[int](pool, tasuki.ClientConfig{Kind: "int", Queue: queue})
 	require.NoError(t, err)
 	var first int64
 	require.NoError(t, pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) + 1 FROM tasuki_job").Scan(&first))

@@ -19,6 +19,7 @@ package waker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -49,21 +50,31 @@ type Target struct {
 }
 
 // Head is where the jobs a wake-up announces begin in their queue: their
-// priority and the earliest of their scheduled times. A wake-up carries,
-// per priority, the earliest head asked for it, so that a worker that
-// leases from where it stopped last moves back for jobs whose transaction
-// committed after it passed that point.
+// kind, their priority and the earliest of their scheduled times. A
+// wake-up carries, per kind and priority, the earliest head asked for it,
+// so that a worker that leases from where it stopped last moves back for
+// jobs whose transaction committed after it passed that point, and a
+// worker that handles none of the kinds is not woken.
 type Head struct {
+	Kind        string
 	Priority    int16
 	ScheduledAt time.Time
 }
 
-// heads is the earliest scheduled time per priority of a target's jobs.
-type heads map[int16]time.Time
+// headKey is what heads are merged by.
+type headKey struct {
+	kind     string
+	priority int16
+}
+
+// heads is the earliest scheduled time per kind and priority of a
+// target's jobs.
+type heads map[headKey]time.Time
 
 func (h heads) add(hd Head) {
-	if at, ok := h[hd.Priority]; !ok || hd.ScheduledAt.Before(at) {
-		h[hd.Priority] = hd.ScheduledAt
+	k := headKey{hd.Kind, hd.Priority}
+	if at, ok := h[k]; !ok || hd.ScheduledAt.Before(at) {
+		h[k] = hd.ScheduledAt
 	}
 }
 
@@ -74,30 +85,32 @@ func merge(dst map[Target]heads, t Target, hs heads) {
 		merged = make(heads, len(hs))
 		dst[t] = merged
 	}
-	for p, at := range hs {
-		merged.add(Head{Priority: p, ScheduledAt: at})
+	for k, at := range hs {
+		merged.add(Head{Kind: k.kind, Priority: k.priority, ScheduledAt: at})
 	}
 }
 
-// maxHeads is the most priorities a wake-up names for one queue: each
-// takes about 25 bytes of a notification, which PostgreSQL caps at 8000.
-// A wake-up for more names none, and the workers read the queue from its
-// head.
-const maxHeads = 64
+// maxHeadsBytes bounds the "r" field of one queue's wake-up: PostgreSQL
+// caps a notification at 8000 bytes, and one wake-up names several
+// queues. A wake-up whose heads take more names none, and the workers
+// read the queue from its head.
+const maxHeadsBytes = 2000
 
 // json is the payload's "r" field: [[priority, microseconds since the
-// Unix epoch], ...], or "" (none) for more than maxHeads priorities.
+// Unix epoch, kind], ...], or "" (none) when it would take more than
+// maxHeadsBytes.
 func (h heads) json() string {
-	if len(h) > maxHeads {
-		return ""
-	}
 	var b strings.Builder
 	b.WriteByte('[')
-	for p, at := range h {
+	for k, at := range h {
 		if b.Len() > 1 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "[%d,%d]", p, at.UnixMicro())
+		kind, _ := json.Marshal(k.kind) // a string always encodes
+		fmt.Fprintf(&b, "[%d,%d,%s]", k.priority, at.UnixMicro(), kind)
+		if b.Len() > maxHeadsBytes {
+			return ""
+		}
 	}
 	b.WriteByte(']')
 	return b.String()
@@ -144,7 +157,7 @@ func New(pool *pgxpool.Pool) *Waker {
 // it: Flush reports how it went. Concurrent callers share notifications.
 func (w *Waker) WakeSoon(t Target, h Head) {
 	w.mu.Lock()
-	w.enqueueLocked(map[Target]heads{t: {h.Priority: h.ScheduledAt}})
+	w.enqueueLocked(map[Target]heads{t: {headKey{h.Kind, h.Priority}: h.ScheduledAt}})
 	w.mu.Unlock()
 }
 
@@ -208,7 +221,7 @@ func (w *Waker) Watch(xact int64, t Target, h Head) {
 		wt = &watch{targets: make(map[Target]heads), since: time.Now()}
 		w.watched[xact] = wt
 	}
-	merge(wt.targets, t, heads{h.Priority: h.ScheduledAt})
+	merge(wt.targets, t, heads{headKey{h.Kind, h.Priority}: h.ScheduledAt})
 	if !w.polling {
 		w.polling = true
 		go w.poll()

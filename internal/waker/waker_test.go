@@ -109,30 +109,34 @@ func TestWakeUpCarriesEarliestHeadPerPriority(t *testing.T) {
 	w := New(pool)
 	target := Target{Schema: "s", Queue: "heads"}
 	base := time.Date(2026, 12, 2, 3, 0, 0, 123456000, time.UTC)
-	w.Watch(committedXact(t, pool), target, Head{Priority: 1, ScheduledAt: base.Add(3 * time.Second)})
-	w.WakeSoon(target, Head{Priority: 0, ScheduledAt: base.Add(2 * time.Second)})
-	w.WakeSoon(target, Head{Priority: 0, ScheduledAt: base})
-	w.WakeSoon(target, Head{Priority: 1, ScheduledAt: base.Add(5 * time.Second)})
+	w.Watch(committedXact(t, pool), target, Head{Kind: "a", Priority: 1, ScheduledAt: base.Add(3 * time.Second)})
+	w.WakeSoon(target, Head{Kind: "a", Priority: 0, ScheduledAt: base.Add(2 * time.Second)})
+	w.WakeSoon(target, Head{Kind: "a", Priority: 0, ScheduledAt: base})
+	w.WakeSoon(target, Head{Kind: "a", Priority: 1, ScheduledAt: base.Add(5 * time.Second)})
+	w.WakeSoon(target, Head{Kind: "b", Priority: 1, ScheduledAt: base.Add(time.Second)})
 	require.NoError(t, w.Flush(ctx))
 
-	want := map[int64]int64{0: base.UnixMicro(), 1: base.Add(3 * time.Second).UnixMicro()}
-	got := map[int64]int64{}
+	want := map[headKey]int64{
+		{"a", 0}: base.UnixMicro(), {"a", 1}: base.Add(3 * time.Second).UnixMicro(),
+		{"b", 1}: base.Add(time.Second).UnixMicro(),
+	}
+	got := map[headKey]int64{}
 	waitCtx, cancel := context.WithTimeout(ctx, 15*time.Second) // bounds a broken test
 	defer cancel()
 	for !assert.ObjectsAreEqual(want, got) {
 		n, err := conn.WaitForNotification(waitCtx)
 		require.NoError(t, err, "the wake-ups named %v, not %v", got, want)
 		var msg struct {
-			Q string     `json:"q"`
-			R [][2]int64 `json:"r"`
+			Q string          `json:"q"`
+			R json.RawMessage `json:"r"`
 		}
 		require.NoError(t, json.Unmarshal([]byte(n.Payload), &msg))
 		if msg.Q != "heads" {
 			continue
 		}
-		for _, h := range msg.R {
-			if old, ok := got[h[0]]; !ok || h[1] < old {
-				got[h[0]] = h[1]
+		for k, at := range decodeHeads(t, string(msg.R)) {
+			if old, ok := got[k]; !ok || at < old {
+				got[k] = at
 			}
 		}
 	}
@@ -144,14 +148,29 @@ func TestMergeKeepsEarliestHeadPerPriority(t *testing.T) {
 	base := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
 	a, b := Target{Schema: "s", Queue: "a"}, Target{Schema: "s", Queue: "b"}
 	dst := map[Target]heads{}
-	merge(dst, a, heads{0: base.Add(time.Second), 2: base})
-	merge(dst, a, heads{0: base, 2: base.Add(time.Second), 7: base.Add(time.Hour)})
-	merge(dst, b, heads{0: base.Add(time.Minute)})
+	merge(dst, a, heads{{"", 0}: base.Add(time.Second), {"", 2}: base})
+	merge(dst, a, heads{{"", 0}: base, {"", 2}: base.Add(time.Second), {"", 7}: base.Add(time.Hour)})
+	merge(dst, b, heads{{"", 0}: base.Add(time.Minute)})
 	assert.Equal(t, map[Target]heads{
-		a: {0: base, 2: base, 7: base.Add(time.Hour)},
-		b: {0: base.Add(time.Minute)},
+		a: {{"", 0}: base, {"", 2}: base, {"", 7}: base.Add(time.Hour)},
+		b: {{"", 0}: base.Add(time.Minute)},
 	}, dst)
-	var r [][2]int64
-	require.NoError(t, json.Unmarshal([]byte(dst[b].json()), &r))
-	assert.Equal(t, [][2]int64{{0, base.Add(time.Minute).UnixMicro()}}, r)
+	assert.Equal(t, map[headKey]int64{{"", 0}: base.Add(time.Minute).UnixMicro()}, decodeHeads(t, dst[b].json()))
+}
+
+// decodeHeads decodes a wake-up's "r" field.
+func decodeHeads(t *testing.T, r string) map[headKey]int64 {
+	t.Helper()
+	var raw [][3]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(r), &raw))
+	out := make(map[headKey]int64)
+	for _, h := range raw {
+		var k headKey
+		var at int64
+		require.NoError(t, json.Unmarshal(h[0], &k.priority))
+		require.NoError(t, json.Unmarshal(h[1], &at))
+		require.NoError(t, json.Unmarshal(h[2], &k.kind))
+		out[k] = at
+	}
+	return out
 }
