@@ -66,7 +66,8 @@ func (q *Queries) BenchJobDeadTuples(ctx context.Context) (int64, error) {
 const benchSnapshotHold = `-- name: BenchSnapshotHold :one
 /*
 Statements of tasuki bench's snapshot run, which measures the queue while an
-old transaction holds back vacuum. Nothing else uses them.
+old transaction holds back vacuum, and of its idle run, which counts what an
+idle worker holds. Nothing else uses them.
 */
 
 SELECT txid_current()::bigint AS xid,
@@ -102,4 +103,45 @@ SELECT pg_stat_force_next_flush(), pg_stat_clear_snapshot()
 func (q *Queries) BenchStatFlush(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, benchStatFlush)
 	return err
+}
+
+const benchWorkerConnections = `-- name: BenchWorkerConnections :many
+SELECT a.application_name::text AS application_name, count(*)::int AS connections
+FROM pg_stat_get_activity(NULL) AS a
+WHERE a.application_name IN ('tasuki-worker', 'tasuki-listener')
+  AND a.pid = ANY($1::int[])
+GROUP BY a.application_name
+ORDER BY a.application_name
+`
+
+type BenchWorkerConnectionsRow struct {
+	ApplicationName string
+	Connections     int32
+}
+
+// The connections an idle worker holds, by application_name: those of its
+// own pool ('tasuki-worker') and its LISTEN connection ('tasuki-listener').
+// Only the backends whose pids the bench saw its pool's connections open
+// count (pids), so that workers of other runs or tests on the same server,
+// which carry the same names, are left out (a pid is reused only once
+// its backend has exited). From the function behind pg_stat_activity,
+// which sqlc does not know as a view.
+func (q *Queries) BenchWorkerConnections(ctx context.Context, pids []int32) ([]*BenchWorkerConnectionsRow, error) {
+	rows, err := q.db.Query(ctx, benchWorkerConnections, pids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*BenchWorkerConnectionsRow
+	for rows.Next() {
+		var i BenchWorkerConnectionsRow
+		if err := rows.Scan(&i.ApplicationName, &i.Connections); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

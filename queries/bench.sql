@@ -1,6 +1,7 @@
 /*
 Statements of tasuki bench's snapshot run, which measures the queue while an
-old transaction holds back vacuum. Nothing else uses them.
+old transaction holds back vacuum, and of its idle run, which counts what an
+idle worker holds. Nothing else uses them.
 */
 
 -- name: BenchSnapshotHold :one
@@ -41,3 +42,18 @@ FROM tasuki_job
 WHERE queue = @queue AND status = 'pending' AND scheduled_at <= now()
 ORDER BY priority, scheduled_at, id
 LIMIT 32;
+
+-- name: BenchWorkerConnections :many
+-- The connections an idle worker holds, by application_name: those of its
+-- own pool ('tasuki-worker') and its LISTEN connection ('tasuki-listener').
+-- Only the backends whose pids the bench saw its pool's connections open
+-- count (pids), so that workers of other runs or tests on the same server,
+-- which carry the same names, are left out (a pid is reused only once
+-- its backend has exited). From the function behind pg_stat_activity,
+-- which sqlc does not know as a view.
+SELECT a.application_name::text AS application_name, count(*)::int AS connections
+FROM pg_stat_get_activity(NULL) AS a
+WHERE a.application_name IN ('tasuki-worker', 'tasuki-listener')
+  AND a.pid = ANY(@pids::int[])
+GROUP BY a.application_name
+ORDER BY a.application_name;

@@ -30,12 +30,19 @@ func newBenchCmd(a *app) *cobra.Command {
            transaction; then min(10, N) goroutines inserting 100-job
            batches: a plain COPY and InsertMany
   drain    --jobs pre-inserted no-op jobs: the time until the database
-           records all of them done, by one worker with --concurrency
+           records all of them done, by one worker with --concurrency;
+           with --kinds and --queues the jobs are spread round robin over
+           that many kinds and queues, all handled by the one worker, whose
+           --concurrency the queues share
   latency  single inserts at a steady --rate for --duration into a running
            worker, from --producers goroutines at once (each an equal share
            of the rate; default 1): insert→handler-start percentiles, the
            insert's own time, its return→handler start, and the rate reached
-  idle     statements sent by an idle worker with default settings
+  idle     what an idle worker costs: one worker with handlers for --kinds
+           kinds over --queues queues, polling every --poll, no jobs; once
+           it has settled, over --duration (here 10s unless given): the
+           statements it sends per poll interval, by name, and the
+           connections it holds (pg_stat_activity)
   snapshot the queue while an old transaction holds back vacuum: a worker
            (--concurrency, here 32 unless given) runs 1 ms jobs inserted
            one at a time at a steady --rate (here 400/s unless given); after
@@ -60,6 +67,8 @@ run's empty commits each write a transactional WAL message with the prefix
 "tasuki.bench", which logical decoding (change data capture) passes on.`,
 		Example: `  tasuki bench
   tasuki bench drain --jobs 1000000 --memory
+  tasuki bench drain --kinds 4 --queues 4
+  tasuki bench idle --kinds 50 --queues 10 --duration 60s
   tasuki bench latency --producers 50 --rate 2000
   tasuki bench snapshot --hold 5m`,
 		ValidArgs: []string{"insert", "drain", "latency", "idle", "snapshot"},
@@ -104,7 +113,12 @@ run's empty commits each write a transactional WAL message with the prefix
 					lat.Producers = producers
 					res, err = bench.Latency(ctx, lat)
 				case "idle":
-					res, err = bench.Idle(ctx, cfg)
+					idle := cfg
+					// --duration's default is the latency run's.
+					if cmd.Flags().Changed("duration") {
+						idle.IdleWindow = cfg.Duration
+					}
+					res, err = bench.Idle(ctx, idle)
 				case "snapshot":
 					snap := cfg
 					// The shared flags' defaults are the other runs';
@@ -129,7 +143,10 @@ run's empty commits each write a transactional WAL message with the prefix
 	f.IntVar(&cfg.Jobs, "jobs", 100_000, "no-op jobs in the drain")
 	f.IntVar(&cfg.Concurrency, "concurrency", bench.DefaultConcurrency, "worker concurrency in the drain and latency runs (snapshot: 32 unless given)")
 	f.IntVar(&cfg.Rate, "rate", 200, "inserts per second in the latency run (snapshot: 400 unless given)")
-	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the latency run")
+	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the latency run (and of the idle run's count, 10s unless given)")
+	f.IntVar(&cfg.Kinds, "kinds", 1, "drain and idle runs: kinds the jobs are spread over and the worker handles")
+	f.IntVar(&cfg.Queues, "queues", 1, "drain and idle runs: queues the jobs are spread over and the worker works (sharing --concurrency in the drain)")
+	f.DurationVar(&cfg.PollInterval, "poll", time.Second, "idle run: the worker's PollInterval")
 	f.IntVar(&cfg.Inserts, "inserts", 5000, "single inserts timed in the insert run")
 	f.IntVar(&cfg.BulkJobs, "bulk", 100_000, "jobs in the insert run's COPY")
 	f.IntVar(&producers, "producers", 1, "goroutines inserting at once. Insert run: above 1, each way of inserting runs side by side with its plain counterpart (batches from min(10, producers)); latency run: each inserts an equal share of --rate")

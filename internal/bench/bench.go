@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +56,20 @@ type Config struct {
 	// BulkJobs is the number of jobs inserted by one COPY. Defaults to
 	// 100,000.
 	BulkJobs int
+	// Kinds is the number of kinds the drain's jobs are spread over, round
+	// robin, and the idle run's worker has handlers for ("k0", "k1", …;
+	// one kind is "noop"). Defaults to 1.
+	Kinds int
+	// Queues is the number of queues the drain's jobs are spread over, and
+	// the worker of the drain and of the idle run works; the drain's
+	// Concurrency is shared among them. Defaults to 1.
+	Queues int
+	// IdleWindow is how long the idle run counts, once the worker has
+	// settled. Defaults to 10 s.
+	IdleWindow time.Duration
+	// PollInterval is the idle run worker's PollInterval. Defaults to the
+	// worker's default, 1 s.
+	PollInterval time.Duration
 	// Memory samples the worker's live heap during the drain (forcing a GC
 	// at each sample). Defaults to false.
 	Memory bool
@@ -104,6 +120,18 @@ func (c *Config) defaults() {
 	if c.BulkJobs == 0 {
 		c.BulkJobs = 100_000
 	}
+	if c.Kinds == 0 {
+		c.Kinds = 1
+	}
+	if c.Queues == 0 {
+		c.Queues = 1
+	}
+	if c.IdleWindow == 0 {
+		c.IdleWindow = 10 * time.Second
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = worker.DefaultPollInterval
+	}
 }
 
 // noop is the benchmark's payload. SentAt is the insert's start, for the
@@ -114,15 +142,83 @@ type noop struct {
 
 func (noop) Kind() string { return "noop" }
 
-// queryCounter counts the statements a pool sends.
-type queryCounter struct{ n atomic.Int64 }
+// queryCounter counts the statements a pool sends, by name, and records
+// the backend pid of each connection it opens. The worker copies its
+// application pool's config, tracer included, for its own pool and its
+// LISTEN connection, so a counter on the pool it is given sees all three.
+type queryCounter struct {
+	n      atomic.Int64
+	mu     sync.Mutex
+	byName map[string]int64
+	pids   []int32
+	// byConn counts statements by the backend pid of the connection that
+	// sent them.
+	byConn map[int32]int64
+}
 
-func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+func (q *queryCounter) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
 	q.n.Add(1)
+	name := statementName(data.SQL)
+	pid := int32(conn.PgConn().PID())
+	q.mu.Lock()
+	if q.byName == nil {
+		q.byName, q.byConn = make(map[string]int64), make(map[int32]int64)
+	}
+	q.byName[name]++
+	q.byConn[pid]++
+	q.mu.Unlock()
 	return ctx
 }
 
 func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (q *queryCounter) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	return ctx
+}
+
+func (q *queryCounter) TraceConnectEnd(_ context.Context, data pgx.TraceConnectEndData) {
+	if data.Conn == nil {
+		return
+	}
+	pid := int32(data.Conn.PgConn().PID())
+	q.mu.Lock()
+	q.pids = append(q.pids, pid)
+	q.mu.Unlock()
+}
+
+// names returns a copy of the counts by statement name.
+func (q *queryCounter) names() map[string]int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return maps.Clone(q.byName)
+}
+
+// conns returns a copy of the counts by connection.
+func (q *queryCounter) conns() map[int32]int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return maps.Clone(q.byConn)
+}
+
+// connPIDs returns the pids of the connections opened so far.
+func (q *queryCounter) connPIDs() []int32 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return slices.Clone(q.pids)
+}
+
+// statementName is the sqlc name of a statement ("-- name: JobLease
+// :many" first), or else its first word.
+func statementName(sql string) string {
+	sql = strings.TrimSpace(sql)
+	if rest, ok := strings.CutPrefix(sql, "-- name: "); ok {
+		sql = rest
+	}
+	if f := strings.Fields(sql); len(f) > 0 {
+		return f[0]
+	}
+	return "(empty)"
+}
 
 func open(ctx context.Context, url string, counter *queryCounter) (*pgxpool.Pool, error) {
 	return openFor(ctx, url, counter, 0)
@@ -189,7 +285,12 @@ func quietLogger() *slog.Logger {
 
 // runWorker starts a no-op worker; stop shuts it down and waits.
 func runWorker(pool *pgxpool.Pool, queue string, concurrency int, h worker.HandlerFunc[noop]) (stop func() error, err error) {
-	w, err := worker.New(pool, worker.Config{Queue: queue, Concurrency: concurrency, Logger: quietLogger()}, worker.Handle[noop](h))
+	return startWorker(pool, worker.Config{Queue: queue, Concurrency: concurrency, Logger: quietLogger()}, worker.Handle[noop](h))
+}
+
+// startWorker starts a worker; stop shuts it down and waits.
+func startWorker(pool *pgxpool.Pool, cfg worker.Config, handlers ...worker.Registration) (stop func() error, err error) {
+	w, err := worker.New(pool, cfg, handlers...)
 	if err != nil {
 		return nil, err
 	}
@@ -202,10 +303,63 @@ func runWorker(pool *pgxpool.Pool, queue string, concurrency int, h worker.Handl
 	}, nil
 }
 
+// kindNames are the kinds of a run of n kinds: "noop" alone, or "k0",
+// "k1", … .
+func kindNames(n int) []string {
+	if n <= 1 {
+		return []string{noop{}.Kind()}
+	}
+	kinds := make([]string, n)
+	for i := range kinds {
+		kinds[i] = fmt.Sprintf("k%d", i)
+	}
+	return kinds
+}
+
+// queueNames are the queues of a run of n queues: one of queueName's, or n
+// of them numbered.
+func queueNames(kind string, n int) []string {
+	base := queueName(kind)
+	if n <= 1 {
+		return []string{base}
+	}
+	queues := make([]string, n)
+	for i := range queues {
+		queues[i] = fmt.Sprintf("%s-%d", base, i)
+	}
+	return queues
+}
+
+// spreadWorker starts one no-op worker with a handler for each of kinds,
+// working every one of queues; concurrency, when above 0, is shared among
+// the queues (the first ones get the remainder), so that a run of many
+// queues runs as many handlers at once as a run of one.
+func spreadWorker(pool *pgxpool.Pool, queues, kinds []string, concurrency int, poll time.Duration, h worker.HandlerFunc[noop]) (stop func() error, err error) {
+	cfg := worker.Config{Queues: make(map[string]worker.QueueConfig, len(queues)), PollInterval: poll, Logger: quietLogger()}
+	for i, q := range queues {
+		var qc worker.QueueConfig
+		if concurrency > 0 {
+			qc.Concurrency = max(concurrency/len(queues), 1)
+			if i < concurrency%len(queues) {
+				qc.Concurrency++
+			}
+		}
+		cfg.Queues[q] = qc
+	}
+	regs := make([]worker.Registration, len(kinds))
+	for i, k := range kinds {
+		regs[i] = worker.Handle[noop](h).With(worker.KindConfig{Kind: k})
+	}
+	return startWorker(pool, cfg, regs...)
+}
+
 // DrainResult is the outcome of Drain.
 type DrainResult struct {
 	Jobs        int
 	Concurrency int
+	// Kinds and Queues are how many kinds and queues the jobs were spread
+	// over.
+	Kinds, Queues int
 	Elapsed     time.Duration
 	// Statements is what the worker sent to the database meanwhile.
 	Statements int64
@@ -218,8 +372,12 @@ type DrainResult struct {
 func (r DrainResult) PerSecond() float64 { return float64(r.Jobs) / r.Elapsed.Seconds() }
 
 func (r DrainResult) String() string {
-	s := fmt.Sprintf("drain: %d no-op jobs, concurrency %d: %.2fs, %.0f jobs/s, %.1f jobs per statement",
-		r.Jobs, r.Concurrency, r.Elapsed.Seconds(), r.PerSecond(), float64(r.Jobs)/float64(max(r.Statements, 1)))
+	spread := ""
+	if r.Kinds > 1 || r.Queues > 1 {
+		spread = fmt.Sprintf(" of %d kind%s in %d queue%s", r.Kinds, plural(r.Kinds), r.Queues, plural(r.Queues))
+	}
+	s := fmt.Sprintf("drain: %d no-op jobs%s, concurrency %d: %.2fs, %.0f jobs/s, %.1f jobs per statement",
+		r.Jobs, spread, r.Concurrency, r.Elapsed.Seconds(), r.PerSecond(), float64(r.Jobs)/float64(max(r.Statements, 1)))
 	if len(r.HeapInuse) > 0 {
 		s += "; live heap MiB at each tenth:"
 		for _, h := range r.HeapInuse {
@@ -229,32 +387,29 @@ func (r DrainResult) String() string {
 	return s
 }
 
-// Drain inserts Jobs no-op jobs (not timed), then times one worker until
-// the database records every one of them finished.
+// Drain inserts Jobs no-op jobs (not timed), spread round robin over
+// Kinds kinds and Queues queues, then times one worker handling all of
+// them until the database records every one of them finished.
 func Drain(ctx context.Context, cfg Config) (DrainResult, error) {
 	cfg.defaults()
-	res := DrainResult{Jobs: cfg.Jobs, Concurrency: cfg.Concurrency}
+	res := DrainResult{Jobs: cfg.Jobs, Concurrency: cfg.Concurrency, Kinds: cfg.Kinds, Queues: cfg.Queues}
+	if cfg.Kinds < 1 || cfg.Queues < 1 {
+		return res, fmt.Errorf("bench: drain needs at least 1 kind and 1 queue, not %d kinds and %d queues", cfg.Kinds, cfg.Queues)
+	}
 	counter := &queryCounter{}
 	pool, err := open(ctx, cfg.URL, counter)
 	if err != nil {
 		return res, err
 	}
 	defer pool.Close()
-	queue := queueName("drain")
-	defer cleanup(pool, queue)
-	client, err := tasuki.NewClient[noop](pool, tasuki.ClientConfig{Queue: queue})
-	if err != nil {
-		return res, err
+	queues := queueNames("drain", cfg.Queues)
+	kinds := kindNames(cfg.Kinds)
+	for _, queue := range queues {
+		defer cleanup(pool, queue)
 	}
 	fill := bar(cfg.Progress, cfg.Jobs, "inserting")
-	batch := make([]noop, 50_000)
-	for left := cfg.Jobs; left > 0; {
-		n := min(left, len(batch))
-		if _, err := client.InsertMany(ctx, batch[:n], nil); err != nil {
-			return res, err
-		}
-		left -= n
-		_ = fill.Add(n)
+	if err := fillSpread(ctx, pool, queues, kinds, cfg.Jobs, func(n int) { _ = fill.Add(n) }); err != nil {
+		return res, err
 	}
 	_ = fill.Finish()
 
@@ -270,10 +425,16 @@ func Drain(ctx context.Context, cfg Config) (DrainResult, error) {
 	var handled atomic.Int64
 	before := counter.n.Load()
 	start := time.Now()
-	stop, err := runWorker(pool, queue, cfg.Concurrency, func(context.Context, *tasuki.Job[noop]) error {
+	handle := func(context.Context, *tasuki.Job[noop]) error {
 		handled.Add(1)
 		return nil
-	})
+	}
+	var stop func() error
+	if len(queues) == 1 && len(kinds) == 1 {
+		stop, err = runWorker(pool, queues[0], cfg.Concurrency, handle)
+	} else {
+		stop, err = spreadWorker(pool, queues, kinds, cfg.Concurrency, 0, handle)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -289,7 +450,7 @@ func Drain(ctx context.Context, cfg Config) (DrainResult, error) {
 			nextSample++
 		}
 		if done >= cfg.Jobs {
-			unfinished, err := q.JobAnyUnfinished(ctx, queue)
+			unfinished, err := anyUnfinished(ctx, q, queues)
 			if err != nil {
 				_ = stop()
 				return res, err
@@ -312,6 +473,65 @@ func Drain(ctx context.Context, cfg Config) (DrainResult, error) {
 		res.HeapInuse = append(res.HeapInuse, liveHeap())
 	}
 	return res, stop()
+}
+
+// fillSpread inserts jobs no-op jobs, in batches, job i of kind i mod
+// len(kinds) in queue (i div len(kinds)) mod len(queues), so that every
+// pair of a kind and a queue gets its share. One kind in one queue goes
+// through a Client, as an application with one kind would.
+func fillSpread(ctx context.Context, pool *pgxpool.Pool, queues, kinds []string, jobs int, added func(int)) error {
+	const batch = 50_000
+	if len(queues) == 1 && len(kinds) == 1 {
+		client, err := tasuki.NewClient[noop](pool, tasuki.ClientConfig{Queue: queues[0]})
+		if err != nil {
+			return err
+		}
+		payloads := make([]noop, batch)
+		for left := jobs; left > 0; {
+			n := min(left, batch)
+			if _, err := client.InsertMany(ctx, payloads[:n], nil); err != nil {
+				return err
+			}
+			left -= n
+			added(n)
+		}
+		return nil
+	}
+	ins, err := tasuki.NewInserter(pool, tasuki.ClientConfig{})
+	if err != nil {
+		return err
+	}
+	opts := make([]*tasuki.InsertOpts, len(queues))
+	for i, q := range queues {
+		opts[i] = &tasuki.InsertOpts{Queue: q}
+	}
+	params := make([]tasuki.InsertManyParams, 0, batch)
+	for i := 0; i < jobs; {
+		params = params[:0]
+		for ; i < jobs && len(params) < batch; i++ {
+			params = append(params, tasuki.InsertManyParams{
+				Payload:    noop{},
+				Kind:       kinds[i%len(kinds)],
+				InsertOpts: opts[(i/len(kinds))%len(queues)],
+			})
+		}
+		if _, err := ins.InsertMany(ctx, params); err != nil {
+			return err
+		}
+		added(len(params))
+	}
+	return nil
+}
+
+// anyUnfinished reports whether any of queues has a job not finished.
+func anyUnfinished(ctx context.Context, q *db.Queries, queues []string) (bool, error) {
+	for _, queue := range queues {
+		unfinished, err := q.JobAnyUnfinished(ctx, queue)
+		if err != nil || unfinished {
+			return unfinished, err
+		}
+	}
+	return false, nil
 }
 
 func liveHeap() uint64 {
@@ -654,46 +874,4 @@ func Insert(ctx context.Context, cfg Config) (InsertResult, error) {
 	}
 	res.BulkTime = time.Since(start)
 	return res, nil
-}
-
-// IdleResult is the outcome of Idle.
-type IdleResult struct {
-	Window       time.Duration
-	PollInterval time.Duration
-	Queries      int64
-}
-
-// PerPoll is the number of statements per poll interval.
-func (r IdleResult) PerPoll() float64 {
-	return float64(r.Queries) / (r.Window.Seconds() / r.PollInterval.Seconds())
-}
-
-func (r IdleResult) String() string {
-	return fmt.Sprintf("idle: %d statements in %s with nothing to do: %.2f per poll interval (%s)",
-		r.Queries, r.Window, r.PerPoll(), r.PollInterval)
-}
-
-// Idle counts the statements a worker with default settings sends in a
-// 10-second window with nothing to do.
-func Idle(ctx context.Context, cfg Config) (IdleResult, error) {
-	cfg.defaults()
-	res := IdleResult{Window: 10 * time.Second, PollInterval: worker.DefaultPollInterval}
-	counter := &queryCounter{}
-	pool, err := open(ctx, cfg.URL, counter)
-	if err != nil {
-		return res, err
-	}
-	defer pool.Close()
-	stop, err := runWorker(pool, queueName("idle"), 0, func(context.Context, *tasuki.Job[noop]) error { return nil })
-	if err != nil {
-		return res, err
-	}
-	time.Sleep(2 * time.Second) // past start-up
-	before := counter.n.Load()
-	select {
-	case <-ctx.Done():
-	case <-time.After(res.Window):
-	}
-	res.Queries = counter.n.Load() - before
-	return res, stop()
 }

@@ -194,3 +194,44 @@ func TestProducersMeasuresEveryWayAndCleansUp(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, stats, "the run deletes its jobs")
 }
+
+// A worker of many kinds over many queues with nothing to do uses its
+// LISTEN connection and one connection of its own pool, and sends about
+// one statement per poll interval (its lease, which the rescue rides on).
+// The figures are counts, not times.
+func TestIdleWorkerOfManyKindsHoldsTwoConnectionsAndPollsOnce(t *testing.T) {
+	url, _ := migrated(t)
+	res, err := bench.Idle(context.Background(), bench.Config{URL: url, Kinds: 4, Queues: 4,
+		IdleWindow: 3 * time.Second, PollInterval: 200 * time.Millisecond})
+	require.NoError(t, err)
+	t.Log(res)
+
+	assert.Equal(t, 4, res.Kinds)
+	assert.Equal(t, 4, res.Queues)
+	assert.Positive(t, res.Queries)
+	assert.LessOrEqual(t, res.PerPoll(), 1.5, "statements: %v", res.ByName)
+	assert.Equal(t, 1, res.EndByName["tasuki-listener"], "one LISTEN connection: %v", res.EndByName)
+	// The polls go through one connection of the worker's pool. Its pool
+	// may still hold a second, opened at start-up and unused since, which
+	// it closes after a minute idle: a run of seconds sees it.
+	assert.Equal(t, 1, res.Busy, "connections that sent statements")
+	assert.LessOrEqual(t, res.Busy+res.EndByName["tasuki-listener"], 2)
+	assert.LessOrEqual(t, res.EndByName["tasuki-worker"], 2, "at the end: %v", res.EndByName)
+	assert.LessOrEqual(t, res.MaxConns, 3, "at the end: %v", res.EndByName)
+	assert.Contains(t, res.String(), "idle: 4 kinds over 4 queues, poll interval 200ms")
+}
+
+// Jobs spread over kinds and queues are all run by the one worker, and
+// every queue is cleaned up.
+func TestDrainSpreadOverKindsAndQueues(t *testing.T) {
+	url, q := migrated(t)
+	ctx := context.Background()
+	res, err := bench.Drain(ctx, bench.Config{URL: url, Jobs: 600, Concurrency: 50, Kinds: 3, Queues: 4})
+	require.NoError(t, err)
+	assert.Equal(t, 600, res.Jobs)
+	assert.Contains(t, res.String(), "drain: 600 no-op jobs of 3 kinds in 4 queues, concurrency 50")
+
+	s, err := q.JobCountByStatus(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, s, "the drain deletes every queue's jobs afterwards")
+}
