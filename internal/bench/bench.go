@@ -360,7 +360,7 @@ type DrainResult struct {
 	// Kinds and Queues are how many kinds and queues the jobs were spread
 	// over.
 	Kinds, Queues int
-	Elapsed     time.Duration
+	Elapsed       time.Duration
 	// Statements is what the worker sent to the database meanwhile.
 	Statements int64
 	// HeapInuse is the worker process's live heap at each tenth of the
