@@ -32,6 +32,11 @@ type leased struct {
 // PollInterval.
 const headReadShare = 20
 
+// minHeadReadBudget is the least a read from the heads may take and still
+// count as cheap, whatever the poll interval: a read of many sources takes
+// a few milliseconds on an idle database.
+const minHeadReadBudget = 20 * time.Millisecond
+
 // rescueInlineBudget is how long a lease statement that also rescued may
 // take before the rescue moves to the sweeper; rescueCheap, how long the
 // sweeper's rescue may take before it moves back.
@@ -182,10 +187,23 @@ func (w *Worker) settle(pl *leasePlan, jobs []leased) {
 		perQueue[j.src.queue]++
 		perKind[j.src.kind]++
 	}
+	// A kind's limit and a queue's are applied one after the other, so a
+	// row one gave a slot to can be dropped by the other while a row of
+	// another source could have used it. Whenever a limit cut this lease,
+	// every source read is read again: the limits that cut it now have
+	// fewer free slots, so the next lease chooses differently, and the
+	// rounds end once nothing is cut.
+	anyCut := false
+	for q, n := range perQueue {
+		anyCut = anyCut || n >= pl.queues[q]
+	}
+	for k, n := range perKind {
+		anyCut = anyCut || n >= pl.kinds[k]
+	}
 	for i, s := range pl.sources {
 		got := bySource[s]
 		cut := perQueue[s.queue] >= pl.queues[s.queue] || perKind[s.kind] >= pl.kinds[s.kind]
-		s.due = len(got) >= pl.limits[i] || cut
+		s.due = len(got) >= pl.limits[i] || cut || anyCut
 		if len(got) > 0 {
 			s.leased = true
 		}

@@ -401,8 +401,9 @@ func (w *Worker) Run(ctx context.Context) error {
 const ownConns = 3
 
 // ownIdleTimeout is how long the worker's pool keeps a connection it did
-// not use.
-const ownIdleTimeout = time.Minute
+// not use: the start, a burst or the cleaner's round beside a lease open
+// more than an idle worker needs.
+const ownIdleTimeout = 5 * time.Second
 
 // ownPool opens the worker's own pool, with the application's pool's
 // connection settings (and hooks), for the worker's statements. It opens
@@ -412,7 +413,7 @@ func (w *Worker) ownPool() (*pgxpool.Pool, error) {
 	cfg.MaxConns = ownConns
 	cfg.MinConns, cfg.MinIdleConns = 0, 0
 	cfg.MaxConnIdleTime = ownIdleTimeout
-	cfg.HealthCheckPeriod = min(cfg.HealthCheckPeriod, ownIdleTimeout)
+	cfg.HealthCheckPeriod = min(cfg.HealthCheckPeriod, time.Second)
 	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tasuki-worker"
 	}
@@ -549,7 +550,7 @@ func (w *Worker) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 // is idle; unless reads from the head have become slow (an old snapshot
 // left many dead index entries there), when the sweeper looks instead.
 func (w *Worker) pollAll() {
-	cheap := w.headReadCost.Load() <= int64(w.cfg.PollInterval/headReadShare)
+	cheap := w.headReadCost.Load() <= int64(max(w.cfg.PollInterval/headReadShare, minHeadReadBudget))
 	for _, s := range w.sources {
 		s.due = true
 		if !s.leased {
