@@ -397,13 +397,23 @@ func (w *Worker) Run(ctx context.Context) error {
 // the lease loop, one for the writer and one for the sweeper and the
 // cleaner. The listener holds one more, outside the pool. An idle worker
 // uses one of them (its polls), and closes the others after
-// ownIdleTimeout.
+// ownIdleTimeout (within ownIdleTimeout + ownHealthCheck).
 const ownConns = 3
 
 // ownIdleTimeout is how long the worker's pool keeps a connection it did
 // not use: the start, a burst or the cleaner's round beside a lease open
-// more than an idle worker needs.
-const ownIdleTimeout = 5 * time.Second
+// more than an idle worker needs. Longer than the fetch loop's longest
+// wait between statements (the rescue round, at most 5 s), so that the
+// connection it uses stays open.
+const ownIdleTimeout = 15 * time.Second
+
+// ownHealthCheck is how often the worker's pool closes the connections
+// idle longer than ownIdleTimeout. Longer than it: each check takes every
+// idle connection and gives them back in reverse order, so the fetch loop
+// moves to another connection after each check, and a connection it left
+// is idle long enough to be closed only if the next check comes later
+// than ownIdleTimeout.
+const ownHealthCheck = 2 * ownIdleTimeout
 
 // ownPool opens the worker's own pool, with the application's pool's
 // connection settings (and hooks), for the worker's statements. It opens
@@ -413,7 +423,7 @@ func (w *Worker) ownPool() (*pgxpool.Pool, error) {
 	cfg.MaxConns = ownConns
 	cfg.MinConns, cfg.MinIdleConns = 0, 0
 	cfg.MaxConnIdleTime = ownIdleTimeout
-	cfg.HealthCheckPeriod = min(cfg.HealthCheckPeriod, time.Second)
+	cfg.HealthCheckPeriod = ownHealthCheck
 	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tasuki-worker"
 	}
