@@ -606,15 +606,3 @@ func (q *Queries) JobRunnableIDs(ctx context.Context, arg JobRunnableIDsParams) 
 	}
 	return items, nil
 }
-
-const processForget = `-- name: ProcessForget :exec
-DELETE FROM tasuki_process
-WHERE id = $1 OR expires_at < now() - interval '1 day'
-`
-
-// Removes a worker process's row when it stops, and rows of processes
-// that died more than a day ago.
-func (q *Queries) ProcessForget(ctx context.Context, id pgtype.UUID) error {
-	_, err := q.db.Exec(ctx, processForget, id)
-	return err
-}

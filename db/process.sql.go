@@ -8,12 +8,27 @@ package db
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
+
+const processForget = `-- name: ProcessForget :exec
+DELETE FROM tasuki_process
+WHERE id = $1 OR expires_at < now() - interval '1 day'
+`
+
+// Removes a worker process's row when it stops, and rows of processes
+// that died more than a day ago.
+func (q *Queries) ProcessForget(ctx context.Context, id pgtype.UUID) error {
+	_, err := q.db.Exec(ctx, processForget, id)
+	return err
+}
 
 const processListLive = `-- name: ProcessListLive :many
 /*
 Worker processes, as they record themselves in tasuki_process (see
-JobLease): read by tasuki.Admin and the tasuki command.
+JobLease): read by tasuki.Admin and the tasuki command, removed by the
+worker when it stops.
 */
 
 SELECT p.id::text AS id,

@@ -336,9 +336,3 @@ WHERE NOT EXISTS (
     SELECT 1 FROM tasuki_queue pq
     WHERE pq.name = p.queue AND pq.paused_at IS NOT NULL
 );
-
--- name: ProcessForget :exec
--- Removes a worker process's row when it stops, and rows of processes
--- that died more than a day ago.
-DELETE FROM tasuki_process
-WHERE id = @id OR expires_at < now() - interval '1 day';

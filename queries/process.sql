@@ -1,6 +1,7 @@
 /*
 Worker processes, as they record themselves in tasuki_process (see
-JobLease): read by tasuki.Admin and the tasuki command.
+JobLease): read by tasuki.Admin and the tasuki command, removed by the
+worker when it stops.
 */
 
 -- name: ProcessListLive :many
@@ -19,3 +20,9 @@ SELECT p.id::text AS id,
 FROM tasuki_process p
 WHERE p.expires_at > coalesce(sqlc.narg('now')::timestamptz, now())
 ORDER BY p.host, p.pid, p.started_at, p.id;
+
+-- name: ProcessForget :exec
+-- Removes a worker process's row when it stops, and rows of processes
+-- that died more than a day ago.
+DELETE FROM tasuki_process
+WHERE id = @id OR expires_at < now() - interval '1 day';

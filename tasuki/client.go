@@ -80,11 +80,9 @@ type InsertOpts struct {
 // Client inserts and reads jobs whose payload is a T, encoded as JSON. It is
 // safe for concurrent use.
 type Client[T any] struct {
-	pool    *pgxpool.Pool
-	queries *db.Queries
-	cfg     ClientConfig
-	kind    string
-	waker   *waker.Waker
+	copier
+	cfg  ClientConfig
+	kind string
 }
 
 // NewClient returns a client that uses pool. The configuration is checked
@@ -99,7 +97,7 @@ func NewClient[T any](pool *pgxpool.Pool, cfg ClientConfig) (*Client[T], error) 
 		return nil, err
 	}
 	cfg.Kind = kind
-	return &Client[T]{pool: pool, queries: db.New(pool), cfg: cfg, kind: kind, waker: waker.New(pool)}, nil
+	return &Client[T]{copier: newCopier(pool), cfg: cfg, kind: kind}, nil
 }
 
 // Queue is the client's default queue.
@@ -341,19 +339,10 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 // nothing.
 func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOpts) (int64, error) {
 	rows, ins, err := c.prepareMany(payloads, opts)
-	if err != nil || len(rows) == 0 {
+	if err != nil {
 		return 0, err
 	}
-	var res copiedRows
-	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		res, err = copyRows(ctx, c.queries.WithTx(tx), rows, ins)
-		return err
-	})
-	if err != nil {
-		return 0, dberr.Wrap("tasuki: insert jobs", err)
-	}
-	wakeSoon(c.waker, res.wakes)
-	return res.n, nil
+	return c.insertMany(ctx, rows, ins)
 }
 
 // InsertManyTx is InsertMany inside the caller's transaction: the jobs exist
@@ -361,17 +350,10 @@ func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOp
 // InsertTx.
 func (c *Client[T]) InsertManyTx(ctx context.Context, tx pgx.Tx, payloads []T, opts *InsertOpts) (int64, error) {
 	rows, ins, err := c.prepareMany(payloads, opts)
-	if err != nil || len(rows) == 0 {
+	if err != nil {
 		return 0, err
 	}
-	res, err := copyRows(ctx, c.queries.WithTx(tx), rows, ins)
-	if err != nil {
-		return 0, dberr.Wrap("tasuki: insert jobs", err)
-	}
-	if err := wakeAfterTx(ctx, c.waker, c.pool, tx, res.xact, res.wakes); err != nil {
-		return 0, dberr.Wrap("tasuki: insert jobs", err)
-	}
-	return res.n, nil
+	return c.insertManyTx(ctx, tx, rows, ins)
 }
 
 // prepareMany checks every payload and makes its row; every job is

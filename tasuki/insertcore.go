@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
+	"github.com/tasukiq/tasuki/internal/dberr"
 	"github.com/tasukiq/tasuki/internal/waker"
 )
 
@@ -101,6 +102,54 @@ func encodePayload(payload any, typ string, maxBytes int) ([]byte, error) {
 		return nil, &InvalidPayloadError{Type: typ, Reason: reason}
 	}
 	return b, nil
+}
+
+// copier inserts prepared jobs with one COPY and wakes their workers once
+// the jobs committed: what Client.InsertMany and Inserter.InsertMany
+// share, with their Tx forms. Client and Inserter embed it.
+type copier struct {
+	pool    *pgxpool.Pool
+	queries *db.Queries
+	waker   *waker.Waker
+}
+
+func newCopier(pool *pgxpool.Pool) copier {
+	return copier{pool: pool, queries: db.New(pool), waker: waker.New(pool)}
+}
+
+// insertMany COPYs rows, the job of rows[i] inserted as ins[i] asks, in a
+// transaction of its own, and wakes the workers after its commit.
+func (c copier) insertMany(ctx context.Context, rows []db.JobInsertCopyParams, ins []insertion) (int64, error) {
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	var res copiedRows
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = copyRows(ctx, c.queries.WithTx(tx), rows, ins)
+		return err
+	})
+	if err != nil {
+		return 0, dberr.Wrap("tasuki: insert jobs", err)
+	}
+	wakeSoon(c.waker, res.wakes)
+	return res.n, nil
+}
+
+// insertManyTx is insertMany inside the caller's transaction tx: the
+// workers are woken once tx commits.
+func (c copier) insertManyTx(ctx context.Context, tx pgx.Tx, rows []db.JobInsertCopyParams, ins []insertion) (int64, error) {
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	res, err := copyRows(ctx, c.queries.WithTx(tx), rows, ins)
+	if err != nil {
+		return 0, dberr.Wrap("tasuki: insert jobs", err)
+	}
+	if err := wakeAfterTx(ctx, c.waker, c.pool, tx, res.xact, res.wakes); err != nil {
+		return 0, dberr.Wrap("tasuki: insert jobs", err)
+	}
+	return res.n, nil
 }
 
 // wake is one queue to wake and where the jobs announced begin in it.

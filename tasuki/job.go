@@ -128,29 +128,19 @@ func (e *PayloadDecodeError) LogValue() slog.Value {
 // T. A payload that does not decode gives a *PayloadDecodeError together
 // with the job (its Payload left at the zero value).
 func jobFromRow[T any](row *db.TasukiJob) (*Job[T], error) {
-	job := &Job[T]{
-		ID:          row.ID,
-		Queue:       row.Queue,
-		Kind:        row.Kind,
-		Status:      Status(row.Status),
-		Priority:    int(row.Priority),
-		Attempt:     int(row.Attempts),
-		MaxAttempts: int(row.MaxAttempts),
-		ScheduledAt: row.ScheduledAt,
-		CreatedAt:   row.CreatedAt,
-		AttemptedAt: row.AttemptedAt,
-		FinishedAt:  row.FinishedAt,
-		Metadata:    json.RawMessage(row.Metadata),
+	raw := &Job[json.RawMessage]{
+		ID: row.ID, Queue: row.Queue, Kind: row.Kind, Status: Status(row.Status), Priority: int(row.Priority),
+		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), MaxAttempts: int(row.MaxAttempts),
+		ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt, AttemptedAt: row.AttemptedAt,
+		FinishedAt: row.FinishedAt, Metadata: json.RawMessage(row.Metadata),
 	}
 	if len(row.Errors) > 2 { // "[]" is the empty history
-		if err := json.Unmarshal(row.Errors, &job.Errors); err != nil {
+		if err := json.Unmarshal(row.Errors, &raw.Errors); err != nil {
+			job, _ := Decode[T](raw)
 			return job, fmt.Errorf("tasuki: error history of job %d: %w", row.ID, err)
 		}
 	}
-	if err := json.Unmarshal(row.Payload, &job.Payload); err != nil {
-		return job, &PayloadDecodeError{JobID: row.ID, Type: typeName[T](), Err: err}
-	}
-	return job, nil
+	return Decode[T](raw)
 }
 
 // Decode returns job with its payload decoded into T; every other field is

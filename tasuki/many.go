@@ -10,8 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
-	"github.com/tasukiq/tasuki/internal/dberr"
-	"github.com/tasukiq/tasuki/internal/waker"
 )
 
 // InsertManyParams is one job of Inserter.InsertMany: its payload, its
@@ -38,10 +36,8 @@ type InsertManyParams struct {
 // type; an Inserter is for code that produces jobs of many, such as an
 // outbox relay or a fan-out. It is safe for concurrent use.
 type Inserter struct {
-	pool    *pgxpool.Pool
-	queries *db.Queries
-	cfg     ClientConfig
-	waker   *waker.Waker
+	copier
+	cfg ClientConfig
 }
 
 // NewInserter returns an inserter that uses pool. cfg gives the defaults
@@ -59,7 +55,7 @@ func NewInserter(pool *pgxpool.Pool, cfg ClientConfig) (*Inserter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Inserter{pool: pool, queries: db.New(pool), cfg: cfg, waker: waker.New(pool)}, nil
+	return &Inserter{copier: newCopier(pool), cfg: cfg}, nil
 }
 
 // InsertMany adds the jobs params describe, of any kinds and queues, with
@@ -73,19 +69,10 @@ func NewInserter(pool *pgxpool.Pool, cfg ClientConfig) (*Inserter, error) {
 // as by Client.InsertMany, for the kinds and priorities of those jobs.
 func (i *Inserter) InsertMany(ctx context.Context, params []InsertManyParams) (int64, error) {
 	rows, ins, err := i.prepare(params)
-	if err != nil || len(rows) == 0 {
+	if err != nil {
 		return 0, err
 	}
-	var res copiedRows
-	err = pgx.BeginFunc(ctx, i.pool, func(tx pgx.Tx) error {
-		res, err = copyRows(ctx, i.queries.WithTx(tx), rows, ins)
-		return err
-	})
-	if err != nil {
-		return 0, dberr.Wrap("tasuki: insert jobs", err)
-	}
-	wakeSoon(i.waker, res.wakes)
-	return res.n, nil
+	return i.insertMany(ctx, rows, ins)
 }
 
 // InsertManyTx is InsertMany inside the caller's transaction: the jobs
@@ -93,17 +80,10 @@ func (i *Inserter) InsertMany(ctx context.Context, params []InsertManyParams) (i
 // Client.InsertTx.
 func (i *Inserter) InsertManyTx(ctx context.Context, tx pgx.Tx, params []InsertManyParams) (int64, error) {
 	rows, ins, err := i.prepare(params)
-	if err != nil || len(rows) == 0 {
+	if err != nil {
 		return 0, err
 	}
-	res, err := copyRows(ctx, i.queries.WithTx(tx), rows, ins)
-	if err != nil {
-		return 0, dberr.Wrap("tasuki: insert jobs", err)
-	}
-	if err := wakeAfterTx(ctx, i.waker, i.pool, tx, res.xact, res.wakes); err != nil {
-		return 0, dberr.Wrap("tasuki: insert jobs", err)
-	}
-	return res.n, nil
+	return i.insertManyTx(ctx, tx, rows, ins)
 }
 
 // Flush waits until the workers were woken for every job this inserter

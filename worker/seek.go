@@ -297,16 +297,10 @@ func (w *Worker) findHeads(ctx context.Context) error {
 	stmtCtx, cancel := context.WithTimeout(ctx, w.sweepTimeout())
 	defer cancel()
 	heads, err := w.queries.JobRunnableHeads(stmtCtx, p)
-	if err != nil {
-		return err
+	if err == nil {
+		rewindHeads(w, heads)
 	}
-	for _, h := range heads {
-		w.rewindTo(h.Queue, h.Kind, h.Priority, h.ScheduledAt)
-	}
-	if len(heads) > 0 {
-		w.signalWake()
-	}
-	return nil
+	return err
 }
 
 // findNear is findHeads for the priorities the fetch loop knows, reading
@@ -326,23 +320,24 @@ func (w *Worker) findNear(ctx context.Context) error {
 	stmtCtx, cancel := context.WithTimeout(ctx, w.sweepTimeout())
 	defer cancel()
 	heads, err := w.queries.JobRunnableHeadsSince(stmtCtx, p)
-	if err != nil {
-		return err
+	if err == nil {
+		rewindHeads(w, heads)
 	}
-	for _, h := range heads {
-		w.rewindTo(h.Queue, h.Kind, h.Priority, h.ScheduledAt)
+	return err
+}
+
+// rewindHeads moves the positions back to the runnable jobs the sweeper
+// found behind them, makes their sources due, and wakes the fetch loop
+// when it found any.
+func rewindHeads[R db.JobRunnableHeadsRow | db.JobRunnableHeadsSinceRow](w *Worker, heads []*R) {
+	for _, r := range heads {
+		h := db.JobRunnableHeadsRow(*r)
+		if s := w.byPair[pair{h.Queue, h.Kind}]; s != nil {
+			s.seek.rewind(h.Priority, h.ScheduledAt)
+			w.inbox.add(s)
+		}
 	}
 	if len(heads) > 0 {
 		w.signalWake()
-	}
-	return nil
-}
-
-// rewindTo moves the position of a priority of a source back to at, and
-// makes the source due.
-func (w *Worker) rewindTo(queue, kind string, priority int16, at time.Time) {
-	if s := w.byPair[pair{queue, kind}]; s != nil {
-		s.seek.rewind(priority, at)
-		w.inbox.add(s)
 	}
 }

@@ -68,6 +68,8 @@ func TestMinusInfinityRowDoesNotBlindTheSweeper(t *testing.T) {
 // which backend, and whether it failed. The worker's own pool copies the
 // application pool's settings, tracer included.
 type headsTracer struct {
+	// near: record the near looks (JobRunnableHeadsSince) too.
+	near     bool
 	mu       sync.Mutex
 	attempts []*headsAttempt
 }
@@ -81,7 +83,8 @@ type headsAttempt struct {
 type headsKey struct{}
 
 func (tr *headsTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	if !strings.Contains(data.SQL, "-- name: JobRunnableHeads") {
+	if !strings.Contains(data.SQL, "-- name: JobRunnableHeads :many") &&
+		!(tr.near && strings.Contains(data.SQL, "-- name: JobRunnableHeadsSince :many")) {
 		return ctx
 	}
 	a := &headsAttempt{pid: conn.PgConn().PID(), start: time.Now()}
@@ -165,6 +168,9 @@ func TestFailedSlowLookBehindBacksOffByItsDuration(t *testing.T) {
 	w := newWorker(t, pool, func(context.Context, *tasuki.Job[task]) error { return nil },
 		worker.Config{Queue: "default", PollInterval: 100 * time.Millisecond, LeaseDuration: 10 * time.Second, DisableListen: true})
 	running(t, w)
+	// The sweeper looks behind the positions only while the worker leases
+	// (or its leases fail, as they do behind the lock below).
+	insert(t, newClient[task](t, pool), task{N: 1}, nil)
 	eventually(t, "a first look behind the positions", func() bool {
 		as := tr.snapshot()
 		return len(as) > 0 && !as[0].end.IsZero()
@@ -201,7 +207,7 @@ func TestFailedSlowLookBehindBacksOffByItsDuration(t *testing.T) {
 // is 30 times what the same shutdown takes without the sweeper.
 func TestShutdownDoesNotWaitForTheLookBehind(t *testing.T) {
 	t.Parallel()
-	tr := &headsTracer{}
+	tr := &headsTracer{near: true} // whichever look waits for the lock
 	pool := tracedPool(t, tr, "")
 	w := newWorker(t, pool, func(context.Context, *tasuki.Job[task]) error { return nil },
 		worker.Config{Queue: "default", PollInterval: 10 * time.Millisecond, LeaseDuration: 2 * time.Second, DisableListen: true})
@@ -209,6 +215,8 @@ func TestShutdownDoesNotWaitForTheLookBehind(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
+	// The sweeper looks behind the positions only while the worker leases.
+	insert(t, newClient[task](t, pool), task{N: 1}, nil)
 	eventually(t, "a first look behind the positions", func() bool {
 		as := tr.snapshot()
 		return len(as) > 0 && !as[0].end.IsZero()

@@ -208,3 +208,22 @@ func TestSeekNearLookFindsRecentJobsBehind(t *testing.T) {
 	require.NoError(t, w.findHeads(context.Background()))
 	assert.ElementsMatch(t, []int64{old, unknown}, leaseIDs(t, w, 10))
 }
+
+// A wake-up that names only kinds the worker does not handle, or another
+// queue, makes no source due; one that names a kind it handles, or no
+// kinds, does.
+func TestSeekIgnoresWakeUpsOfOtherKinds(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := seekWorker(t, pool, "seek-kinds")
+	at := time.Now().UnixMicro()
+	assert.False(t, w.rewind("seek-kinds", []head{{priority: 0, at: at, kind: "other"}}), "another kind")
+	assert.False(t, w.rewind("elsewhere", []head{{priority: 0, at: at, kind: "seek"}}), "another queue")
+	assert.Empty(t, w.inbox.take())
+	assert.True(t, w.rewind("seek-kinds", []head{{priority: 0, at: at, kind: "other"}, {priority: 2, at: at, kind: "seek"}}))
+	assert.Len(t, w.inbox.take(), 1)
+	assert.True(t, w.rewind("seek-kinds", []head{{priority: 0, at: at, anyKind: true}}), "an older client's head names no kind")
+	assert.Len(t, w.inbox.take(), 1)
+	assert.True(t, w.rewind("seek-kinds", nil), "a wake-up without heads")
+	assert.Len(t, w.inbox.take(), 1)
+}

@@ -106,11 +106,12 @@ type queueState struct {
 
 // kindState is one kind of the worker, with its handler.
 type kindState struct {
-	name   string
-	limit  int // 0: none
-	retry  RetryPolicy
-	reg    Registration
-	active atomic.Int64
+	name    string
+	limit   int // 0: none
+	retry   RetryPolicy
+	reg     Registration
+	active  atomic.Int64
+	sources []*source // one per queue
 }
 
 // free is how many more jobs of the kind may start; math.MaxInt32 without
@@ -263,6 +264,7 @@ func New(pool *pgxpool.Pool, cfg Config, handlers ...Registration) (*Worker, err
 		for _, k := range w.kinds {
 			s := &source{queue: q, kind: k, seek: newSeeker()}
 			w.sources = append(w.sources, s)
+			k.sources = append(k.sources, s)
 			w.byPair[pair{q.name, k.name}] = s
 		}
 	}
@@ -682,23 +684,12 @@ func (w *Worker) finishJob(l *lease, r result) {
 	l.src.queue.active.Add(-1)
 	if k := l.src.kind; k.active.Add(-1) == int64(k.limit)-1 {
 		// The kind was at its limit: its sources may have jobs waiting.
-		w.inbox.add(w.sourcesOfKind(k)...)
+		w.inbox.add(k.sources...)
 	}
 	select {
 	case w.slotFree <- struct{}{}:
 	default:
 	}
-}
-
-// sourcesOfKind returns the sources of kind k.
-func (w *Worker) sourcesOfKind(k *kindState) []*source {
-	var out []*source
-	for _, s := range w.sources {
-		if s.kind == k {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // classify turns what a handler returned into an outcome.
