@@ -221,6 +221,11 @@ chosen AS (
 )
 UPDATE tasuki_job j
 SET status = 'running',
+    -- A job scheduled at -infinity (by SQL of the application's own) is
+    -- leased as scheduled at the earliest time Go can hold: returned as
+    -- it is, it would fail the whole statement, for every queue and kind
+    -- of the worker, at every try.
+    scheduled_at = greatest(j.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz),
     attempts = j.attempts + 1,
     attempted_at = (SELECT now FROM clock),
     lease_token = (SELECT token FROM clock),

@@ -227,3 +227,24 @@ func TestSeekIgnoresWakeUpsOfOtherKinds(t *testing.T) {
 	assert.True(t, w.rewind("seek-kinds", nil), "a wake-up without heads")
 	assert.Len(t, w.inbox.take(), 1)
 }
+
+// The sweeper's looks read past a job scheduled at -infinity (SQL of the
+// application's own): the row is reported at the earliest time Go holds,
+// and the look still finds the jobs behind the positions. An idle worker
+// finds such jobs by its reads from the heads, so the looks are driven by
+// hand here.
+func TestSeekLooksReadPastMinusInfinity(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := seekWorker(t, pool, "seek-inf")
+	rawInsert(t, pool, "seek-inf", 0, "clock_timestamp()")
+	require.Len(t, leaseIDs(t, w, 10), 1)
+	require.False(t, w.sources[0].seek.fromHead)
+
+	inf := rawInsert(t, pool, "seek-inf", 9, "'-infinity'")
+	behind := rawInsert(t, pool, "seek-inf", 0, "now() - interval '1 day'")
+	assert.Empty(t, leaseIDs(t, w, 10), "both lie behind the positions")
+	require.NoError(t, w.findNear(context.Background()))
+	require.NoError(t, w.findHeads(context.Background()))
+	assert.Equal(t, []int64{behind, inf}, leaseIDs(t, w, 10), "in priority order")
+}
