@@ -106,42 +106,91 @@ beat AS (
     ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
     RETURNING 1
 ),
--- The sources of queues that are not paused.
+-- The limits, each queue and kind numbered (qn, kn): the limits below
+-- sort and partition by those numbers rather than by names, which would
+-- compare text by the database's collation at every step.
+queue_limits AS MATERIALIZED (
+    SELECT q.qn, q.queue, (sqlc.arg('queue_max')::integer[])[q.qn] AS max
+    FROM unnest(sqlc.arg('queue_names')::text[]) WITH ORDINALITY AS q(queue, qn)
+),
+kind_limits AS MATERIALIZED (
+    SELECT k.kn, k.kind, (sqlc.arg('kind_max')::integer[])[k.kn] AS max
+    FROM unnest(sqlc.arg('kind_names')::text[]) WITH ORDINALITY AS k(kind, kn)
+),
+-- The ranges of the pending index to read, of queues that are not paused,
+-- each named by rk: a (queue, kind) pair from its head (head_*), or one
+-- priority of it from a time on (seek_*).
 head_sources AS MATERIALIZED (
-    SELECT s.queue, s.kind, s.lim
-    FROM (SELECT unnest(sqlc.arg('head_queues')::text[]) AS queue, unnest(sqlc.arg('head_kinds')::text[]) AS kind, unnest(sqlc.arg('head_limits')::integer[]) AS lim) AS s
+    SELECT s.ord AS rk, s.queue, s.kind, s.lim, ql.qn, kl.kn
+    FROM (SELECT q.ord, q.queue,
+                 (sqlc.arg('head_kinds')::text[])[q.ord] AS kind,
+                 (sqlc.arg('head_limits')::integer[])[q.ord] AS lim
+          FROM unnest(sqlc.arg('head_queues')::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
+    JOIN queue_limits ql ON ql.queue = s.queue
+    JOIN kind_limits kl ON kl.kind = s.kind
     WHERE NOT EXISTS (
         SELECT 1 FROM tasuki_queue pq
         WHERE pq.name = s.queue AND pq.paused_at IS NOT NULL
     )
 ),
 seek_sources AS MATERIALIZED (
-    SELECT s.queue, s.kind, s.priority, s.lim,
+    SELECT -s.ord AS rk, s.queue, s.kind, s.priority, s.lim, ql.qn, kl.kn,
            -- The earliest time a worker can name stands for the head of
            -- the priority, where a job scheduled at -infinity sorts.
            CASE WHEN s.after <= '4714-11-24 00:00:00+00 BC'::timestamptz
                 THEN '-infinity'::timestamptz ELSE s.after END AS after
-    FROM (SELECT unnest(sqlc.arg('seek_queues')::text[]) AS queue, unnest(sqlc.arg('seek_kinds')::text[]) AS kind, unnest(sqlc.arg('seek_priorities')::smallint[]) AS priority, unnest(sqlc.arg('seek_after')::timestamptz[]) AS after, unnest(sqlc.arg('seek_limits')::integer[]) AS lim) AS s
+    FROM (SELECT q.ord, q.queue,
+                 (sqlc.arg('seek_kinds')::text[])[q.ord] AS kind,
+                 (sqlc.arg('seek_priorities')::smallint[])[q.ord] AS priority,
+                 (sqlc.arg('seek_after')::timestamptz[])[q.ord] AS after,
+                 (sqlc.arg('seek_limits')::integer[])[q.ord] AS lim
+          FROM unnest(sqlc.arg('seek_queues')::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
+    JOIN queue_limits ql ON ql.queue = s.queue
+    JOIN kind_limits kl ON kl.kind = s.kind
     WHERE NOT EXISTS (
         SELECT 1 FROM tasuki_queue pq
         WHERE pq.name = s.queue AND pq.paused_at IS NOT NULL
     )
 ),
--- Two ways to read a source. From the head of its range of the pending
--- index (heads), or, for one priority, from a time on (seeks): while an
--- old snapshot holds back vacuum, every job leased since it began leaves
--- an index entry at the head of its range that no scan can skip or
--- remove, and a lease from the head reads past all of them. The worker
--- keeps where it stopped, moves back for jobs committed behind that (it
--- hears of those in wake-ups, or finds them with JobRunnableHeads), and
--- reads from the head when it does not know where jobs are.
--- Rows locked here but cut by the limits below stay locked only until this
--- statement's transaction ends, at once.
-heads AS (
-    SELECT x.id, x.queue, x.kind, x.priority, x.scheduled_at
+-- A range is alone when no other range shares its queue or its kind: the
+-- least its queue and kind leave is then what it may take. When peek is
+-- true (a queue of the worker was saturated at its last lease), the ranges
+-- that are not alone are read first without locks (peeked); see peek.
+ranges AS MATERIALIZED (
+    SELECT r.rk, r.alone,
+           NOT r.alone AND sqlc.arg('peek')::boolean AS peeked
+    FROM (SELECT a.rk,
+                 count(*) OVER (PARTITION BY a.qn) = 1 AND count(*) OVER (PARTITION BY a.kn) = 1 AS alone
+          FROM (SELECT h.rk, h.qn, h.kn FROM head_sources h
+                UNION ALL
+                SELECT k.rk, k.qn, k.kn FROM seek_sources k) AS a) AS r
+),
+-- Two ways to read a range. From the head of its pair (heads), or, for one
+-- priority, from a time on (seeks): while an old snapshot holds back
+-- vacuum, every job leased since it began leaves an index entry at the
+-- head of its range that no scan can skip or remove, and a lease from the
+-- head reads past all of them. The worker keeps where it stopped, moves
+-- back for jobs committed behind that (it hears of those in wake-ups, or
+-- finds them with JobRunnableHeads), and reads from the head when it does
+-- not know where jobs are.
+--
+-- Each range is locked up to its limit (take), and of the rows locked the
+-- limits keep the first ones (chosen). When several ranges share a
+-- saturated queue, that would lock, and write, up to one batch per range
+-- for every batch leased; so then the ranges that are not alone are first
+-- read without locks (peek), to learn how many rows each gives to the
+-- first ones of its queue within the limits (its share), and each is then
+-- locked up to its share only. Rows other transactions hold are counted by
+-- the peek but skipped by take, which then goes on in the same range; a
+-- range that runs out takes less than its share, the queue is not
+-- saturated by this lease, and the worker's next lease locks without
+-- peeking.
+peek AS (
+    SELECT s.rk, s.qn, s.kn, x.id, x.priority, x.scheduled_at
     FROM head_sources s
+    JOIN ranges r ON r.rk = s.rk AND r.peeked
     CROSS JOIN LATERAL (
-        SELECT c.id, c.queue, c.kind, c.priority, c.scheduled_at
+        SELECT c.id, c.priority, c.scheduled_at
         FROM tasuki_job c
         WHERE c.queue = s.queue
           AND c.kind = s.kind
@@ -151,59 +200,108 @@ heads AS (
           AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
         ORDER BY c.priority, c.scheduled_at, c.id
         LIMIT s.lim
-        FOR UPDATE SKIP LOCKED
     ) AS x
-),
-seeks AS (
-    SELECT x.id, x.queue, x.kind, x.priority, x.scheduled_at
+    UNION ALL
+    SELECT s.rk, s.qn, s.kn, x.id, x.priority, x.scheduled_at
     FROM seek_sources s
+    JOIN ranges r ON r.rk = s.rk AND r.peeked
     CROSS JOIN LATERAL (
-        SELECT c.id, c.queue, c.kind, c.priority, c.scheduled_at
+        SELECT c.id, c.priority, c.scheduled_at
         FROM tasuki_job c
         WHERE c.queue = s.queue
           AND c.kind = s.kind
-          AND c.status = 'pending'
           AND c.priority = s.priority
           AND c.scheduled_at >= s.after
+          AND c.status = 'pending'
           AND c.scheduled_at <= (SELECT now FROM clock)
           AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
           AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
         ORDER BY c.scheduled_at, c.id
         LIMIT s.lim
+    ) AS x
+),
+peek_by_kind AS (
+    SELECT p.rk, p.qn, p.kn, p.priority, p.scheduled_at, p.id,
+           row_number() OVER (PARTITION BY p.kn ORDER BY p.priority, p.scheduled_at, p.id) AS rank
+    FROM peek p
+),
+peek_by_queue AS (
+    SELECT b.rk, b.qn,
+           row_number() OVER (PARTITION BY b.qn ORDER BY b.priority, b.scheduled_at, b.id) AS rank
+    FROM peek_by_kind b
+    JOIN kind_limits kl ON kl.kn = b.kn
+    WHERE b.rank <= kl.max
+),
+shares AS (
+    SELECT b.rk, count(*) AS n
+    FROM peek_by_queue b
+    JOIN queue_limits ql ON ql.qn = b.qn
+    WHERE b.rank <= ql.max
+    GROUP BY b.rk
+),
+take AS (
+    SELECT r.alone OR r.peeked AS kept, s.qn, s.kn, x.id, x.priority, x.scheduled_at
+    FROM head_sources s
+    JOIN ranges r ON r.rk = s.rk
+    LEFT JOIN shares sh ON sh.rk = s.rk
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.priority, c.scheduled_at
+        FROM tasuki_job c
+        WHERE c.queue = s.queue
+          AND c.kind = s.kind
+          AND c.status = 'pending'
+          AND c.scheduled_at <= (SELECT now FROM clock)
+          AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+          AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
+        ORDER BY c.priority, c.scheduled_at, c.id
+        LIMIT CASE WHEN r.peeked THEN coalesce(sh.n, 0) ELSE s.lim END
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+    UNION ALL
+    SELECT r.alone OR r.peeked AS kept, s.qn, s.kn, x.id, x.priority, x.scheduled_at
+    FROM seek_sources s
+    JOIN ranges r ON r.rk = s.rk
+    LEFT JOIN shares sh ON sh.rk = s.rk
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.priority, c.scheduled_at
+        FROM tasuki_job c
+        WHERE c.queue = s.queue
+          AND c.kind = s.kind
+          AND c.priority = s.priority
+          AND c.scheduled_at >= s.after
+          AND c.status = 'pending'
+          AND c.scheduled_at <= (SELECT now FROM clock)
+          AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
+          AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
+        ORDER BY c.scheduled_at, c.id
+        LIMIT CASE WHEN r.peeked THEN coalesce(sh.n, 0) ELSE s.lim END
         FOR UPDATE SKIP LOCKED
     ) AS x
 ),
-candidates AS (
-    SELECT * FROM heads
-    UNION ALL
-    SELECT * FROM seeks
-),
 -- The limits: first each kind's, over all queues, then each queue's, both
--- in the order jobs are taken.
+-- in the order jobs are taken. What a range alone or peeked took is kept:
+-- it took no more than they allow.
+-- Rows locked here but cut by them stay locked only until this
+-- statement's transaction ends, at once.
 by_kind AS (
-    SELECT c.id, c.queue, c.kind, c.priority, c.scheduled_at,
-           row_number() OVER (PARTITION BY c.kind ORDER BY c.priority, c.scheduled_at, c.id) AS rank
-    FROM candidates c
-),
-kind_limits AS (
-    SELECT k.kind, k.max
-    FROM (SELECT unnest(sqlc.arg('kind_names')::text[]) AS kind, unnest(sqlc.arg('kind_max')::integer[]) AS max) AS k
+    SELECT t.qn, t.kn, t.id, t.priority, t.scheduled_at,
+           row_number() OVER (PARTITION BY t.kn ORDER BY t.priority, t.scheduled_at, t.id) AS rank
+    FROM take t
+    WHERE NOT t.kept
 ),
 by_queue AS (
-    SELECT b.id, b.queue,
-           row_number() OVER (PARTITION BY b.queue ORDER BY b.priority, b.scheduled_at, b.id) AS rank
+    SELECT b.id, b.qn,
+           row_number() OVER (PARTITION BY b.qn ORDER BY b.priority, b.scheduled_at, b.id) AS rank
     FROM by_kind b
-    JOIN kind_limits kl ON kl.kind = b.kind
+    JOIN kind_limits kl ON kl.kn = b.kn
     WHERE b.rank <= kl.max
 ),
-queue_limits AS (
-    SELECT q.queue, q.max
-    FROM (SELECT unnest(sqlc.arg('queue_names')::text[]) AS queue, unnest(sqlc.arg('queue_max')::integer[]) AS max) AS q
-),
 chosen AS (
+    SELECT t.id FROM take t WHERE t.kept
+    UNION ALL
     SELECT b.id
     FROM by_queue b
-    JOIN queue_limits ql ON ql.queue = b.queue
+    JOIN queue_limits ql ON ql.qn = b.qn
     WHERE b.rank <= ql.max
 )
 UPDATE tasuki_job j

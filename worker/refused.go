@@ -56,6 +56,7 @@ type leasePlan struct {
 	sources []*source
 	limits  []int // per source
 	heads   []bool
+	shared  []bool // per source: read by a range that shares its queue or kind
 	queues  map[*queueState]int
 	kinds   map[*kindState]int
 	rescue  bool
@@ -95,9 +96,27 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 		pl.queues[s.queue] = qf
 		pl.kinds[s.kind] = kf
 	}
+	saturated := false
 	for q, n := range pl.queues {
 		pl.p.QueueNames = append(pl.p.QueueNames, q.name)
 		pl.p.QueueMax = append(pl.p.QueueMax, int32(n))
+		saturated = saturated || q.saturated
+	}
+	// The ranges of the statement per queue and per kind: a source with a
+	// range that shares either is peeked when Peek is set (JobLease).
+	ranges := make(map[string]int, 2*len(pl.sources))
+	count := func(queues, kinds []string) {
+		for i := range queues {
+			ranges["q"+queues[i]]++
+			ranges["k"+kinds[i]]++
+		}
+	}
+	count(pl.p.HeadQueues, pl.p.HeadKinds)
+	count(pl.p.SeekQueues, pl.p.SeekKinds)
+	for _, s := range pl.sources {
+		shared := ranges["q"+s.queue.name] > 1 || ranges["k"+s.kind.name] > 1
+		pl.shared = append(pl.shared, shared)
+		pl.p.Peek = pl.p.Peek || shared && saturated
 	}
 	for k, n := range pl.kinds {
 		pl.p.KindNames = append(pl.p.KindNames, k.name)
@@ -200,9 +219,19 @@ func (w *Worker) settle(pl *leasePlan, jobs []leased) {
 	for k, n := range perKind {
 		anyCut = anyCut || n >= pl.kinds[k]
 	}
+	// After a saturated lease, a range that shares its queue or kind is
+	// locked up to the share a read without locks gave it. When other
+	// transactions held some of that share, the range takes fewer, and
+	// the slots it left may have been another range's: its queue is then
+	// not saturated by this lease, the sources are read again, and the
+	// next lease locks without peeking unless another queue is saturated.
+	for q, n := range pl.queues {
+		q.saturated = perQueue[q] >= n
+	}
 	for i, s := range pl.sources {
 		got := bySource[s]
 		cut := perQueue[s.queue] >= pl.queues[s.queue] || perKind[s.kind] >= pl.kinds[s.kind]
+		cut = cut || pl.p.Peek && pl.shared[i]
 		s.due = len(got) >= pl.limits[i] || cut || anyCut
 		if len(got) > 0 {
 			s.leased = true

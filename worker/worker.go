@@ -102,6 +102,10 @@ type queueState struct {
 	name        string
 	concurrency int
 	active      atomic.Int64
+	// saturated: the last lease that read the queue filled its free
+	// slots, so the next one peeks before it locks (see JobLease). The
+	// fetch loop's own.
+	saturated bool
 }
 
 // kindState is one kind of the worker, with its handler.
