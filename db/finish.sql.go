@@ -18,11 +18,12 @@ State transitions a worker makes when its handlers return.
 */
 
 WITH clock AS (
-    SELECT coalesce($7::timestamptz, now()) AS now
+    SELECT coalesce($8::timestamptz, now()) AS now
 )
 UPDATE tasuki_job j
 SET status = t.status::tasuki_job_status,
-    attempts = j.attempts - CASE WHEN t.give_back THEN 1 ELSE 0 END,
+    attempts = j.attempts - CASE WHEN t.give_back OR t.snooze THEN 1 ELSE 0 END,
+    snoozes = j.snoozes + CASE WHEN t.snooze THEN 1 ELSE 0 END,
     scheduled_at = CASE WHEN t.status = 'pending'
                         THEN (SELECT now FROM clock) + t.delay_us * interval '1 microsecond'
                         ELSE j.scheduled_at END,
@@ -43,7 +44,8 @@ FROM (
            unnest($3::text[]) AS status,
            unnest($4::bigint[]) AS delay_us,
            unnest($5::text[]) AS error,
-           unnest($6::boolean[]) AS give_back
+           unnest($6::boolean[]) AS give_back,
+           unnest($7::boolean[]) AS snooze
 ) AS t
 WHERE j.id = t.id
   -- A lease token is set on a running job only (the table's
@@ -63,6 +65,7 @@ type JobFinishManyParams struct {
 	DelaysUs []int64
 	Errors   []string
 	GiveBack []bool
+	Snooze   []bool
 	Now      *time.Time
 }
 
@@ -73,6 +76,9 @@ type JobFinishManyParams struct {
 //	error      the attempt's error, recorded in the job's history ('' = none);
 //	give_back  true when the attempt was interrupted (graceful shutdown): it
 //	           does not count against max_attempts.
+//	snooze     true when the handler snoozed the job (tasuki.Snooze): it
+//	           waits delay_us, the attempt does not count against
+//	           max_attempts, and the job's snoozes count grows by one.
 //
 // Every row is fenced by its lease token: a worker that lost its lease
 // changes nothing, and a job canceled meanwhile stays canceled. The returned
@@ -85,6 +91,7 @@ func (q *Queries) JobFinishMany(ctx context.Context, arg JobFinishManyParams) ([
 		arg.DelaysUs,
 		arg.Errors,
 		arg.GiveBack,
+		arg.Snooze,
 		arg.Now,
 	)
 	if err != nil {

@@ -8,6 +8,8 @@ package db
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const databaseNow = `-- name: DatabaseNow :one
@@ -37,6 +39,44 @@ func (q *Queries) DatabaseNow(ctx context.Context, now *time.Time) (*DatabaseNow
 	return &i, err
 }
 
+const jobByUniqueKey = `-- name: JobByUniqueKey :one
+SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses
+FROM tasuki_job
+WHERE unique_key = $1::bytea
+  AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                     WHEN 'failed' THEN 8 ELSE 16 END) <> 0
+LIMIT 1
+`
+
+// The job that holds a unique key: the one a unique insert found in its
+// way.
+func (q *Queries) JobByUniqueKey(ctx context.Context, uniqueKey []byte) (*TasukiJob, error) {
+	row := q.db.QueryRow(ctx, jobByUniqueKey, uniqueKey)
+	var i TasukiJob
+	err := row.Scan(
+		&i.ID,
+		&i.Queue,
+		&i.Status,
+		&i.Priority,
+		&i.Payload,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.ScheduledAt,
+		&i.CreatedAt,
+		&i.AttemptedAt,
+		&i.LeaseExpiresAt,
+		&i.LeaseToken,
+		&i.Errors,
+		&i.FinishedAt,
+		&i.Metadata,
+		&i.Kind,
+		&i.Snoozes,
+		&i.UniqueKey,
+		&i.UniqueStatuses,
+	)
+	return &i, err
+}
+
 const jobInsert = `-- name: JobInsert :one
 /*
 Inserting jobs, and waking workers once the inserts committed. The
@@ -48,7 +88,8 @@ WITH clock AS (
     SELECT coalesce($1::timestamptz, clock_timestamp()) AS now
 ),
 inserted AS (
-    INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata)
+    INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata,
+                            unique_key, unique_statuses)
     -- payload and metadata arrive as text: pgx's exec and simple_protocol
     -- query modes (used behind PgBouncer) would send bytes as bytea, which
     -- is not jsonb.
@@ -62,8 +103,18 @@ inserted AS (
             $7::timestamptz,
             (SELECT now FROM clock) + $8::bigint * interval '1 microsecond'
         ),
-        $9::text::jsonb
+        $9::text::jsonb,
+        $10::bytea,
+        $11::smallint
     )
+    -- A unique job whose key an existing job holds in one of that job's
+    -- unique statuses is not inserted: this statement then returns no row,
+    -- and the client reads the existing job (JobByUniqueKey). A conflicting
+    -- insert not yet committed is waited for.
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                           WHEN 'failed' THEN 8 ELSE 16 END) <> 0
+    DO NOTHING
     RETURNING id, scheduled_at, created_at
 )
 SELECT i.id, i.scheduled_at, i.created_at,
@@ -77,15 +128,17 @@ FROM inserted i
 `
 
 type JobInsertParams struct {
-	Now         *time.Time
-	Queue       string
-	Kind        string
-	Priority    int16
-	Payload     string
-	MaxAttempts int32
-	RunAt       *time.Time
-	DelayUs     int64
-	Metadata    string
+	Now            *time.Time
+	Queue          string
+	Kind           string
+	Priority       int16
+	Payload        string
+	MaxAttempts    int32
+	RunAt          *time.Time
+	DelayUs        int64
+	Metadata       string
+	UniqueKey      []byte
+	UniqueStatuses pgtype.Int2
 }
 
 type JobInsertRow struct {
@@ -97,7 +150,8 @@ type JobInsertRow struct {
 	Schema      string
 }
 
-// Inserts one job. Its scheduled time is run_at if given, else the
+// Inserts one job, unless it is unique (unique_key set) and a job with its
+// key exists. Its scheduled time is run_at if given, else the
 // database clock (or the now override) plus delay_us microseconds.
 // The clock is clock_timestamp(), the time of this statement, not now(),
 // the start of its transaction: a delay counts from the insert even in a
@@ -125,6 +179,8 @@ func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInser
 		arg.RunAt,
 		arg.DelayUs,
 		arg.Metadata,
+		arg.UniqueKey,
+		arg.UniqueStatuses,
 	)
 	var i JobInsertRow
 	err := row.Scan(
@@ -146,6 +202,75 @@ type JobInsertCopyParams struct {
 	MaxAttempts int32
 	ScheduledAt time.Time
 	Metadata    []byte
+}
+
+const jobInsertUniqueMany = `-- name: JobInsertUniqueMany :many
+INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata,
+                        unique_key, unique_statuses)
+SELECT j.queue, j.kind, j.priority, j.payload::jsonb, j.max_attempts, j.scheduled_at, j.metadata::jsonb,
+       j.unique_key, j.unique_statuses
+FROM (SELECT unnest($1::text[]) AS queue,
+             unnest($2::text[]) AS kind,
+             unnest($3::smallint[]) AS priority,
+             unnest($4::text[]) AS payload,
+             unnest($5::integer[]) AS max_attempts,
+             unnest($6::timestamptz[]) AS scheduled_at,
+             unnest($7::text[]) AS metadata,
+             unnest($8::bytea[]) AS unique_key,
+             unnest($9::smallint[]) AS unique_statuses,
+             generate_series(1, cardinality($1::text[])) AS ord) AS j
+ORDER BY j.ord
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                           WHEN 'failed' THEN 8 ELSE 16 END) <> 0
+DO NOTHING
+RETURNING id
+`
+
+type JobInsertUniqueManyParams struct {
+	Queues         []string
+	Kinds          []string
+	Priorities     []int16
+	Payloads       []string
+	MaxAttempts    []int32
+	ScheduledAt    []time.Time
+	Metadata       []string
+	UniqueKeys     [][]byte
+	UniqueStatuses []int16
+}
+
+// Inserts many jobs of which each is unique (unique_keys): those whose key
+// an existing job holds, or an earlier job of the same batch, are skipped.
+// Returns the ids of the jobs inserted. The bulk insert's counterpart of
+// JobInsert for unique jobs, which COPY cannot skip.
+func (q *Queries) JobInsertUniqueMany(ctx context.Context, arg JobInsertUniqueManyParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, jobInsertUniqueMany,
+		arg.Queues,
+		arg.Kinds,
+		arg.Priorities,
+		arg.Payloads,
+		arg.MaxAttempts,
+		arg.ScheduledAt,
+		arg.Metadata,
+		arg.UniqueKeys,
+		arg.UniqueStatuses,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const notifyInsert = `-- name: NotifyInsert :exec

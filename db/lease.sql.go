@@ -141,11 +141,12 @@ kind_limits AS MATERIALIZED (
     FROM unnest($18::text[]) WITH ORDINALITY AS k(kind, kn)
 ),
 head_sources AS MATERIALIZED (
-    SELECT s.ord AS rk, s.queue, s.kind, s.lim, ql.qn, kl.kn
+    SELECT s.ord AS rk, s.queue, s.kind, s.lim, s.peek, ql.qn, kl.kn
     FROM (SELECT q.ord, q.queue,
                  ($19::text[])[q.ord] AS kind,
-                 ($20::integer[])[q.ord] AS lim
-          FROM unnest($21::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
+                 ($20::integer[])[q.ord] AS lim,
+                 coalesce(($21::boolean[])[q.ord], false) AS peek
+          FROM unnest($22::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
     JOIN queue_limits ql ON ql.queue = s.queue
     JOIN kind_limits kl ON kl.kind = s.kind
     WHERE NOT EXISTS (
@@ -154,17 +155,18 @@ head_sources AS MATERIALIZED (
     )
 ),
 seek_sources AS MATERIALIZED (
-    SELECT -s.ord AS rk, s.queue, s.kind, s.priority, s.lim, ql.qn, kl.kn,
+    SELECT -s.ord AS rk, s.queue, s.kind, s.priority, s.lim, s.peek, ql.qn, kl.kn,
            -- The earliest time a worker can name stands for the head of
            -- the priority, where a job scheduled at -infinity sorts.
            CASE WHEN s.after <= '4714-11-24 00:00:00+00 BC'::timestamptz
                 THEN '-infinity'::timestamptz ELSE s.after END AS after
     FROM (SELECT q.ord, q.queue,
-                 ($22::text[])[q.ord] AS kind,
-                 ($23::smallint[])[q.ord] AS priority,
-                 ($24::timestamptz[])[q.ord] AS after,
-                 ($25::integer[])[q.ord] AS lim
-          FROM unnest($26::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
+                 ($23::text[])[q.ord] AS kind,
+                 ($24::smallint[])[q.ord] AS priority,
+                 ($25::timestamptz[])[q.ord] AS after,
+                 ($26::integer[])[q.ord] AS lim,
+                 coalesce(($27::boolean[])[q.ord], false) AS peek
+          FROM unnest($28::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
     JOIN queue_limits ql ON ql.queue = s.queue
     JOIN kind_limits kl ON kl.kind = s.kind
     WHERE NOT EXISTS (
@@ -173,13 +175,12 @@ seek_sources AS MATERIALIZED (
     )
 ),
 ranges AS MATERIALIZED (
-    SELECT r.rk, r.alone,
-           NOT r.alone AND $27::boolean AS peeked
-    FROM (SELECT a.rk,
+    SELECT r.rk, r.alone, NOT r.alone AND r.peek AS peeked
+    FROM (SELECT a.rk, a.peek,
                  count(*) OVER (PARTITION BY a.qn) = 1 AND count(*) OVER (PARTITION BY a.kn) = 1 AS alone
-          FROM (SELECT h.rk, h.qn, h.kn FROM head_sources h
+          FROM (SELECT h.rk, h.qn, h.kn, h.peek FROM head_sources h
                 UNION ALL
-                SELECT k.rk, k.qn, k.kn FROM seek_sources k) AS a) AS r
+                SELECT k.rk, k.qn, k.kn, k.peek FROM seek_sources k) AS a) AS r
 ),
 peek AS (
     SELECT s.rk, s.qn, s.kn, x.id, x.priority, x.scheduled_at
@@ -222,24 +223,30 @@ peek_by_kind AS (
     FROM peek p
 ),
 peek_by_queue AS (
-    SELECT b.rk, b.qn,
+    SELECT b.rk, b.qn, b.kn, b.id, b.priority, b.scheduled_at,
            row_number() OVER (PARTITION BY b.qn ORDER BY b.priority, b.scheduled_at, b.id) AS rank
     FROM peek_by_kind b
     JOIN kind_limits kl ON kl.kn = b.kn
     WHERE b.rank <= kl.max
 ),
-shares AS (
-    SELECT b.rk, count(*) AS n
+peek_kept AS (
+    SELECT b.qn, b.kn, b.id, b.priority, b.scheduled_at
     FROM peek_by_queue b
     JOIN queue_limits ql ON ql.qn = b.qn
     WHERE b.rank <= ql.max
-    GROUP BY b.rk
+),
+take_peeked AS (
+    SELECT FALSE AS alone, k.qn, k.kn, c.id, c.priority, c.scheduled_at
+    FROM peek_kept k
+    JOIN tasuki_job c ON c.id = k.id
+    -- Rechecked when another transaction changed the row meanwhile.
+    WHERE c.status = 'pending'
+    FOR UPDATE OF c SKIP LOCKED
 ),
 take AS (
-    SELECT r.alone OR r.peeked AS kept, s.qn, s.kn, x.id, x.priority, x.scheduled_at
+    SELECT r.alone, s.qn, s.kn, x.id, x.priority, x.scheduled_at
     FROM head_sources s
-    JOIN ranges r ON r.rk = s.rk
-    LEFT JOIN shares sh ON sh.rk = s.rk
+    JOIN ranges r ON r.rk = s.rk AND NOT r.peeked
     CROSS JOIN LATERAL (
         SELECT c.id, c.priority, c.scheduled_at
         FROM tasuki_job c
@@ -250,14 +257,13 @@ take AS (
           AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
           AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
         ORDER BY c.priority, c.scheduled_at, c.id
-        LIMIT CASE WHEN r.peeked THEN coalesce(sh.n, 0) ELSE s.lim END
+        LIMIT s.lim
         FOR UPDATE SKIP LOCKED
     ) AS x
     UNION ALL
-    SELECT r.alone OR r.peeked AS kept, s.qn, s.kn, x.id, x.priority, x.scheduled_at
+    SELECT r.alone, s.qn, s.kn, x.id, x.priority, x.scheduled_at
     FROM seek_sources s
-    JOIN ranges r ON r.rk = s.rk
-    LEFT JOIN shares sh ON sh.rk = s.rk
+    JOIN ranges r ON r.rk = s.rk AND NOT r.peeked
     CROSS JOIN LATERAL (
         SELECT c.id, c.priority, c.scheduled_at
         FROM tasuki_job c
@@ -270,15 +276,19 @@ take AS (
           AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
           AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
         ORDER BY c.scheduled_at, c.id
-        LIMIT CASE WHEN r.peeked THEN coalesce(sh.n, 0) ELSE s.lim END
+        LIMIT s.lim
         FOR UPDATE SKIP LOCKED
     ) AS x
+),
+mixed AS (
+    SELECT EXISTS (SELECT 1 FROM ranges r WHERE NOT r.alone AND NOT r.peeked) AS some_locked
 ),
 by_kind AS (
     SELECT t.qn, t.kn, t.id, t.priority, t.scheduled_at,
            row_number() OVER (PARTITION BY t.kn ORDER BY t.priority, t.scheduled_at, t.id) AS rank
-    FROM take t
-    WHERE NOT t.kept
+    FROM (SELECT alone, qn, kn, id, priority, scheduled_at FROM take WHERE NOT take.alone
+          UNION ALL
+          SELECT alone, qn, kn, id, priority, scheduled_at FROM take_peeked WHERE (SELECT some_locked FROM mixed)) AS t
 ),
 by_queue AS (
     SELECT b.id, b.qn,
@@ -288,7 +298,9 @@ by_queue AS (
     WHERE b.rank <= kl.max
 ),
 chosen AS (
-    SELECT t.id FROM take t WHERE t.kept
+    SELECT t.id FROM take t WHERE t.alone
+    UNION ALL
+    SELECT t.id FROM take_peeked t WHERE NOT (SELECT some_locked FROM mixed)
     UNION ALL
     SELECT b.id
     FROM by_queue b
@@ -308,7 +320,7 @@ SET status = 'running',
     lease_expires_at = (SELECT now FROM clock) + $1::bigint * interval '1 microsecond'
 FROM chosen
 WHERE j.id = chosen.id
-RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_attempts, j.scheduled_at, j.created_at, j.attempted_at, j.lease_expires_at, j.lease_token, j.errors, j.finished_at, j.metadata, j.kind
+RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_attempts, j.scheduled_at, j.created_at, j.attempted_at, j.lease_expires_at, j.lease_token, j.errors, j.finished_at, j.metadata, j.kind, j.snoozes, j.unique_key, j.unique_statuses
 `
 
 type JobLeaseParams struct {
@@ -332,13 +344,14 @@ type JobLeaseParams struct {
 	KindNames      []string
 	HeadKinds      []string
 	HeadLimits     []int32
+	HeadPeek       []bool
 	HeadQueues     []string
 	SeekKinds      []string
 	SeekPriorities []int16
 	SeekAfter      []time.Time
 	SeekLimits     []int32
+	SeekPeek       []bool
 	SeekQueues     []string
-	Peek           bool
 }
 
 // Leases runnable jobs for one worker process, from any number of its
@@ -384,9 +397,10 @@ type JobLeaseParams struct {
 // each named by rk: a (queue, kind) pair from its head (head_*), or one
 // priority of it from a time on (seek_*).
 // A range is alone when no other range shares its queue or its kind: the
-// least its queue and kind leave is then what it may take. When peek is
-// true (a queue of the worker was saturated at its last lease), the ranges
-// that are not alone are read first without locks (peeked); see peek.
+// least its queue and kind leave is then what it may take. A range that is
+// not alone is read first without locks (peeked) when the worker asks
+// (head_peek, seek_peek: its queue was saturated at the worker's last
+// lease); see peek.
 // Two ways to read a range. From the head of its pair (heads), or, for one
 // priority, from a time on (seeks): while an old snapshot holds back
 // vacuum, every job leased since it began leaves an index entry at the
@@ -399,19 +413,19 @@ type JobLeaseParams struct {
 // Each range is locked up to its limit (take), and of the rows locked the
 // limits keep the first ones (chosen). When several ranges share a
 // saturated queue, that would lock, and write, up to one batch per range
-// for every batch leased; so then the ranges that are not alone are first
-// read without locks (peek), to learn how many rows each gives to the
-// first ones of its queue within the limits (its share), and each is then
-// locked up to its share only. Rows other transactions hold are counted by
-// the peek but skipped by take, which then goes on in the same range; a
-// range that runs out takes less than its share, the queue is not
-// saturated by this lease, and the worker's next lease locks without
-// peeking.
+// for every batch leased; so the worker has those ranges read first
+// without locks (peek), and only the rows of the peek that the limits keep
+// are locked (take_peeked). A row another transaction holds is counted by
+// the peek and skipped by take_peeked: its slot stays free until the next
+// lease, and no later row of its range takes it out of order. The worker
+// then sees the queue (or the kind, at its limit) come back short, and
+// has its next lease lock without peeking.
 // The limits: first each kind's, over all queues, then each queue's, both
-// in the order jobs are taken. What a range alone or peeked took is kept:
-// it took no more than they allow.
-// Rows locked here but cut by them stay locked only until this
-// statement's transaction ends, at once.
+// in the order jobs are taken. What a range alone took is kept: it took
+// no more than they allow; so is what the peeked ranges took when every
+// range that is not alone was peeked, as the peek applied them. Rows
+// locked here but cut by them stay locked only until this statement's
+// transaction ends, at once.
 func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJob, error) {
 	rows, err := q.db.Query(ctx, jobLease,
 		arg.LeaseUs,
@@ -434,13 +448,14 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 		arg.KindNames,
 		arg.HeadKinds,
 		arg.HeadLimits,
+		arg.HeadPeek,
 		arg.HeadQueues,
 		arg.SeekKinds,
 		arg.SeekPriorities,
 		arg.SeekAfter,
 		arg.SeekLimits,
+		arg.SeekPeek,
 		arg.SeekQueues,
-		arg.Peek,
 	)
 	if err != nil {
 		return nil, err
@@ -466,6 +481,9 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 			&i.FinishedAt,
 			&i.Metadata,
 			&i.Kind,
+			&i.Snoozes,
+			&i.UniqueKey,
+			&i.UniqueStatuses,
 		); err != nil {
 			return nil, err
 		}

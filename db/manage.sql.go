@@ -282,7 +282,7 @@ const jobDeleteFinished = `-- name: JobDeleteFinished :one
 DELETE FROM tasuki_job
 WHERE id = $1
   AND status IN ('completed', 'failed', 'canceled')
-RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind
+RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses
 `
 
 // Deletes one finished job and returns it as it was; a pending or running
@@ -307,6 +307,9 @@ func (q *Queries) JobDeleteFinished(ctx context.Context, id int64) (*TasukiJob, 
 		&i.FinishedAt,
 		&i.Metadata,
 		&i.Kind,
+		&i.Snoozes,
+		&i.UniqueKey,
+		&i.UniqueStatuses,
 	)
 	return &i, err
 }
@@ -356,7 +359,7 @@ func (q *Queries) JobDeleteFinishedBatch(ctx context.Context, arg JobDeleteFinis
 }
 
 const jobList = `-- name: JobList :many
-SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind
+SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses
 FROM tasuki_job j
 WHERE ($1::text IS NULL OR j.queue = $1)
   AND ($2::text IS NULL OR j.kind = $2)
@@ -417,6 +420,9 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]*TasukiJob,
 			&i.FinishedAt,
 			&i.Metadata,
 			&i.Kind,
+			&i.Snoozes,
+			&i.UniqueKey,
+			&i.UniqueStatuses,
 		); err != nil {
 			return nil, err
 		}
@@ -436,7 +442,7 @@ SET status = 'pending',
     finished_at = NULL
 WHERE id = $2
   AND status IN ('failed', 'canceled')
-RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind
+RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses
 `
 
 type JobRetryParams struct {
@@ -467,6 +473,9 @@ func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (*TasukiJob,
 		&i.FinishedAt,
 		&i.Metadata,
 		&i.Kind,
+		&i.Snoozes,
+		&i.UniqueKey,
+		&i.UniqueStatuses,
 	)
 	return &i, err
 }

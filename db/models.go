@@ -96,6 +96,9 @@ type TasukiJob struct {
 	FinishedAt     *time.Time
 	Metadata       []byte
 	Kind           string
+	Snoozes        int32
+	UniqueKey      []byte
+	UniqueStatuses pgtype.Int2
 }
 
 type TasukiProcess struct {

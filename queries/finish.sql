@@ -9,6 +9,9 @@ State transitions a worker makes when its handlers return.
 --   error      the attempt's error, recorded in the job's history ('' = none);
 --   give_back  true when the attempt was interrupted (graceful shutdown): it
 --              does not count against max_attempts.
+--   snooze     true when the handler snoozed the job (tasuki.Snooze): it
+--              waits delay_us, the attempt does not count against
+--              max_attempts, and the job's snoozes count grows by one.
 -- Every row is fenced by its lease token: a worker that lost its lease
 -- changes nothing, and a job canceled meanwhile stays canceled. The returned
 -- ids are the jobs actually changed.
@@ -17,7 +20,8 @@ WITH clock AS (
 )
 UPDATE tasuki_job j
 SET status = t.status::tasuki_job_status,
-    attempts = j.attempts - CASE WHEN t.give_back THEN 1 ELSE 0 END,
+    attempts = j.attempts - CASE WHEN t.give_back OR t.snooze THEN 1 ELSE 0 END,
+    snoozes = j.snoozes + CASE WHEN t.snooze THEN 1 ELSE 0 END,
     scheduled_at = CASE WHEN t.status = 'pending'
                         THEN (SELECT now FROM clock) + t.delay_us * interval '1 microsecond'
                         ELSE j.scheduled_at END,
@@ -38,7 +42,8 @@ FROM (
            unnest(sqlc.arg('statuses')::text[]) AS status,
            unnest(sqlc.arg('delays_us')::bigint[]) AS delay_us,
            unnest(sqlc.arg('errors')::text[]) AS error,
-           unnest(sqlc.arg('give_back')::boolean[]) AS give_back
+           unnest(sqlc.arg('give_back')::boolean[]) AS give_back,
+           unnest(sqlc.arg('snooze')::boolean[]) AS snooze
 ) AS t
 WHERE j.id = t.id
   -- A lease token is set on a running job only (the table's

@@ -5,7 +5,8 @@ schemas of one database ignore each other's wake-ups.
 */
 
 -- name: JobInsert :one
--- Inserts one job. Its scheduled time is run_at if given, else the
+-- Inserts one job, unless it is unique (unique_key set) and a job with its
+-- key exists. Its scheduled time is run_at if given, else the
 -- database clock (or the now override) plus delay_us microseconds.
 -- The clock is clock_timestamp(), the time of this statement, not now(),
 -- the start of its transaction: a delay counts from the insert even in a
@@ -21,7 +22,8 @@ WITH clock AS (
     SELECT coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()) AS now
 ),
 inserted AS (
-    INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata)
+    INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata,
+                            unique_key, unique_statuses)
     -- payload and metadata arrive as text: pgx's exec and simple_protocol
     -- query modes (used behind PgBouncer) would send bytes as bytea, which
     -- is not jsonb.
@@ -35,8 +37,18 @@ inserted AS (
             sqlc.narg('run_at')::timestamptz,
             (SELECT now FROM clock) + sqlc.arg('delay_us')::bigint * interval '1 microsecond'
         ),
-        sqlc.arg('metadata')::text::jsonb
+        sqlc.arg('metadata')::text::jsonb,
+        sqlc.narg('unique_key')::bytea,
+        sqlc.narg('unique_statuses')::smallint
     )
+    -- A unique job whose key an existing job holds in one of that job's
+    -- unique statuses is not inserted: this statement then returns no row,
+    -- and the client reads the existing job (JobByUniqueKey). A conflicting
+    -- insert not yet committed is waited for.
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                           WHEN 'failed' THEN 8 ELSE 16 END) <> 0
+    DO NOTHING
     RETURNING id, scheduled_at, created_at
 )
 -- Only what the client does not know already: the payload, queue and
@@ -58,6 +70,42 @@ FROM inserted i;
 -- woken after the commit, as for JobInsert.
 INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata)
 VALUES (@queue, @kind, @priority, @payload, @max_attempts, @scheduled_at, @metadata);
+
+-- name: JobInsertUniqueMany :many
+-- Inserts many jobs of which each is unique (unique_keys): those whose key
+-- an existing job holds, or an earlier job of the same batch, are skipped.
+-- Returns the ids of the jobs inserted. The bulk insert's counterpart of
+-- JobInsert for unique jobs, which COPY cannot skip.
+INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata,
+                        unique_key, unique_statuses)
+SELECT j.queue, j.kind, j.priority, j.payload::jsonb, j.max_attempts, j.scheduled_at, j.metadata::jsonb,
+       j.unique_key, j.unique_statuses
+FROM (SELECT unnest(sqlc.arg('queues')::text[]) AS queue,
+             unnest(sqlc.arg('kinds')::text[]) AS kind,
+             unnest(sqlc.arg('priorities')::smallint[]) AS priority,
+             unnest(sqlc.arg('payloads')::text[]) AS payload,
+             unnest(sqlc.arg('max_attempts')::integer[]) AS max_attempts,
+             unnest(sqlc.arg('scheduled_at')::timestamptz[]) AS scheduled_at,
+             unnest(sqlc.arg('metadata')::text[]) AS metadata,
+             unnest(sqlc.arg('unique_keys')::bytea[]) AS unique_key,
+             unnest(sqlc.arg('unique_statuses')::smallint[]) AS unique_statuses,
+             generate_series(1, cardinality(sqlc.arg('queues')::text[])) AS ord) AS j
+ORDER BY j.ord
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                           WHEN 'failed' THEN 8 ELSE 16 END) <> 0
+DO NOTHING
+RETURNING id;
+
+-- name: JobByUniqueKey :one
+-- The job that holds a unique key: the one a unique insert found in its
+-- way.
+SELECT *
+FROM tasuki_job
+WHERE unique_key = sqlc.arg('unique_key')::bytea
+  AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                     WHEN 'failed' THEN 8 ELSE 16 END) <> 0
+LIMIT 1;
 
 -- name: DatabaseNow :one
 -- The database clock at this statement (clock_timestamp(), not the start of

@@ -121,10 +121,11 @@ kind_limits AS MATERIALIZED (
 -- each named by rk: a (queue, kind) pair from its head (head_*), or one
 -- priority of it from a time on (seek_*).
 head_sources AS MATERIALIZED (
-    SELECT s.ord AS rk, s.queue, s.kind, s.lim, ql.qn, kl.kn
+    SELECT s.ord AS rk, s.queue, s.kind, s.lim, s.peek, ql.qn, kl.kn
     FROM (SELECT q.ord, q.queue,
                  (sqlc.arg('head_kinds')::text[])[q.ord] AS kind,
-                 (sqlc.arg('head_limits')::integer[])[q.ord] AS lim
+                 (sqlc.arg('head_limits')::integer[])[q.ord] AS lim,
+                 coalesce((sqlc.arg('head_peek')::boolean[])[q.ord], false) AS peek
           FROM unnest(sqlc.arg('head_queues')::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
     JOIN queue_limits ql ON ql.queue = s.queue
     JOIN kind_limits kl ON kl.kind = s.kind
@@ -134,7 +135,7 @@ head_sources AS MATERIALIZED (
     )
 ),
 seek_sources AS MATERIALIZED (
-    SELECT -s.ord AS rk, s.queue, s.kind, s.priority, s.lim, ql.qn, kl.kn,
+    SELECT -s.ord AS rk, s.queue, s.kind, s.priority, s.lim, s.peek, ql.qn, kl.kn,
            -- The earliest time a worker can name stands for the head of
            -- the priority, where a job scheduled at -infinity sorts.
            CASE WHEN s.after <= '4714-11-24 00:00:00+00 BC'::timestamptz
@@ -143,7 +144,8 @@ seek_sources AS MATERIALIZED (
                  (sqlc.arg('seek_kinds')::text[])[q.ord] AS kind,
                  (sqlc.arg('seek_priorities')::smallint[])[q.ord] AS priority,
                  (sqlc.arg('seek_after')::timestamptz[])[q.ord] AS after,
-                 (sqlc.arg('seek_limits')::integer[])[q.ord] AS lim
+                 (sqlc.arg('seek_limits')::integer[])[q.ord] AS lim,
+                 coalesce((sqlc.arg('seek_peek')::boolean[])[q.ord], false) AS peek
           FROM unnest(sqlc.arg('seek_queues')::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
     JOIN queue_limits ql ON ql.queue = s.queue
     JOIN kind_limits kl ON kl.kind = s.kind
@@ -153,17 +155,17 @@ seek_sources AS MATERIALIZED (
     )
 ),
 -- A range is alone when no other range shares its queue or its kind: the
--- least its queue and kind leave is then what it may take. When peek is
--- true (a queue of the worker was saturated at its last lease), the ranges
--- that are not alone are read first without locks (peeked); see peek.
+-- least its queue and kind leave is then what it may take. A range that is
+-- not alone is read first without locks (peeked) when the worker asks
+-- (head_peek, seek_peek: its queue was saturated at the worker's last
+-- lease); see peek.
 ranges AS MATERIALIZED (
-    SELECT r.rk, r.alone,
-           NOT r.alone AND sqlc.arg('peek')::boolean AS peeked
-    FROM (SELECT a.rk,
+    SELECT r.rk, r.alone, NOT r.alone AND r.peek AS peeked
+    FROM (SELECT a.rk, a.peek,
                  count(*) OVER (PARTITION BY a.qn) = 1 AND count(*) OVER (PARTITION BY a.kn) = 1 AS alone
-          FROM (SELECT h.rk, h.qn, h.kn FROM head_sources h
+          FROM (SELECT h.rk, h.qn, h.kn, h.peek FROM head_sources h
                 UNION ALL
-                SELECT k.rk, k.qn, k.kn FROM seek_sources k) AS a) AS r
+                SELECT k.rk, k.qn, k.kn, k.peek FROM seek_sources k) AS a) AS r
 ),
 -- Two ways to read a range. From the head of its pair (heads), or, for one
 -- priority, from a time on (seeks): while an old snapshot holds back
@@ -177,14 +179,13 @@ ranges AS MATERIALIZED (
 -- Each range is locked up to its limit (take), and of the rows locked the
 -- limits keep the first ones (chosen). When several ranges share a
 -- saturated queue, that would lock, and write, up to one batch per range
--- for every batch leased; so then the ranges that are not alone are first
--- read without locks (peek), to learn how many rows each gives to the
--- first ones of its queue within the limits (its share), and each is then
--- locked up to its share only. Rows other transactions hold are counted by
--- the peek but skipped by take, which then goes on in the same range; a
--- range that runs out takes less than its share, the queue is not
--- saturated by this lease, and the worker's next lease locks without
--- peeking.
+-- for every batch leased; so the worker has those ranges read first
+-- without locks (peek), and only the rows of the peek that the limits keep
+-- are locked (take_peeked). A row another transaction holds is counted by
+-- the peek and skipped by take_peeked: its slot stays free until the next
+-- lease, and no later row of its range takes it out of order. The worker
+-- then sees the queue (or the kind, at its limit) come back short, and
+-- has its next lease lock without peeking.
 peek AS (
     SELECT s.rk, s.qn, s.kn, x.id, x.priority, x.scheduled_at
     FROM head_sources s
@@ -226,24 +227,30 @@ peek_by_kind AS (
     FROM peek p
 ),
 peek_by_queue AS (
-    SELECT b.rk, b.qn,
+    SELECT b.rk, b.qn, b.kn, b.id, b.priority, b.scheduled_at,
            row_number() OVER (PARTITION BY b.qn ORDER BY b.priority, b.scheduled_at, b.id) AS rank
     FROM peek_by_kind b
     JOIN kind_limits kl ON kl.kn = b.kn
     WHERE b.rank <= kl.max
 ),
-shares AS (
-    SELECT b.rk, count(*) AS n
+peek_kept AS (
+    SELECT b.qn, b.kn, b.id, b.priority, b.scheduled_at
     FROM peek_by_queue b
     JOIN queue_limits ql ON ql.qn = b.qn
     WHERE b.rank <= ql.max
-    GROUP BY b.rk
+),
+take_peeked AS (
+    SELECT FALSE AS alone, k.qn, k.kn, c.id, c.priority, c.scheduled_at
+    FROM peek_kept k
+    JOIN tasuki_job c ON c.id = k.id
+    -- Rechecked when another transaction changed the row meanwhile.
+    WHERE c.status = 'pending'
+    FOR UPDATE OF c SKIP LOCKED
 ),
 take AS (
-    SELECT r.alone OR r.peeked AS kept, s.qn, s.kn, x.id, x.priority, x.scheduled_at
+    SELECT r.alone, s.qn, s.kn, x.id, x.priority, x.scheduled_at
     FROM head_sources s
-    JOIN ranges r ON r.rk = s.rk
-    LEFT JOIN shares sh ON sh.rk = s.rk
+    JOIN ranges r ON r.rk = s.rk AND NOT r.peeked
     CROSS JOIN LATERAL (
         SELECT c.id, c.priority, c.scheduled_at
         FROM tasuki_job c
@@ -254,14 +261,13 @@ take AS (
           AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
           AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
         ORDER BY c.priority, c.scheduled_at, c.id
-        LIMIT CASE WHEN r.peeked THEN coalesce(sh.n, 0) ELSE s.lim END
+        LIMIT s.lim
         FOR UPDATE SKIP LOCKED
     ) AS x
     UNION ALL
-    SELECT r.alone OR r.peeked AS kept, s.qn, s.kn, x.id, x.priority, x.scheduled_at
+    SELECT r.alone, s.qn, s.kn, x.id, x.priority, x.scheduled_at
     FROM seek_sources s
-    JOIN ranges r ON r.rk = s.rk
-    LEFT JOIN shares sh ON sh.rk = s.rk
+    JOIN ranges r ON r.rk = s.rk AND NOT r.peeked
     CROSS JOIN LATERAL (
         SELECT c.id, c.priority, c.scheduled_at
         FROM tasuki_job c
@@ -274,20 +280,25 @@ take AS (
           AND NOT (c.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
           AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR c.id = ANY(sqlc.arg('only_ids')::bigint[]))
         ORDER BY c.scheduled_at, c.id
-        LIMIT CASE WHEN r.peeked THEN coalesce(sh.n, 0) ELSE s.lim END
+        LIMIT s.lim
         FOR UPDATE SKIP LOCKED
     ) AS x
 ),
 -- The limits: first each kind's, over all queues, then each queue's, both
--- in the order jobs are taken. What a range alone or peeked took is kept:
--- it took no more than they allow.
--- Rows locked here but cut by them stay locked only until this
--- statement's transaction ends, at once.
+-- in the order jobs are taken. What a range alone took is kept: it took
+-- no more than they allow; so is what the peeked ranges took when every
+-- range that is not alone was peeked, as the peek applied them. Rows
+-- locked here but cut by them stay locked only until this statement's
+-- transaction ends, at once.
+mixed AS (
+    SELECT EXISTS (SELECT 1 FROM ranges r WHERE NOT r.alone AND NOT r.peeked) AS some_locked
+),
 by_kind AS (
     SELECT t.qn, t.kn, t.id, t.priority, t.scheduled_at,
            row_number() OVER (PARTITION BY t.kn ORDER BY t.priority, t.scheduled_at, t.id) AS rank
-    FROM take t
-    WHERE NOT t.kept
+    FROM (SELECT * FROM take WHERE NOT take.alone
+          UNION ALL
+          SELECT * FROM take_peeked WHERE (SELECT some_locked FROM mixed)) AS t
 ),
 by_queue AS (
     SELECT b.id, b.qn,
@@ -297,7 +308,9 @@ by_queue AS (
     WHERE b.rank <= kl.max
 ),
 chosen AS (
-    SELECT t.id FROM take t WHERE t.kept
+    SELECT t.id FROM take t WHERE t.alone
+    UNION ALL
+    SELECT t.id FROM take_peeked t WHERE NOT (SELECT some_locked FROM mixed)
     UNION ALL
     SELECT b.id
     FROM by_queue b

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
@@ -75,6 +76,15 @@ type InsertOpts struct {
 	Delay time.Duration
 	// MaxAttempts overrides the client's max attempts. At least 1.
 	MaxAttempts int
+	// Metadata is kept with the job as a JSON object, for the handler
+	// (Job.Metadata), Admin and middleware: tags, a trace context, who
+	// asked for the job. Its values must encode as JSON that PostgreSQL
+	// stores (see InvalidPayloadError); at most 64 KiB encoded. Defaults
+	// to none: "{}".
+	Metadata map[string]any
+	// Unique makes the insert unique: see UniqueOpts. Defaults to nil: a
+	// job is inserted every time.
+	Unique *UniqueOpts
 }
 
 // Client inserts and reads jobs whose payload is a T, encoded as JSON. It is
@@ -113,6 +123,35 @@ type insertion struct {
 	maxAttempts int32
 	runAt       *time.Time
 	delay       time.Duration
+	metadata    []byte
+	unique      *uniqueness
+}
+
+// uniqueKey is the unique key of a job inserted as in asks with the
+// encoded payload, or nil when in is not unique. The period counts from
+// the job's scheduled time: RunAt, or this process's clock plus Delay.
+func (in *insertion) uniqueKey(kind string, payload []byte, at time.Time) ([]byte, error) {
+	if in.unique == nil {
+		return nil, nil
+	}
+	return in.unique.keyOf(kind, in.queue, payload, at)
+}
+
+// scheduledAt is when a job inserted as in asks is due, by now's clock.
+func (in *insertion) scheduledAt(now time.Time) time.Time {
+	if in.runAt != nil {
+		return *in.runAt
+	}
+	return now.Add(in.delay)
+}
+
+// uniqueStatuses is the job's unique_statuses column: NULL when in is not
+// unique.
+func (in *insertion) uniqueStatuses() pgtype.Int2 {
+	if in.unique == nil {
+		return pgtype.Int2{}
+	}
+	return pgtype.Int2{Int16: in.unique.statuses, Valid: true}
 }
 
 func (c *Client[T]) resolve(opts *InsertOpts) (insertion, error) {
@@ -234,7 +273,7 @@ func (c *Client[T]) Insert(ctx context.Context, payload T, opts *InsertOpts) (*J
 	if err != nil {
 		return nil, err
 	}
-	if row.Runnable {
+	if row.JobInsertRow != nil && row.Runnable {
 		c.waker.WakeSoon(row.target(), row.head())
 	}
 	return row.job, row.decodeErr
@@ -251,7 +290,7 @@ func (c *Client[T]) InsertTx(ctx context.Context, tx pgx.Tx, payload T, opts *In
 	if err != nil {
 		return nil, err
 	}
-	if row.Runnable {
+	if row.JobInsertRow != nil && row.Runnable {
 		if err := c.wakeAfter(ctx, tx, row.XactID, row.target(), row.head()); err != nil {
 			return nil, dberr.Wrap("tasuki: insert job", err)
 		}
@@ -278,9 +317,9 @@ func (c *Client[T]) Flush(ctx context.Context) error {
 
 // inserted is one insert's result.
 type inserted[T any] struct {
-	*db.JobInsertRow
-	queue string
-	job   *Job[T]
+	*db.JobInsertRow // nil when a unique insert found its job existing
+	queue            string
+	job              *Job[T]
 	// decodeErr: the payload sent does not decode back into T (a
 	// MarshalJSON without its UnmarshalJSON, say). The job is stored.
 	decodeErr error
@@ -303,16 +342,43 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 	if err != nil {
 		return nil, err
 	}
-	row, err := q.JobInsert(ctx, db.JobInsertParams{
-		Queue:       in.queue,
-		Kind:        c.kind,
-		Priority:    in.priority,
-		Payload:     string(b),
-		MaxAttempts: in.maxAttempts,
-		RunAt:       in.runAt,
-		DelayUs:     in.delay.Microseconds(),
-		Metadata:    "{}",
-	})
+	key, err := in.uniqueKey(c.kind, b, in.scheduledAt(time.Now()))
+	if err != nil {
+		return nil, err
+	}
+	var row *db.JobInsertRow
+	// A unique insert that meets an existing job returns that job. The
+	// job can leave its unique statuses (fail, be removed) between the
+	// insert and the read: then the insert is tried again.
+	for range 3 {
+		row, err = q.JobInsert(ctx, db.JobInsertParams{
+			Queue:          in.queue,
+			Kind:           c.kind,
+			Priority:       in.priority,
+			Payload:        string(b),
+			MaxAttempts:    in.maxAttempts,
+			RunAt:          in.runAt,
+			DelayUs:        in.delay.Microseconds(),
+			Metadata:       string(in.metadata),
+			UniqueKey:      key,
+			UniqueStatuses: in.uniqueStatuses(),
+		})
+		if err == nil || key == nil || !errors.Is(err, pgx.ErrNoRows) {
+			break
+		}
+		existing, err := q.JobByUniqueKey(ctx, key)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, dberr.Wrap("tasuki: insert job: read the job it duplicates", err)
+		}
+		job, err := jobFromRow[T](existing)
+		if job != nil {
+			job.Duplicate = true
+		}
+		return &inserted[T]{queue: existing.Queue, job: job, decodeErr: err}, nil
+	}
 	if err != nil {
 		return nil, dberr.Wrap("tasuki: insert job", err)
 	}
@@ -322,7 +388,7 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 	job := &Job[T]{
 		ID: row.ID, Queue: in.queue, Kind: c.kind, Status: StatusPending, Priority: int(in.priority),
 		MaxAttempts: int(in.maxAttempts), ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt,
-		Metadata: json.RawMessage("{}"),
+		Metadata: json.RawMessage(in.metadata),
 	}
 	res := &inserted[T]{JobInsertRow: row, queue: in.queue, job: job}
 	if err := json.Unmarshal(b, &job.Payload); err != nil {
@@ -370,7 +436,7 @@ func (c *Client[T]) prepareMany(payloads []T, opts *InsertOpts) ([]db.JobInsertC
 		if err != nil {
 			return nil, nil, fmt.Errorf("tasuki: payload %d of %d: %w", i, len(payloads), err)
 		}
-		rows[i] = db.JobInsertCopyParams{Queue: in.queue, Kind: c.kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: []byte("{}")}
+		rows[i] = db.JobInsertCopyParams{Queue: in.queue, Kind: c.kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: in.metadata}
 		ins[i] = in
 	}
 	return rows, ins, nil

@@ -50,10 +50,22 @@ func checkClientConfig(pool *pgxpool.Pool, cfg ClientConfig) (ClientConfig, erro
 // resolveInsertOpts checks opts and applies cfg's defaults (cfg as
 // checkClientConfig returns it) to what opts leave unset.
 func resolveInsertOpts(cfg ClientConfig, opts *InsertOpts) (insertion, error) {
-	in := insertion{queue: cfg.Queue, maxAttempts: int32(cfg.MaxAttempts)}
+	in := insertion{queue: cfg.Queue, maxAttempts: int32(cfg.MaxAttempts), metadata: emptyMetadata}
 	if opts == nil {
 		return in, nil
 	}
+	if opts.Metadata != nil {
+		b, err := encodeMetadata(opts.Metadata)
+		if err != nil {
+			return in, err
+		}
+		in.metadata = b
+	}
+	u, err := checkUnique(opts.Unique)
+	if err != nil {
+		return in, err
+	}
+	in.unique = u
 	if opts.Queue != "" {
 		if err := ValidateQueue("InsertOpts.Queue", opts.Queue); err != nil {
 			return in, err
@@ -85,6 +97,27 @@ func resolveInsertOpts(cfg ClientConfig, opts *InsertOpts) (insertion, error) {
 		in.runAt = &t
 	}
 	return in, nil
+}
+
+// emptyMetadata is the metadata of a job inserted without any.
+var emptyMetadata = []byte("{}")
+
+// MaxMetadataBytes is the largest encoded InsertOpts.Metadata accepted.
+const MaxMetadataBytes = 64 << 10
+
+// encodeMetadata turns InsertOpts.Metadata into the JSON object stored.
+func encodeMetadata(m map[string]any) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, &InvalidOptionError{Option: "InsertOpts.Metadata", Value: m, Reason: "must encode as JSON: " + err.Error()}
+	}
+	if len(b) > MaxMetadataBytes {
+		return nil, &InvalidOptionError{Option: "InsertOpts.Metadata", Value: fmt.Sprintf("(%d bytes encoded)", len(b)), Reason: fmt.Sprintf("must encode to at most %d bytes", MaxMetadataBytes)}
+	}
+	if reason := unstorableJSON(b); reason != "" {
+		return nil, &InvalidOptionError{Option: "InsertOpts.Metadata", Value: m, Reason: reason}
+	}
+	return b, nil
 }
 
 // encodePayload turns a payload into the JSON that will be stored. typ
@@ -184,12 +217,26 @@ func copyRows(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams,
 		priority    int16
 	}
 	heads := make(map[headKey]time.Time)
+	// Unique jobs are inserted apart: COPY cannot skip the ones that meet
+	// an existing job.
+	var unique db.JobInsertUniqueManyParams
+	plain := rows
 	for i := range rows {
-		at := now.Now.Add(ins[i].delay)
-		if ins[i].runAt != nil {
-			at = *ins[i].runAt
-		}
+		at := ins[i].scheduledAt(now.Now)
 		rows[i].ScheduledAt = at
+		if ins[i].unique != nil {
+			if len(unique.Queues) == 0 {
+				plain = make([]db.JobInsertCopyParams, 0, len(rows))
+				plain = append(plain, rows[:i]...)
+			}
+			key, err := ins[i].uniqueKey(rows[i].Kind, rows[i].Payload, at)
+			if err != nil {
+				return copiedRows{}, fmt.Errorf("payload %d of %d: %w", i, len(rows), err)
+			}
+			addUnique(&unique, &rows[i], key, ins[i].unique.statuses)
+		} else if len(unique.Queues) > 0 {
+			plain = append(plain, rows[i])
+		}
 		if at.After(now.Now) {
 			continue // the workers find it when it is due
 		}
@@ -198,9 +245,19 @@ func copyRows(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams,
 			heads[k] = at
 		}
 	}
-	n, err := q.JobInsertCopy(ctx, rows)
-	if err != nil {
-		return copiedRows{}, err
+	var n int64
+	if len(plain) > 0 {
+		n, err = q.JobInsertCopy(ctx, plain)
+		if err != nil {
+			return copiedRows{}, err
+		}
+	}
+	if len(unique.Queues) > 0 {
+		ids, err := q.JobInsertUniqueMany(ctx, unique)
+		if err != nil {
+			return copiedRows{}, err
+		}
+		n += int64(len(ids))
 	}
 	res := copiedRows{n: n, xact: now.XactID, schema: now.Schema, wakes: make([]wake, 0, len(heads))}
 	for k, at := range heads {
@@ -210,6 +267,19 @@ func copyRows(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams,
 		})
 	}
 	return res, nil
+}
+
+// addUnique adds the unique job r with its key and unique statuses to p.
+func addUnique(p *db.JobInsertUniqueManyParams, r *db.JobInsertCopyParams, key []byte, statuses int16) {
+	p.Queues = append(p.Queues, r.Queue)
+	p.Kinds = append(p.Kinds, r.Kind)
+	p.Priorities = append(p.Priorities, r.Priority)
+	p.Payloads = append(p.Payloads, string(r.Payload))
+	p.MaxAttempts = append(p.MaxAttempts, r.MaxAttempts)
+	p.ScheduledAt = append(p.ScheduledAt, r.ScheduledAt)
+	p.Metadata = append(p.Metadata, string(r.Metadata))
+	p.UniqueKeys = append(p.UniqueKeys, key)
+	p.UniqueStatuses = append(p.UniqueStatuses, statuses)
 }
 
 // wakeSoon has the workers of each of wakes woken, after a commit that

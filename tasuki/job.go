@@ -59,8 +59,12 @@ type Job[T any] struct {
 	Priority int
 	// Payload is the job's data.
 	Payload T
-	// Attempt counts the leases so far: 1 during the first run.
+	// Attempt counts the attempts so far: 1 during the first run. A snooze
+	// (see [Snooze]) gives its attempt back: the run after it has the same
+	// Attempt, and a larger Snoozes.
 	Attempt int
+	// Snoozes counts how often the job was snoozed: 0 until it is.
+	Snoozes int
 	// MaxAttempts is how many attempts the job may have before it fails.
 	MaxAttempts int
 	// ScheduledAt is when the job becomes (or became) runnable.
@@ -73,8 +77,11 @@ type Job[T any] struct {
 	FinishedAt *time.Time
 	// Errors is the history of failed attempts, oldest first.
 	Errors []AttemptError
-	// Metadata is free-form JSON kept with the job; "{}" when unset.
+	// Metadata is the JSON object InsertOpts.Metadata gave; "{}" when unset.
 	Metadata json.RawMessage
+	// Duplicate is set on the job a unique insert returns when it found
+	// this job existing instead of inserting one (see UniqueOpts).
+	Duplicate bool
 }
 
 // LastError is the most recent failed attempt's error text, or "".
@@ -130,7 +137,7 @@ func (e *PayloadDecodeError) LogValue() slog.Value {
 func jobFromRow[T any](row *db.TasukiJob) (*Job[T], error) {
 	raw := &Job[json.RawMessage]{
 		ID: row.ID, Queue: row.Queue, Kind: row.Kind, Status: Status(row.Status), Priority: int(row.Priority),
-		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), MaxAttempts: int(row.MaxAttempts),
+		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), Snoozes: int(row.Snoozes), MaxAttempts: int(row.MaxAttempts),
 		ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt, AttemptedAt: row.AttemptedAt,
 		FinishedAt: row.FinishedAt, Metadata: json.RawMessage(row.Metadata),
 	}
@@ -150,7 +157,7 @@ func jobFromRow[T any](row *db.TasukiJob) (*Job[T], error) {
 func Decode[T any](job *Job[json.RawMessage]) (*Job[T], error) {
 	out := &Job[T]{
 		ID: job.ID, Queue: job.Queue, Kind: job.Kind, Status: job.Status, Priority: job.Priority,
-		Attempt: job.Attempt, MaxAttempts: job.MaxAttempts, ScheduledAt: job.ScheduledAt,
+		Attempt: job.Attempt, Snoozes: job.Snoozes, MaxAttempts: job.MaxAttempts, ScheduledAt: job.ScheduledAt,
 		CreatedAt: job.CreatedAt, AttemptedAt: job.AttemptedAt, FinishedAt: job.FinishedAt,
 		Errors: job.Errors, Metadata: job.Metadata,
 	}

@@ -25,8 +25,8 @@ type InsertManyParams struct {
 	// of the two is required; 1 to 128 characters.
 	Kind string
 	// InsertOpts adjust the job's insertion as for Client.Insert: queue,
-	// priority, schedule and attempts. nil uses the inserter's defaults
-	// (its ClientConfig).
+	// priority, schedule, attempts, metadata and uniqueness. nil uses the
+	// inserter's defaults (its ClientConfig).
 	InsertOpts *InsertOpts
 }
 
@@ -127,7 +127,7 @@ func (i *Inserter) prepare(params []InsertManyParams) ([]db.JobInsertCopyParams,
 		if err != nil {
 			return nil, nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, err)
 		}
-		rows[n] = db.JobInsertCopyParams{Queue: in.queue, Kind: kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: []byte("{}")}
+		rows[n] = db.JobInsertCopyParams{Queue: in.queue, Kind: kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: in.metadata}
 		ins[n] = in
 	}
 	return rows, ins, nil

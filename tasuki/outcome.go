@@ -54,6 +54,30 @@ func RetryAfter(delay time.Duration, err error) error {
 	return &RetryAfterError{Delay: delay, Err: err}
 }
 
+// SnoozeError is returned by [Snooze]. A worker that receives it from a
+// handler puts the job back to pending for Delay: the attempt is not
+// counted against the job's max attempts and records no error, and the
+// job's Snoozes count grows by one.
+type SnoozeError struct {
+	// Delay is how long the job waits before it runs again.
+	Delay time.Duration
+}
+
+func (e *SnoozeError) Error() string { return fmt.Sprintf("job snoozed for %s", e.Delay) }
+
+// Snooze returns an error that has its job wait delay (negative counts as
+// 0) and run again, as if this attempt had not happened: for a job that
+// finds it cannot run yet (a resource is busy, an upstream is not ready)
+// and is not failing. The handler tells a snoozed run from a first one by
+// [Job.Snoozes]; [Job.Attempt] stays as it was. Use [RetryAfter] instead
+// when the attempt failed. A job can be snoozed any number of times.
+func Snooze(delay time.Duration) error {
+	if delay < 0 {
+		delay = 0
+	}
+	return &SnoozeError{Delay: delay}
+}
+
 // ErrJobNotFound says that no job has the given id.
 var ErrJobNotFound = errors.New("tasuki: job not found")
 

@@ -105,7 +105,15 @@ func TestLeaseOverSeveralRangesLocksOnlyWhatItTakes(t *testing.T) {
 			p.LeaseUs = time.Minute.Microseconds()
 			p.SkipIds, p.OnlyIds = []int64{}, []int64{}
 			p.QueueNames, p.QueueMax = []string{"share"}, []int32{10}
-			p.Peek = true // the queue was saturated at the last lease
+			// The queue was saturated at the last lease.
+			p.HeadPeek = make([]bool, len(p.HeadQueues))
+			p.SeekPeek = make([]bool, len(p.SeekQueues))
+			for i := range p.HeadPeek {
+				p.HeadPeek[i] = true
+			}
+			for i := range p.SeekPeek {
+				p.SeekPeek[i] = true
+			}
 			p.KindNames, p.KindMax = []string{"alpha", "beta"}, []int32{10, 10}
 			tx, err := pool.Begin(ctx)
 			require.NoError(t, err)

@@ -56,7 +56,8 @@ type leasePlan struct {
 	sources []*source
 	limits  []int // per source
 	heads   []bool
-	shared  []bool // per source: read by a range that shares its queue or kind
+	ranges  []int  // per source: how many ranges of the statement read it
+	peeked  []bool // per source: read without locks first (JobLease's peek)
 	queues  map[*queueState]int
 	kinds   map[*kindState]int
 	rescue  bool
@@ -92,18 +93,24 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 		lim := min(qf, kf)
 		pl.sources = append(pl.sources, s)
 		pl.limits = append(pl.limits, lim)
+		before := len(pl.p.HeadQueues) + len(pl.p.SeekQueues)
 		pl.heads = append(pl.heads, s.seek.from(&pl.p, s.queue.name, s.kind.name, int32(lim)))
+		pl.ranges = append(pl.ranges, len(pl.p.HeadQueues)+len(pl.p.SeekQueues)-before)
 		pl.queues[s.queue] = qf
 		pl.kinds[s.kind] = kf
 	}
-	saturated := false
 	for q, n := range pl.queues {
 		pl.p.QueueNames = append(pl.p.QueueNames, q.name)
 		pl.p.QueueMax = append(pl.p.QueueMax, int32(n))
-		saturated = saturated || q.saturated
 	}
-	// The ranges of the statement per queue and per kind: a source with a
-	// range that shares either is peeked when Peek is set (JobLease).
+	for k, n := range pl.kinds {
+		pl.p.KindNames = append(pl.p.KindNames, k.name)
+		pl.p.KindMax = append(pl.p.KindMax, int32(min(n, math.MaxInt32)))
+	}
+	// The ranges of the statement per queue and per kind: a range that
+	// shares either with another is read without locks first (JobLease's
+	// peek) while its queue is saturated, unless its kind came back short
+	// of its limit from such a read.
 	ranges := make(map[string]int, 2*len(pl.sources))
 	count := func(queues, kinds []string) {
 		for i := range queues {
@@ -113,14 +120,17 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 	}
 	count(pl.p.HeadQueues, pl.p.HeadKinds)
 	count(pl.p.SeekQueues, pl.p.SeekKinds)
-	for _, s := range pl.sources {
+	for i, s := range pl.sources {
 		shared := ranges["q"+s.queue.name] > 1 || ranges["k"+s.kind.name] > 1
-		pl.shared = append(pl.shared, shared)
-		pl.p.Peek = pl.p.Peek || shared && saturated
-	}
-	for k, n := range pl.kinds {
-		pl.p.KindNames = append(pl.p.KindNames, k.name)
-		pl.p.KindMax = append(pl.p.KindMax, int32(min(n, math.MaxInt32)))
+		peek := shared && s.queue.saturated && !s.kind.short
+		pl.peeked = append(pl.peeked, peek)
+		for range pl.ranges[i] {
+			if pl.heads[i] {
+				pl.p.HeadPeek = append(pl.p.HeadPeek, peek)
+			} else {
+				pl.p.SeekPeek = append(pl.p.SeekPeek, peek)
+			}
+		}
 	}
 	if rescue {
 		pl.rescue = true
@@ -219,19 +229,25 @@ func (w *Worker) settle(pl *leasePlan, jobs []leased) {
 	for k, n := range perKind {
 		anyCut = anyCut || n >= pl.kinds[k]
 	}
-	// After a saturated lease, a range that shares its queue or kind is
-	// locked up to the share a read without locks gave it. When other
-	// transactions held some of that share, the range takes fewer, and
-	// the slots it left may have been another range's: its queue is then
-	// not saturated by this lease, the sources are read again, and the
-	// next lease locks without peeking unless another queue is saturated.
+	// A peeked range locks only the rows the read without locks chose.
+	// When another transaction held some of them, their slots stay free
+	// this time: the queue, or the kind at its limit, comes back short,
+	// and its next lease locks without peeking, skipping the held rows.
 	for q, n := range pl.queues {
 		q.saturated = perQueue[q] >= n
+	}
+	for k := range pl.kinds {
+		k.short = false
+	}
+	for i, s := range pl.sources {
+		if pl.peeked[i] && s.kind.limit > 0 && perKind[s.kind] < pl.kinds[s.kind] {
+			s.kind.short = true
+		}
 	}
 	for i, s := range pl.sources {
 		got := bySource[s]
 		cut := perQueue[s.queue] >= pl.queues[s.queue] || perKind[s.kind] >= pl.kinds[s.kind]
-		cut = cut || pl.p.Peek && pl.shared[i]
+		cut = cut || pl.peeked[i]
 		s.due = len(got) >= pl.limits[i] || cut || anyCut
 		if len(got) > 0 {
 			s.leased = true

@@ -116,6 +116,10 @@ type kindState struct {
 	reg     Registration
 	active  atomic.Int64
 	sources []*source // one per queue
+	// short: a lease that read the kind without locks first took fewer
+	// than its free slots, so the next one locks without peeking (see
+	// JobLease). The fetch loop's own.
+	short bool
 }
 
 // free is how many more jobs of the kind may start; math.MaxInt32 without
@@ -196,6 +200,8 @@ type result struct {
 	delay    time.Duration
 	err      string
 	giveBack bool
+	// snooze: the handler snoozed the job (tasuki.Snooze) for delay.
+	snooze bool
 }
 
 // New returns a worker that runs jobs with the handlers given, each for
@@ -711,6 +717,12 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 		r.status, r.giveBack = db.TasukiJobStatusPending, true
 		return r
 	}
+	var snoozeErr *tasuki.SnoozeError
+	if errors.As(err, &snoozeErr) {
+		// Not a failure: no error in the history, no attempt used.
+		r.status, r.snooze, r.delay = db.TasukiJobStatusPending, true, retryDelay(snoozeErr.Delay)
+		return r
+	}
 	r.err = err.Error()
 	var cancelErr *tasuki.CancelError
 	if errors.As(err, &cancelErr) {
@@ -760,7 +772,7 @@ func (w *Worker) call(ctx context.Context, k *kindState, job *tasuki.Job[json.Ra
 func rawJob(row *db.TasukiJob) (*tasuki.Job[json.RawMessage], error) {
 	job := &tasuki.Job[json.RawMessage]{
 		ID: row.ID, Queue: row.Queue, Kind: row.Kind, Status: tasuki.Status(row.Status), Priority: int(row.Priority),
-		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), MaxAttempts: int(row.MaxAttempts),
+		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), Snoozes: int(row.Snoozes), MaxAttempts: int(row.MaxAttempts),
 		ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt, AttemptedAt: row.AttemptedAt,
 		FinishedAt: row.FinishedAt, Metadata: json.RawMessage(row.Metadata),
 	}

@@ -140,6 +140,7 @@ func (w *Worker) write(ctx context.Context, pending []result, single bool) ([]re
 		DelaysUs: make([]int64, n),
 		Errors:   make([]string, n),
 		GiveBack: make([]bool, n),
+		Snooze:   make([]bool, n),
 	}
 	// Rows are locked in id order, as every bulk statement of tasuki does,
 	// so two of them never wait for each other in a cycle.
@@ -151,6 +152,7 @@ func (w *Worker) write(ctx context.Context, pending []result, single bool) ([]re
 		p.DelaysUs[i] = r.delay.Microseconds()
 		p.Errors[i] = sanitizeError(r.err)
 		p.GiveBack[i] = r.giveBack
+		p.Snooze[i] = r.snooze
 	}
 	// Bounded, so that a connection that hangs cannot keep heartbeats
 	// (which share this goroutine) away for long.
