@@ -15,6 +15,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,9 @@ type Config struct {
 	// Memory samples the worker's live heap during the drain (forcing a GC
 	// at each sample). Defaults to false.
 	Memory bool
+	// Unique has the insert run also time unique inserts. Defaults to
+	// false.
+	Unique bool
 	// Progress receives progress bars; nil shows none.
 	Progress io.Writer
 
@@ -794,6 +798,10 @@ type InsertResult struct {
 	CommitTime time.Duration
 	Bulk       int
 	BulkTime   time.Duration
+	// UniqueTime is the time as many unique inserts took (each its own
+	// key, so each inserts a job), in turns with the plain ones; 0 unless
+	// Config.Unique.
+	UniqueTime time.Duration
 }
 
 func (r InsertResult) String() string {
@@ -803,11 +811,15 @@ func (r InsertResult) String() string {
 		ceiling := float64(r.Single) / r.CommitTime.Seconds()
 		s += fmt.Sprintf(", %.0f%% of the %.0f empty durable commits/s this database allows one connection", 100*single/ceiling, ceiling)
 	}
+	if r.UniqueTime > 0 {
+		s += fmt.Sprintf("; unique single: %.0f jobs/s, %.2f× a plain insert's time", float64(r.Single)/r.UniqueTime.Seconds(), r.UniqueTime.Seconds()/r.SingleTime.Seconds())
+	}
 	return s + fmt.Sprintf("; COPY: %.0f jobs/s (%d in %.2fs)", float64(r.Bulk)/r.BulkTime.Seconds(), r.Bulk, r.BulkTime.Seconds())
 }
 
 // Insert times Inserts single inserts from one goroutine (each its own
 // transaction, NOTIFY included), then one InsertMany (COPY) of BulkJobs.
+// With Unique, as many unique inserts run in turns with the plain ones.
 // In turns with the inserts it times as many empty transactions that
 // only commit: a single insert cannot be faster than the disk's flush,
 // so the ratio of the two tells tasuki's cost apart from the disk's, on a
@@ -862,6 +874,16 @@ func Insert(ctx context.Context, cfg Config) (InsertResult, error) {
 			}
 		}
 		res.SingleTime += time.Since(start)
+		if cfg.Unique {
+			start = time.Now()
+			for i := range n {
+				opts := &tasuki.InsertOpts{Unique: &tasuki.UniqueOpts{Key: strconv.Itoa(done + i)}}
+				if _, err := client.Insert(ctx, noop{}, opts); err != nil {
+					return res, err
+				}
+			}
+			res.UniqueTime += time.Since(start)
+		}
 		done += n
 		_ = progress.Add(n)
 	}
