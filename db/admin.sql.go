@@ -72,7 +72,7 @@ const jobGet = `-- name: JobGet :one
 Reading and managing jobs from outside a worker.
 */
 
-SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses FROM tasuki_job WHERE id = $1
+SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses, timeout_ms FROM tasuki_job WHERE id = $1
 `
 
 func (q *Queries) JobGet(ctx context.Context, id int64) (*TasukiJob, error) {
@@ -98,6 +98,7 @@ func (q *Queries) JobGet(ctx context.Context, id int64) (*TasukiJob, error) {
 		&i.Snoozes,
 		&i.UniqueKey,
 		&i.UniqueStatuses,
+		&i.TimeoutMs,
 	)
 	return &i, err
 }

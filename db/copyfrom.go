@@ -36,6 +36,7 @@ func (r iteratorForJobInsertCopy) Values() ([]interface{}, error) {
 		r.rows[0].MaxAttempts,
 		r.rows[0].ScheduledAt,
 		r.rows[0].Metadata,
+		r.rows[0].TimeoutMs,
 	}, nil
 }
 
@@ -46,5 +47,5 @@ func (r iteratorForJobInsertCopy) Err() error {
 // Bulk insert through COPY: the fastest way to add many jobs. Workers are
 // woken after the commit, as for JobInsert.
 func (q *Queries) JobInsertCopy(ctx context.Context, arg []JobInsertCopyParams) (int64, error) {
-	return q.db.CopyFrom(ctx, []string{"tasuki_job"}, []string{"queue", "kind", "priority", "payload", "max_attempts", "scheduled_at", "metadata"}, &iteratorForJobInsertCopy{rows: arg})
+	return q.db.CopyFrom(ctx, []string{"tasuki_job"}, []string{"queue", "kind", "priority", "payload", "max_attempts", "scheduled_at", "metadata", "timeout_ms"}, &iteratorForJobInsertCopy{rows: arg})
 }

@@ -40,7 +40,7 @@ func (q *Queries) DatabaseNow(ctx context.Context, now *time.Time) (*DatabaseNow
 }
 
 const jobByUniqueKey = `-- name: JobByUniqueKey :one
-SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses
+SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses, timeout_ms
 FROM tasuki_job
 WHERE unique_key = $1::bytea
   AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
@@ -73,6 +73,7 @@ func (q *Queries) JobByUniqueKey(ctx context.Context, uniqueKey []byte) (*Tasuki
 		&i.Snoozes,
 		&i.UniqueKey,
 		&i.UniqueStatuses,
+		&i.TimeoutMs,
 	)
 	return &i, err
 }
@@ -89,7 +90,7 @@ WITH clock AS (
 ),
 inserted AS (
     INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata,
-                            unique_key, unique_statuses)
+                            unique_key, unique_statuses, timeout_ms)
     -- payload and metadata arrive as text: pgx's exec and simple_protocol
     -- query modes (used behind PgBouncer) would send bytes as bytea, which
     -- is not jsonb.
@@ -105,7 +106,8 @@ inserted AS (
         ),
         $9::text::jsonb,
         $10::bytea,
-        $11::smallint
+        $11::smallint,
+        $12::bigint
     )
     -- A unique job whose key an existing job holds in one of that job's
     -- unique statuses is not inserted: this statement then returns no row,
@@ -139,6 +141,7 @@ type JobInsertParams struct {
 	Metadata       string
 	UniqueKey      []byte
 	UniqueStatuses pgtype.Int2
+	TimeoutMs      pgtype.Int8
 }
 
 type JobInsertRow struct {
@@ -181,6 +184,7 @@ func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInser
 		arg.Metadata,
 		arg.UniqueKey,
 		arg.UniqueStatuses,
+		arg.TimeoutMs,
 	)
 	var i JobInsertRow
 	err := row.Scan(
@@ -202,13 +206,14 @@ type JobInsertCopyParams struct {
 	MaxAttempts int32
 	ScheduledAt time.Time
 	Metadata    []byte
+	TimeoutMs   pgtype.Int8
 }
 
 const jobInsertUniqueMany = `-- name: JobInsertUniqueMany :many
 INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata,
-                        unique_key, unique_statuses)
+                        unique_key, unique_statuses, timeout_ms)
 SELECT j.queue, j.kind, j.priority, j.payload::jsonb, j.max_attempts, j.scheduled_at, j.metadata::jsonb,
-       j.unique_key, j.unique_statuses
+       j.unique_key, j.unique_statuses, nullif(j.timeout_ms, 0)
 FROM (SELECT unnest($1::text[]) AS queue,
              unnest($2::text[]) AS kind,
              unnest($3::smallint[]) AS priority,
@@ -218,6 +223,8 @@ FROM (SELECT unnest($1::text[]) AS queue,
              unnest($7::text[]) AS metadata,
              unnest($8::bytea[]) AS unique_key,
              unnest($9::smallint[]) AS unique_statuses,
+             -- 0: the kind's timeout
+             unnest($10::bigint[]) AS timeout_ms,
              generate_series(1, cardinality($1::text[])) AS ord) AS j
 ORDER BY j.ord
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
@@ -237,6 +244,7 @@ type JobInsertUniqueManyParams struct {
 	Metadata       []string
 	UniqueKeys     [][]byte
 	UniqueStatuses []int16
+	TimeoutsMs     []int64
 }
 
 // Inserts many jobs of which each is unique (unique_keys): those whose key
@@ -254,6 +262,7 @@ func (q *Queries) JobInsertUniqueMany(ctx context.Context, arg JobInsertUniqueMa
 		arg.Metadata,
 		arg.UniqueKeys,
 		arg.UniqueStatuses,
+		arg.TimeoutsMs,
 	)
 	if err != nil {
 		return nil, err

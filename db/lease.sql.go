@@ -320,7 +320,7 @@ SET status = 'running',
     lease_expires_at = (SELECT now FROM clock) + $1::bigint * interval '1 microsecond'
 FROM chosen
 WHERE j.id = chosen.id
-RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_attempts, j.scheduled_at, j.created_at, j.attempted_at, j.lease_expires_at, j.lease_token, j.errors, j.finished_at, j.metadata, j.kind, j.snoozes, j.unique_key, j.unique_statuses
+RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_attempts, j.scheduled_at, j.created_at, j.attempted_at, j.lease_expires_at, j.lease_token, j.errors, j.finished_at, j.metadata, j.kind, j.snoozes, j.unique_key, j.unique_statuses, j.timeout_ms
 `
 
 type JobLeaseParams struct {
@@ -484,6 +484,7 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 			&i.Snoozes,
 			&i.UniqueKey,
 			&i.UniqueStatuses,
+			&i.TimeoutMs,
 		); err != nil {
 			return nil, err
 		}

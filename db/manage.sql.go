@@ -282,7 +282,7 @@ const jobDeleteFinished = `-- name: JobDeleteFinished :one
 DELETE FROM tasuki_job
 WHERE id = $1
   AND status IN ('completed', 'failed', 'canceled')
-RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses
+RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses, timeout_ms
 `
 
 // Deletes one finished job and returns it as it was; a pending or running
@@ -310,6 +310,7 @@ func (q *Queries) JobDeleteFinished(ctx context.Context, id int64) (*TasukiJob, 
 		&i.Snoozes,
 		&i.UniqueKey,
 		&i.UniqueStatuses,
+		&i.TimeoutMs,
 	)
 	return &i, err
 }
@@ -359,7 +360,7 @@ func (q *Queries) JobDeleteFinishedBatch(ctx context.Context, arg JobDeleteFinis
 }
 
 const jobList = `-- name: JobList :many
-SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses
+SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses, timeout_ms
 FROM tasuki_job j
 WHERE ($1::text IS NULL OR j.queue = $1)
   AND ($2::text IS NULL OR j.kind = $2)
@@ -423,6 +424,7 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]*TasukiJob,
 			&i.Snoozes,
 			&i.UniqueKey,
 			&i.UniqueStatuses,
+			&i.TimeoutMs,
 		); err != nil {
 			return nil, err
 		}
@@ -442,7 +444,7 @@ SET status = 'pending',
     finished_at = NULL
 WHERE id = $2
   AND status IN ('failed', 'canceled')
-RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses
+RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses, timeout_ms
 `
 
 type JobRetryParams struct {
@@ -476,6 +478,7 @@ func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (*TasukiJob,
 		&i.Snoozes,
 		&i.UniqueKey,
 		&i.UniqueStatuses,
+		&i.TimeoutMs,
 	)
 	return &i, err
 }

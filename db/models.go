@@ -99,6 +99,7 @@ type TasukiJob struct {
 	Snoozes        int32
 	UniqueKey      []byte
 	UniqueStatuses pgtype.Int2
+	TimeoutMs      pgtype.Int8
 }
 
 type TasukiProcess struct {

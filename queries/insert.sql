@@ -23,7 +23,7 @@ WITH clock AS (
 ),
 inserted AS (
     INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata,
-                            unique_key, unique_statuses)
+                            unique_key, unique_statuses, timeout_ms)
     -- payload and metadata arrive as text: pgx's exec and simple_protocol
     -- query modes (used behind PgBouncer) would send bytes as bytea, which
     -- is not jsonb.
@@ -39,7 +39,8 @@ inserted AS (
         ),
         sqlc.arg('metadata')::text::jsonb,
         sqlc.narg('unique_key')::bytea,
-        sqlc.narg('unique_statuses')::smallint
+        sqlc.narg('unique_statuses')::smallint,
+        sqlc.narg('timeout_ms')::bigint
     )
     -- A unique job whose key an existing job holds in one of that job's
     -- unique statuses is not inserted: this statement then returns no row,
@@ -68,8 +69,8 @@ FROM inserted i;
 -- name: JobInsertCopy :copyfrom
 -- Bulk insert through COPY: the fastest way to add many jobs. Workers are
 -- woken after the commit, as for JobInsert.
-INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata)
-VALUES (@queue, @kind, @priority, @payload, @max_attempts, @scheduled_at, @metadata);
+INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata, timeout_ms)
+VALUES (@queue, @kind, @priority, @payload, @max_attempts, @scheduled_at, @metadata, @timeout_ms);
 
 -- name: JobInsertUniqueMany :many
 -- Inserts many jobs of which each is unique (unique_keys): those whose key
@@ -77,9 +78,9 @@ VALUES (@queue, @kind, @priority, @payload, @max_attempts, @scheduled_at, @metad
 -- Returns the ids of the jobs inserted. The bulk insert's counterpart of
 -- JobInsert for unique jobs, which COPY cannot skip.
 INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata,
-                        unique_key, unique_statuses)
+                        unique_key, unique_statuses, timeout_ms)
 SELECT j.queue, j.kind, j.priority, j.payload::jsonb, j.max_attempts, j.scheduled_at, j.metadata::jsonb,
-       j.unique_key, j.unique_statuses
+       j.unique_key, j.unique_statuses, nullif(j.timeout_ms, 0)
 FROM (SELECT unnest(sqlc.arg('queues')::text[]) AS queue,
              unnest(sqlc.arg('kinds')::text[]) AS kind,
              unnest(sqlc.arg('priorities')::smallint[]) AS priority,
@@ -89,6 +90,8 @@ FROM (SELECT unnest(sqlc.arg('queues')::text[]) AS queue,
              unnest(sqlc.arg('metadata')::text[]) AS metadata,
              unnest(sqlc.arg('unique_keys')::bytea[]) AS unique_key,
              unnest(sqlc.arg('unique_statuses')::smallint[]) AS unique_statuses,
+             -- 0: the kind's timeout
+             unnest(sqlc.arg('timeouts_ms')::bigint[]) AS timeout_ms,
              generate_series(1, cardinality(sqlc.arg('queues')::text[])) AS ord) AS j
 ORDER BY j.ord
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL

@@ -85,6 +85,10 @@ type InsertOpts struct {
 	// Unique makes the insert unique: see UniqueOpts. Defaults to nil: a
 	// job is inserted every time.
 	Unique *UniqueOpts
+	// Timeout is how long one attempt of the job may run, in place of its
+	// kind's worker.KindConfig.Timeout: see there. Whole milliseconds, at
+	// least 1 ms. Defaults to 0: the kind's timeout.
+	Timeout time.Duration
 }
 
 // Client inserts and reads jobs whose payload is a T, encoded as JSON. It is
@@ -125,6 +129,7 @@ type insertion struct {
 	delay       time.Duration
 	metadata    []byte
 	unique      *uniqueness
+	timeout     pgtype.Int8 // milliseconds; NULL: the kind's
 }
 
 // uniqueKey is the unique key of a job inserted as in asks with the
@@ -362,6 +367,7 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 			Metadata:       string(in.metadata),
 			UniqueKey:      key,
 			UniqueStatuses: in.uniqueStatuses(),
+			TimeoutMs:      in.timeout,
 		})
 		if err == nil || key == nil || !errors.Is(err, pgx.ErrNoRows) {
 			break
@@ -436,7 +442,7 @@ func (c *Client[T]) prepareMany(payloads []T, opts *InsertOpts) ([]db.JobInsertC
 		if err != nil {
 			return nil, nil, fmt.Errorf("tasuki: payload %d of %d: %w", i, len(payloads), err)
 		}
-		rows[i] = db.JobInsertCopyParams{Queue: in.queue, Kind: c.kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: in.metadata}
+		rows[i] = db.JobInsertCopyParams{Queue: in.queue, Kind: c.kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: in.metadata, TimeoutMs: in.timeout}
 		ins[i] = in
 	}
 	return rows, ins, nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasukiq/tasuki/db"
@@ -60,6 +61,12 @@ func resolveInsertOpts(cfg ClientConfig, opts *InsertOpts) (insertion, error) {
 			return in, err
 		}
 		in.metadata = b
+	}
+	if opts.Timeout < 0 || opts.Timeout%time.Millisecond != 0 || (opts.Timeout > 0 && opts.Timeout < time.Millisecond) {
+		return in, &InvalidOptionError{Option: "InsertOpts.Timeout", Value: opts.Timeout, Reason: "must be 0 (the kind's timeout) or a positive whole number of milliseconds"}
+	}
+	if opts.Timeout > 0 {
+		in.timeout = pgtype.Int8{Int64: opts.Timeout.Milliseconds(), Valid: true}
 	}
 	u, err := checkUnique(opts.Unique)
 	if err != nil {
@@ -280,6 +287,7 @@ func addUnique(p *db.JobInsertUniqueManyParams, r *db.JobInsertCopyParams, key [
 	p.Metadata = append(p.Metadata, string(r.Metadata))
 	p.UniqueKeys = append(p.UniqueKeys, key)
 	p.UniqueStatuses = append(p.UniqueStatuses, statuses)
+	p.TimeoutsMs = append(p.TimeoutsMs, r.TimeoutMs.Int64) // 0 when NULL: the kind's
 }
 
 // wakeSoon has the workers of each of wakes woken, after a commit that

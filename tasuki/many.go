@@ -127,7 +127,7 @@ func (i *Inserter) prepare(params []InsertManyParams) ([]db.JobInsertCopyParams,
 		if err != nil {
 			return nil, nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, err)
 		}
-		rows[n] = db.JobInsertCopyParams{Queue: in.queue, Kind: kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: in.metadata}
+		rows[n] = db.JobInsertCopyParams{Queue: in.queue, Kind: kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: in.metadata, TimeoutMs: in.timeout}
 		ins[n] = in
 	}
 	return rows, ins, nil

@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"time"
+
 	"context"
 	"encoding/json"
 
@@ -41,7 +43,22 @@ type KindConfig struct {
 	// RetryPolicy chooses the delay before a failed job's next attempt.
 	// Defaults to the worker's Config.RetryPolicy.
 	RetryPolicy RetryPolicy
+	// Timeout is how long one attempt of a job of this kind may run,
+	// unless the job's own InsertOpts.Timeout says otherwise: then the
+	// handler's context ends with a *TimeoutError as its cause, and an
+	// error the handler returns counts as a failed attempt that says it
+	// timed out, retried by the retry policy. A handler that goes on past
+	// its timeout and TimeoutGrace more has its lease no longer renewed,
+	// so that its job is rescued and run again once the lease lapses,
+	// instead of being held for as long as the handler hangs. Defaults to
+	// 0: no timeout.
+	Timeout time.Duration
 }
+
+// TimeoutGrace is how long a handler may run past its timeout before its
+// worker stops renewing its lease: the time it has to notice that its
+// context ended and return.
+const TimeoutGrace = 5 * time.Second
 
 // Registration is a handler registered for its kind, made by Handle or
 // HandleFunc and given to New.

@@ -116,6 +116,7 @@ type kindState struct {
 	reg     Registration
 	active  atomic.Int64
 	sources []*source // one per queue
+	timeout time.Duration
 	// short: a lease that read the kind without locks first took fewer
 	// than its free slots, so the next one locks without peeking (see
 	// JobLease). The fetch loop's own.
@@ -184,6 +185,9 @@ type lease struct {
 	lost bool
 	// src is the queue and kind the job was leased from.
 	src *source
+	// overdue is when the handler has run past its timeout and
+	// TimeoutGrace: its lease is no longer renewed. Zero: no timeout.
+	overdue time.Time
 }
 
 // work is a leased job handed to a runner.
@@ -191,6 +195,8 @@ type work struct {
 	ctx   context.Context
 	lease *lease
 	row   *db.TasukiJob
+	// timeout is the attempt's timeout; 0: none.
+	timeout time.Duration
 }
 
 // result is a handler's outcome, to be written by JobFinishMany.
@@ -261,7 +267,11 @@ func New(pool *pgxpool.Pool, cfg Config, handlers ...Registration) (*Worker, err
 		if retry == nil {
 			retry = cfg.RetryPolicy
 		}
-		w.kinds = append(w.kinds, &kindState{name: kind, limit: r.cfg.MaxConcurrency, retry: retry, reg: r})
+		if r.cfg.Timeout < 0 {
+			return nil, &tasuki.InvalidOptionError{Option: option + " KindConfig.Timeout", Value: r.cfg.Timeout,
+				Reason: "must not be negative (0: no timeout)"}
+		}
+		w.kinds = append(w.kinds, &kindState{name: kind, limit: r.cfg.MaxConcurrency, retry: retry, reg: r, timeout: r.cfg.Timeout})
 	}
 	slices.SortFunc(w.kinds, func(a, b *kindState) int { return strings.Compare(a.name, b.name) })
 	total := 0
@@ -616,7 +626,14 @@ func (w *Worker) startJob(handlerCtx context.Context, j leased) {
 	w.active.Add(1)
 	j.src.queue.active.Add(1)
 	j.src.kind.active.Add(1)
-	w.work <- work{ctx: jobCtx, lease: l, row: j.row} // never blocks: one slot per leased job
+	timeout := j.src.kind.timeout
+	if j.row.TimeoutMs.Valid {
+		timeout = time.Duration(j.row.TimeoutMs.Int64) * time.Millisecond
+	}
+	if timeout > 0 {
+		l.overdue = time.Now().Add(timeout + TimeoutGrace)
+	}
+	w.work <- work{ctx: jobCtx, lease: l, row: j.row, timeout: timeout} // never blocks: one slot per leased job
 }
 
 // runner runs leased jobs until the work channel closes.
@@ -670,7 +687,13 @@ func (w *Worker) runOne(wk work) {
 			slog.String("kind", job.Kind), slog.Any("error", err))
 		r = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error()}
 	} else {
-		r = w.classify(wk.ctx, l, job, w.call(wk.ctx, l.src.kind, job, typed))
+		ctx := wk.ctx
+		if wk.timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeoutCause(ctx, wk.timeout, &TimeoutError{Timeout: wk.timeout})
+			defer cancel()
+		}
+		r = w.classify(ctx, l, job, w.call(ctx, l.src.kind, job, typed))
 	}
 	returned = true
 	w.finishJob(l, r)
@@ -717,6 +740,12 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 		r.status, r.giveBack = db.TasukiJobStatusPending, true
 		return r
 	}
+	var timeout *TimeoutError
+	if errors.As(context.Cause(ctx), &timeout) {
+		// Said first: the handler's own error is often only "context
+		// deadline exceeded".
+		err = fmt.Errorf("%w: %w", timeout, err)
+	}
 	var snoozeErr *tasuki.SnoozeError
 	if errors.As(err, &snoozeErr) {
 		// Not a failure: no error in the history, no attempt used.
@@ -744,6 +773,18 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 	w.log.Info("tasuki: job attempt failed; will retry", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt),
 		slog.Duration("retry_in", r.delay), slog.Any("error", err))
 	return r
+}
+
+// TimeoutError is the cause of a handler's context ending at its timeout
+// (KindConfig.Timeout, or the job's InsertOpts.Timeout); the attempt's
+// error starts with it.
+type TimeoutError struct {
+	// Timeout is the attempt's timeout.
+	Timeout time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("tasuki: job timed out after %s", e.Timeout)
 }
 
 // PanicError is a handler's recovered panic, recorded as the attempt's

@@ -210,8 +210,11 @@ func (w *Worker) flushEach(ctx context.Context, pending []result, batchErr error
 func (w *Worker) heartbeat(ctx context.Context) bool {
 	w.mu.Lock()
 	held := make([]*lease, 0, len(w.running))
+	now := time.Now()
 	for _, l := range w.running {
-		if !l.abandoned {
+		// A handler that ran past its timeout and its grace does not keep
+		// its job: the lease lapses and the job is rescued.
+		if !l.abandoned && (l.overdue.IsZero() || now.Before(l.overdue)) {
 			held = append(held, l)
 		}
 	}
