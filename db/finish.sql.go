@@ -12,6 +12,36 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const jobCompleteTx = `-- name: JobCompleteTx :one
+UPDATE tasuki_job
+SET status = 'completed',
+    finished_at = coalesce($1::timestamptz, now()),
+    lease_token = NULL,
+    lease_expires_at = NULL
+WHERE id = $2::bigint
+  AND lease_token = $3::uuid
+RETURNING id
+`
+
+type JobCompleteTxParams struct {
+	Now   *time.Time
+	ID    int64
+	Token pgtype.UUID
+}
+
+// Completes a running job inside the caller's transaction (a handler's
+// own), fenced by its lease token: nothing changes, and no row is
+// returned, when the lease was lost or the job canceled. Then the caller
+// must not commit its transaction. The job's row stays locked by that
+// transaction until it ends, so the completion and the caller's writes
+// commit together or not at all.
+func (q *Queries) JobCompleteTx(ctx context.Context, arg JobCompleteTxParams) (int64, error) {
+	row := q.db.QueryRow(ctx, jobCompleteTx, arg.Now, arg.ID, arg.Token)
+	var id int64
+	err := row.Scan(&id)
+	return id, err
+}
+
 const jobFinishMany = `-- name: JobFinishMany :many
 /*
 State transitions a worker makes when its handlers return.

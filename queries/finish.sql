@@ -54,3 +54,19 @@ WHERE j.id = t.id
   -- statement grew slower with each.
   AND j.lease_token = t.token
 RETURNING j.id;
+
+-- name: JobCompleteTx :one
+-- Completes a running job inside the caller's transaction (a handler's
+-- own), fenced by its lease token: nothing changes, and no row is
+-- returned, when the lease was lost or the job canceled. Then the caller
+-- must not commit its transaction. The job's row stays locked by that
+-- transaction until it ends, so the completion and the caller's writes
+-- commit together or not at all.
+UPDATE tasuki_job
+SET status = 'completed',
+    finished_at = coalesce(sqlc.narg('now')::timestamptz, now()),
+    lease_token = NULL,
+    lease_expires_at = NULL
+WHERE id = sqlc.arg('id')::bigint
+  AND lease_token = sqlc.arg('token')::uuid
+RETURNING id;

@@ -185,6 +185,9 @@ type lease struct {
 	lost bool
 	// src is the queue and kind the job was leased from.
 	src *source
+	// completing: the handler completed the job in a transaction of its
+	// own (CompleteTx), which holds the row: the lease is not renewed.
+	completing bool
 	// overdue is when the handler has run past its timeout and
 	// TimeoutGrace: its lease is no longer renewed. Zero: no timeout.
 	overdue time.Time
@@ -623,6 +626,7 @@ func (w *Worker) register(j leased, cancel context.CancelCauseFunc) *lease {
 func (w *Worker) startJob(handlerCtx context.Context, j leased) {
 	jobCtx, cancel := context.WithCancelCause(handlerCtx)
 	l := w.register(j, cancel)
+	jobCtx = context.WithValue(jobCtx, handlerKey{}, &runningJob{w: w, l: l})
 	w.active.Add(1)
 	j.src.queue.active.Add(1)
 	j.src.kind.active.Add(1)

@@ -168,9 +168,9 @@ func (w *Worker) write(ctx context.Context, pending []result, single bool) ([]re
 	if err != nil {
 		return pending, dberr.Wrap("tasuki: record outcomes", err)
 	}
-	if len(changed) < n {
+	if refused := n - len(changed) - w.completedInTx(pending); refused > 0 {
 		w.log.Info("tasuki: outcomes refused for jobs this worker no longer holds (canceled, or lease lost)",
-			slog.Int("refused", n-len(changed)))
+			slog.Int("refused", refused))
 	}
 	w.mu.Lock()
 	for _, r := range pending {
@@ -214,7 +214,7 @@ func (w *Worker) heartbeat(ctx context.Context) bool {
 	for _, l := range w.running {
 		// A handler that ran past its timeout and its grace does not keep
 		// its job: the lease lapses and the job is rescued.
-		if !l.abandoned && (l.overdue.IsZero() || now.Before(l.overdue)) {
+		if !l.abandoned && !l.completing && (l.overdue.IsZero() || now.Before(l.overdue)) {
 			held = append(held, l)
 		}
 	}
@@ -353,4 +353,19 @@ func (w *Worker) stopLost(ctx context.Context, lost []*lease) {
 			l.cancel(ErrLeaseLost)
 		}
 	}
+}
+
+// completedInTx counts the results of jobs their handlers completed in a
+// transaction of their own (CompleteTx): once it committed, the outcome
+// the worker writes after is refused by the lease token, as it should be.
+func (w *Worker) completedInTx(rs []result) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, r := range rs {
+		if r.lease.completing {
+			n++
+		}
+	}
+	return n
 }
