@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -97,6 +98,8 @@ type Client[T any] struct {
 	copier
 	cfg  ClientConfig
 	kind string
+	// defaults are T's default insert options (DefaultOpts), or nil.
+	defaults *InsertOpts
 }
 
 // NewClient returns a client that uses pool. The configuration is checked
@@ -111,7 +114,11 @@ func NewClient[T any](pool *pgxpool.Pool, cfg ClientConfig) (*Client[T], error) 
 		return nil, err
 	}
 	cfg.Kind = kind
-	return &Client[T]{copier: newCopier(pool), cfg: cfg, kind: kind}, nil
+	def := defaultsOf(reflect.TypeFor[T]())
+	if err := checkDefaults(cfg, reflect.TypeFor[T](), def); err != nil {
+		return nil, err
+	}
+	return &Client[T]{copier: newCopier(pool), cfg: cfg, kind: kind, defaults: def}, nil
 }
 
 // Queue is the client's default queue.
@@ -160,7 +167,7 @@ func (in *insertion) uniqueStatuses() pgtype.Int2 {
 }
 
 func (c *Client[T]) resolve(opts *InsertOpts) (insertion, error) {
-	return resolveInsertOpts(c.cfg, opts)
+	return resolveInsertOpts(c.cfg, withDefaults(c.defaults, opts))
 }
 
 // ValidateQueue checks a queue name: 1 to 128 characters. option names the

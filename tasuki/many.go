@@ -25,8 +25,9 @@ type InsertManyParams struct {
 	// of the two is required; 1 to 128 characters.
 	Kind string
 	// InsertOpts adjust the job's insertion as for Client.Insert: queue,
-	// priority, schedule, attempts, metadata and uniqueness. nil uses the
-	// inserter's defaults (its ClientConfig).
+	// priority, schedule, attempts, metadata, uniqueness and timeout, over
+	// the payload type's DefaultOpts. nil uses those defaults and the
+	// inserter's (its ClientConfig).
 	InsertOpts *InsertOpts
 }
 
@@ -103,23 +104,23 @@ func (i *Inserter) prepare(params []InsertManyParams) ([]db.JobInsertCopyParams,
 	kinds := make(map[reflect.Type]kindOfType, 4) // most batches hold few types
 	for n, p := range params {
 		typ := reflect.TypeOf(p.Payload)
+		k, ok := kinds[typ]
+		if !ok {
+			k = kindOf(typ)
+			kinds[typ] = k
+		}
 		kind := p.Kind
 		if kind != "" {
 			if err := ValidateKind(fmt.Sprintf("InsertManyParams[%d].Kind", n), kind); err != nil {
 				return nil, nil, err
 			}
 		} else {
-			k, ok := kinds[typ]
-			if !ok {
-				k = kindOf(typ)
-				kinds[typ] = k
-			}
 			if err := k.check(n); err != nil {
 				return nil, nil, err
 			}
 			kind = k.kind
 		}
-		in, err := resolveInsertOpts(i.cfg, p.InsertOpts)
+		in, err := resolveInsertOpts(i.cfg, withDefaults(k.defaults, p.InsertOpts))
 		if err != nil {
 			return nil, nil, atIndex(n, err)
 		}
@@ -150,6 +151,8 @@ type kindOfType struct {
 	typ    reflect.Type
 	kind   string
 	method bool // the type has a Kind method that returned
+	// defaults are the type's default insert options (DefaultOpts).
+	defaults *InsertOpts
 }
 
 // kindOf calls typ's Kind method as KindOf does for a type parameter: on
@@ -168,16 +171,9 @@ func kindOf(typ reflect.Type) (k kindOfType) {
 			k.kind, k.method = "", false
 		}
 	}()
-	kinder := reflect.TypeFor[Kinder]()
-	var v reflect.Value
-	switch {
-	case typ.Kind() == reflect.Pointer && typ.Implements(kinder):
-		v = reflect.New(typ.Elem())
-	case typ.Implements(kinder):
-		v = reflect.Zero(typ)
-	case reflect.PointerTo(typ).Implements(kinder):
-		v = reflect.New(typ)
-	default:
+	k.defaults = defaultsOf(typ)
+	v, ok := zeroReceiver(typ, reflect.TypeFor[Kinder]())
+	if !ok {
 		return k
 	}
 	k.kind, k.method = v.Interface().(Kinder).Kind(), true
