@@ -79,6 +79,12 @@ type Job[T any] struct {
 	Errors []AttemptError
 	// Metadata is the JSON object InsertOpts.Metadata gave; "{}" when unset.
 	Metadata json.RawMessage
+	// UniqueKey is the key of a job inserted as unique (see UniqueOpts):
+	// a SHA-256 of what its insert counted. nil otherwise.
+	UniqueKey []byte
+	// Timeout is the job's own timeout (InsertOpts.Timeout); 0: its
+	// kind's.
+	Timeout time.Duration
 	// Duplicate is set on the job a unique insert returns when it found
 	// this job existing instead of inserting one (see UniqueOpts).
 	Duplicate bool
@@ -140,6 +146,7 @@ func jobFromRow[T any](row *db.TasukiJob) (*Job[T], error) {
 		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), Snoozes: int(row.Snoozes), MaxAttempts: int(row.MaxAttempts),
 		ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt, AttemptedAt: row.AttemptedAt,
 		FinishedAt: row.FinishedAt, Metadata: json.RawMessage(row.Metadata),
+		UniqueKey: row.UniqueKey, Timeout: time.Duration(row.TimeoutMs.Int64) * time.Millisecond,
 	}
 	if len(row.Errors) > 2 { // "[]" is the empty history
 		if err := json.Unmarshal(row.Errors, &raw.Errors); err != nil {
@@ -159,7 +166,8 @@ func Decode[T any](job *Job[json.RawMessage]) (*Job[T], error) {
 		ID: job.ID, Queue: job.Queue, Kind: job.Kind, Status: job.Status, Priority: job.Priority,
 		Attempt: job.Attempt, Snoozes: job.Snoozes, MaxAttempts: job.MaxAttempts, ScheduledAt: job.ScheduledAt,
 		CreatedAt: job.CreatedAt, AttemptedAt: job.AttemptedAt, FinishedAt: job.FinishedAt,
-		Errors: job.Errors, Metadata: job.Metadata,
+		Errors: job.Errors, Metadata: job.Metadata, UniqueKey: job.UniqueKey, Timeout: job.Timeout,
+		Duplicate: job.Duplicate,
 	}
 	if err := json.Unmarshal(job.Payload, &out.Payload); err != nil {
 		return out, &PayloadDecodeError{JobID: job.ID, Type: typeName[T](), Err: err}

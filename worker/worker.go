@@ -820,6 +820,7 @@ func rawJob(row *db.TasukiJob) (*tasuki.Job[json.RawMessage], error) {
 		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), Snoozes: int(row.Snoozes), MaxAttempts: int(row.MaxAttempts),
 		ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt, AttemptedAt: row.AttemptedAt,
 		FinishedAt: row.FinishedAt, Metadata: json.RawMessage(row.Metadata),
+		UniqueKey: row.UniqueKey, Timeout: time.Duration(row.TimeoutMs.Int64) * time.Millisecond,
 	}
 	if len(row.Errors) > 2 { // "[]" is the empty history
 		if err := json.Unmarshal(row.Errors, &job.Errors); err != nil {

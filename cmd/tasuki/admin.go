@@ -60,6 +60,9 @@ type jobJSON struct {
 	Priority    int                   `json:"priority"`
 	Attempt     int                   `json:"attempt"`
 	MaxAttempts int                   `json:"max_attempts"`
+	Snoozes     int                   `json:"snoozes"`
+	UniqueKey   string                `json:"unique_key,omitempty"`
+	TimeoutMs   int64                 `json:"timeout_ms,omitempty"`
 	ScheduledAt time.Time             `json:"scheduled_at"`
 	CreatedAt   time.Time             `json:"created_at"`
 	AttemptedAt *time.Time            `json:"attempted_at"`
@@ -74,12 +77,16 @@ func toJobJSON(j *tasuki.Job[json.RawMessage]) jobJSON {
 	if errs == nil {
 		errs = []tasuki.AttemptError{}
 	}
-	return jobJSON{
+	out := jobJSON{
 		ID: j.ID, Queue: j.Queue, Kind: j.Kind, Status: j.Status, Priority: j.Priority,
-		Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
+		Attempt: j.Attempt, MaxAttempts: j.MaxAttempts, Snoozes: j.Snoozes, TimeoutMs: j.Timeout.Milliseconds(),
 		ScheduledAt: j.ScheduledAt, CreatedAt: j.CreatedAt, AttemptedAt: j.AttemptedAt, FinishedAt: j.FinishedAt,
 		Payload: j.Payload, Metadata: j.Metadata, Errors: errs,
 	}
+	if j.UniqueKey != nil {
+		out.UniqueKey = fmt.Sprintf("%x", j.UniqueKey)
+	}
+	return out
 }
 
 // timeLayout is how tables show times: local time, to the second.

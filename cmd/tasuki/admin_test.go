@@ -192,12 +192,12 @@ func TestListCommand(t *testing.T) {
 
 	r := runCLI(t, url, "list", "--limit", "10")
 	requireOK(t, r)
-	rows := tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR")
+	rows := tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "SNOOZED", "UNIQUE", "CREATED", "SCHEDULED", "LAST ERROR")
 	require.Len(t, rows, 10)
 	assert.Equal(t, strconv.FormatInt(newest, 10), rows[0][0], "the first page starts with the newest job")
 	assert.Equal(t, []string{"reports", "cli", "completed", "1/3"}, rows[0][1:5])
 	assert.Equal(t, []string{"emails", "cli", "failed", "3/3"}, rows[1][1:5])
-	assert.Equal(t, "panic: boom …", strings.Join(rows[1][9:], " "), "the last error's first line")
+	assert.Equal(t, "panic: boom …", strings.Join(rows[1][11:], " "), "the last error's first line")
 	assert.Equal(t, "-", rows[3][len(rows[3])-1])
 	m := regexp.MustCompile(`^more jobs: add --after (\d+) for the next page\n$`).FindStringSubmatch(r.stderr)
 	require.NotNil(t, m, "stderr: %q", r.stderr)
@@ -242,7 +242,7 @@ func TestListCommand(t *testing.T) {
 
 	r = runCLI(t, url, "list", "--status", "pending", "--status", "running", "--queue", "emails", "--since", "1h", "--until", "2099-01-01")
 	requireOK(t, r)
-	assert.Len(t, tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR"), 25)
+	assert.Len(t, tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "SNOOZED", "UNIQUE", "CREATED", "SCHEDULED", "LAST ERROR"), 25)
 	assert.Empty(t, r.stderr, "the last page")
 
 	r = runCLI(t, url, "list", "--until", "1h")
@@ -681,7 +681,7 @@ func TestListRelativeTimePaging(t *testing.T) {
 		for pages := 1; ; pages++ {
 			r := runAt(t, now, url, args...)
 			requireOK(t, r)
-			for _, row := range tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR") {
+			for _, row := range tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "SNOOZED", "UNIQUE", "CREATED", "SCHEDULED", "LAST ERROR") {
 				id, err := strconv.ParseInt(row[0], 10, 64)
 				require.NoError(t, err)
 				seen[id]++

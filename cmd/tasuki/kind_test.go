@@ -97,7 +97,7 @@ func TestKindFilterCommands(t *testing.T) {
 	// list --kind, with the kind in the table and the JSON.
 	r := runCLI(t, url, "list", "--kind", "send_sms")
 	requireOK(t, r)
-	rows := tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED", "SCHEDULED", "LAST ERROR")
+	rows := tableRows(t, r.stdout, "ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "SNOOZED", "UNIQUE", "CREATED", "SCHEDULED", "LAST ERROR")
 	require.Len(t, rows, 3)
 	for _, row := range rows {
 		assert.Equal(t, "send_sms", row[2])

@@ -177,10 +177,10 @@ func (a *app) printJobTable(jobs []*tasuki.Job[json.RawMessage]) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tQUEUE\tKIND\tSTATUS\tATTEMPT\tCREATED\tSCHEDULED\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tQUEUE\tKIND\tSTATUS\tATTEMPT\tSNOOZED\tUNIQUE\tCREATED\tSCHEDULED\tLAST ERROR")
 	for _, j := range jobs {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", j.ID, j.Queue, j.Kind, j.Status, j.Attempt, j.MaxAttempts,
-			formatTime(&j.CreatedAt), formatTime(&j.ScheduledAt), oneLine(j.LastError(), 60))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%s\t%s\n", j.ID, j.Queue, j.Kind, j.Status, j.Attempt, j.MaxAttempts,
+			j.Snoozes, shortKey(j.UniqueKey), formatTime(&j.CreatedAt), formatTime(&j.ScheduledAt), oneLine(j.LastError(), 60))
 	}
 	return tw.Flush()
 }
@@ -227,6 +227,13 @@ func (a *app) printJob(j *tasuki.Job[json.RawMessage]) error {
 	fmt.Fprintf(tw, "status:\t%s\n", j.Status)
 	fmt.Fprintf(tw, "priority:\t%d\n", j.Priority)
 	fmt.Fprintf(tw, "attempts:\t%d of %d\n", j.Attempt, j.MaxAttempts)
+	fmt.Fprintf(tw, "snoozed:\t%d times\n", j.Snoozes)
+	if j.UniqueKey != nil {
+		fmt.Fprintf(tw, "unique key:\t%x\n", j.UniqueKey)
+	}
+	if j.Timeout > 0 {
+		fmt.Fprintf(tw, "timeout:\t%s\n", j.Timeout)
+	}
 	fmt.Fprintf(tw, "created:\t%s\n", formatTime(&j.CreatedAt))
 	fmt.Fprintf(tw, "scheduled:\t%s\n", formatTime(&j.ScheduledAt))
 	fmt.Fprintf(tw, "attempted:\t%s\n", formatTime(j.AttemptedAt))
@@ -246,6 +253,15 @@ func (a *app) printJob(j *tasuki.Job[json.RawMessage]) error {
 		fmt.Fprintf(a.stdout, "  attempt %d at %s:\n      %s\n", e.Attempt, formatTime(&e.At), text)
 	}
 	return nil
+}
+
+// shortKey is the start of a unique key, enough to tell keys apart in a
+// table; "-" for none.
+func shortKey(k []byte) string {
+	if k == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%x", k[:min(len(k), 6)])
 }
 
 func indentJSON(raw json.RawMessage, prefix string) string {
