@@ -437,14 +437,19 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]*TasukiJob,
 }
 
 const jobRetry = `-- name: JobRetry :one
-UPDATE tasuki_job
+UPDATE tasuki_job j
 SET status = 'pending',
     attempts = 0,
     scheduled_at = coalesce($1::timestamptz, now()),
     finished_at = NULL
-WHERE id = $2
-  AND status IN ('failed', 'canceled')
-RETURNING id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses, timeout_ms
+WHERE j.id = $2
+  AND j.status IN ('failed', 'canceled')
+  AND (j.unique_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM tasuki_job o
+      WHERE o.unique_key = j.unique_key AND o.id <> j.id
+        AND (o.unique_statuses & CASE o.status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                                 WHEN 'failed' THEN 8 ELSE 16 END) <> 0))
+RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_attempts, j.scheduled_at, j.created_at, j.attempted_at, j.lease_expires_at, j.lease_token, j.errors, j.finished_at, j.metadata, j.kind, j.snoozes, j.unique_key, j.unique_statuses, j.timeout_ms
 `
 
 type JobRetryParams struct {
@@ -454,7 +459,9 @@ type JobRetryParams struct {
 
 // Puts a failed or canceled job back to pending, runnable now, with its
 // attempts reset and its error history kept. Another status returns no
-// row. Follow it with NotifyInsert for its queue.
+// row, and so does a unique job whose key another job holds (in one of
+// that job's unique statuses): two jobs with one key would be waiting.
+// Follow it with NotifyInsert for its queue.
 func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (*TasukiJob, error) {
 	row := q.db.QueryRow(ctx, jobRetry, arg.Now, arg.ID)
 	var i TasukiJob
@@ -484,17 +491,38 @@ func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (*TasukiJob,
 }
 
 const jobRetryMany = `-- name: JobRetryMany :one
-WITH retried AS (
+WITH matching AS (
+    SELECT j.id, j.unique_key,
+           j.unique_key IS NOT NULL AND EXISTS (
+               SELECT 1 FROM tasuki_job o
+               WHERE o.unique_key = j.unique_key AND o.id <> j.id
+                 AND (o.unique_statuses & CASE o.status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                                 WHEN 'failed' THEN 8 ELSE 16 END) <> 0) AS blocked
+    FROM tasuki_job j
+    WHERE j.status IN ('failed', 'canceled')
+      AND j.status = ANY($1::text[]::tasuki_job_status[])
+      AND ($2::text IS NULL OR j.queue = $2)
+      AND ($3::text IS NULL OR j.kind = $3)
+      AND (cardinality($4::bigint[]) = 0 OR j.id = ANY($4::bigint[]))
+),
+chosen AS (
+    SELECT m.id FROM matching m WHERE m.unique_key IS NULL
+    UNION ALL
+    SELECT n.id
+    FROM (SELECT DISTINCT ON (m.unique_key) m.id
+          FROM matching m
+          WHERE m.unique_key IS NOT NULL AND NOT m.blocked
+          ORDER BY m.unique_key, m.id DESC) AS n
+),
+retried AS (
     UPDATE tasuki_job j
     SET status = 'pending',
         attempts = 0,
-        scheduled_at = coalesce($1::timestamptz, now()),
+        scheduled_at = coalesce($5::timestamptz, now()),
         finished_at = NULL
-    WHERE j.status IN ('failed', 'canceled')
-      AND j.status = ANY($2::text[]::tasuki_job_status[])
-      AND ($3::text IS NULL OR j.queue = $3)
-      AND ($4::text IS NULL OR j.kind = $4)
-      AND (cardinality($5::bigint[]) = 0 OR j.id = ANY($5::bigint[]))
+    FROM chosen
+    WHERE j.id = chosen.id
+      AND j.status IN ('failed', 'canceled')
     RETURNING j.queue
 ),
 notified AS (
@@ -506,35 +534,39 @@ notified AS (
     FROM (SELECT DISTINCT queue FROM retried) r
 )
 SELECT (SELECT count(*) FROM retried)::bigint AS retried,
-       (SELECT count(*) FROM notified)::bigint AS notified
+       (SELECT count(*) FROM notified)::bigint AS notified,
+       ((SELECT count(*) FROM matching) - (SELECT count(*) FROM chosen))::bigint AS skipped
 `
 
 type JobRetryManyParams struct {
-	Now      *time.Time
 	Statuses []string
 	Queue    pgtype.Text
 	Kind     pgtype.Text
 	Ids      []int64
+	Now      *time.Time
 }
 
 type JobRetryManyRow struct {
 	Retried  int64
 	Notified int64
+	Skipped  int64
 }
 
 // Retry for every failed or canceled job that matches every given filter
 // (a NULL queue or kind, or an empty array, matches all), in one statement
-// that also wakes the workers of each queue concerned, on commit.
+// that also wakes the workers of each queue concerned, on commit. Of
+// unique jobs, those whose key another job holds are left (skipped counts
+// them), and of several with one key only the newest is retried.
 func (q *Queries) JobRetryMany(ctx context.Context, arg JobRetryManyParams) (*JobRetryManyRow, error) {
 	row := q.db.QueryRow(ctx, jobRetryMany,
-		arg.Now,
 		arg.Statuses,
 		arg.Queue,
 		arg.Kind,
 		arg.Ids,
+		arg.Now,
 	)
 	var i JobRetryManyRow
-	err := row.Scan(&i.Retried, &i.Notified)
+	err := row.Scan(&i.Retried, &i.Notified, &i.Skipped)
 	return &i, err
 }
 

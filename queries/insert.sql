@@ -93,7 +93,10 @@ FROM (SELECT unnest(sqlc.arg('queues')::text[]) AS queue,
              -- 0: the kind's timeout
              unnest(sqlc.arg('timeouts_ms')::bigint[]) AS timeout_ms,
              generate_series(1, cardinality(sqlc.arg('queues')::text[])) AS ord) AS j
-ORDER BY j.ord
+-- In key order, as every bulk statement of tasuki locks in a fixed order:
+-- two batches that share keys never wait for each other in a cycle. Of
+-- the jobs of one key, the first of the batch is inserted.
+ORDER BY j.unique_key, j.ord
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
         AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
                                            WHEN 'failed' THEN 8 ELSE 16 END) <> 0

@@ -154,31 +154,61 @@ SELECT (SELECT count(*) FROM canceled)::bigint AS canceled,
 -- name: JobRetry :one
 -- Puts a failed or canceled job back to pending, runnable now, with its
 -- attempts reset and its error history kept. Another status returns no
--- row. Follow it with NotifyInsert for its queue.
-UPDATE tasuki_job
+-- row, and so does a unique job whose key another job holds (in one of
+-- that job's unique statuses): two jobs with one key would be waiting.
+-- Follow it with NotifyInsert for its queue.
+UPDATE tasuki_job j
 SET status = 'pending',
     attempts = 0,
     scheduled_at = coalesce(sqlc.narg('now')::timestamptz, now()),
     finished_at = NULL
-WHERE id = @id
-  AND status IN ('failed', 'canceled')
-RETURNING *;
+WHERE j.id = @id
+  AND j.status IN ('failed', 'canceled')
+  AND (j.unique_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM tasuki_job o
+      WHERE o.unique_key = j.unique_key AND o.id <> j.id
+        AND (o.unique_statuses & CASE o.status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                                 WHEN 'failed' THEN 8 ELSE 16 END) <> 0))
+RETURNING j.*;
 
 -- name: JobRetryMany :one
 -- Retry for every failed or canceled job that matches every given filter
 -- (a NULL queue or kind, or an empty array, matches all), in one statement
--- that also wakes the workers of each queue concerned, on commit.
-WITH retried AS (
-    UPDATE tasuki_job j
-    SET status = 'pending',
-        attempts = 0,
-        scheduled_at = coalesce(sqlc.narg('now')::timestamptz, now()),
-        finished_at = NULL
+-- that also wakes the workers of each queue concerned, on commit. Of
+-- unique jobs, those whose key another job holds are left (skipped counts
+-- them), and of several with one key only the newest is retried.
+WITH matching AS (
+    SELECT j.id, j.unique_key,
+           j.unique_key IS NOT NULL AND EXISTS (
+               SELECT 1 FROM tasuki_job o
+               WHERE o.unique_key = j.unique_key AND o.id <> j.id
+                 AND (o.unique_statuses & CASE o.status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
+                                                 WHEN 'failed' THEN 8 ELSE 16 END) <> 0) AS blocked
+    FROM tasuki_job j
     WHERE j.status IN ('failed', 'canceled')
       AND j.status = ANY(sqlc.arg('statuses')::text[]::tasuki_job_status[])
       AND (sqlc.narg('queue')::text IS NULL OR j.queue = sqlc.narg('queue'))
       AND (sqlc.narg('kind')::text IS NULL OR j.kind = sqlc.narg('kind'))
       AND (cardinality(sqlc.arg('ids')::bigint[]) = 0 OR j.id = ANY(sqlc.arg('ids')::bigint[]))
+),
+chosen AS (
+    SELECT m.id FROM matching m WHERE m.unique_key IS NULL
+    UNION ALL
+    SELECT n.id
+    FROM (SELECT DISTINCT ON (m.unique_key) m.id
+          FROM matching m
+          WHERE m.unique_key IS NOT NULL AND NOT m.blocked
+          ORDER BY m.unique_key, m.id DESC) AS n
+),
+retried AS (
+    UPDATE tasuki_job j
+    SET status = 'pending',
+        attempts = 0,
+        scheduled_at = coalesce(sqlc.narg('now')::timestamptz, now()),
+        finished_at = NULL
+    FROM chosen
+    WHERE j.id = chosen.id
+      AND j.status IN ('failed', 'canceled')
     RETURNING j.queue
 ),
 notified AS (
@@ -190,7 +220,8 @@ notified AS (
     FROM (SELECT DISTINCT queue FROM retried) r
 )
 SELECT (SELECT count(*) FROM retried)::bigint AS retried,
-       (SELECT count(*) FROM notified)::bigint AS notified;
+       (SELECT count(*) FROM notified)::bigint AS notified,
+       ((SELECT count(*) FROM matching) - (SELECT count(*) FROM chosen))::bigint AS skipped;
 
 -- name: JobDeleteFinished :one
 -- Deletes one finished job and returns it as it was; a pending or running

@@ -461,12 +461,21 @@ func (a *Admin) Retry(ctx context.Context, id int64) (*Job[json.RawMessage], err
 		}
 		return q.NotifyInsert(ctx, row.Queue)
 	})
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, pgx.ErrNoRows) || dberr.UniqueViolation(err) {
 		job, err := a.Get(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		return nil, &JobStatusError{JobID: id, Status: job.Status, Op: "retry"}
+		if job.Status != StatusFailed && job.Status != StatusCanceled {
+			return nil, &JobStatusError{JobID: id, Status: job.Status, Op: "retry"}
+		}
+		conflict := &UniqueConflictError{JobID: id}
+		if job.UniqueKey != nil {
+			if holder, err := a.queries.JobByUniqueKey(ctx, job.UniqueKey); err == nil {
+				conflict.HolderID, conflict.HolderStatus = holder.ID, Status(holder.Status)
+			}
+		}
+		return nil, conflict
 	}
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: retry job %d", id), err)
@@ -477,7 +486,10 @@ func (a *Admin) Retry(ctx context.Context, id int64) (*Job[json.RawMessage], err
 // RetryMany retries, as Retry does, every failed or canceled job that
 // matches f, in one statement, and returns how many it retried. The
 // workers of every queue concerned are woken. f.Statuses may hold failed
-// and canceled.
+// and canceled. A unique job whose key another job holds is left as it
+// is, and of several matching jobs with one unique key only the newest is
+// retried. When a unique insert took a key at the same moment, nothing is
+// retried and the error wraps a *UniqueConflictError: try again.
 func (a *Admin) RetryMany(ctx context.Context, f JobFilter) (int64, error) {
 	cf, err := f.check([]Status{StatusFailed, StatusCanceled})
 	if err != nil {
@@ -489,6 +501,9 @@ func (a *Admin) RetryMany(ctx context.Context, f JobFilter) (int64, error) {
 		Kind:     cf.kind,
 		Ids:      cf.ids,
 	})
+	if dberr.UniqueViolation(err) {
+		return 0, fmt.Errorf("tasuki: retry jobs: %w", &UniqueConflictError{})
+	}
 	if err != nil {
 		return 0, dberr.Wrap("tasuki: retry jobs", err)
 	}

@@ -200,6 +200,11 @@ func (c *Client[T]) encode(payload T) ([]byte, error) {
 // escapes, and numbers beyond the range of PostgreSQL's numeric type. One
 // pass, tracking whether it is inside a string.
 func unstorableJSON(b []byte) string {
+	if !utf8.Valid(b) {
+		// encoding/json replaces invalid UTF-8 in strings it encodes, but
+		// passes a json.RawMessage (and a MarshalJSON's output) as it is.
+		return "it holds invalid UTF-8, which PostgreSQL's jsonb cannot store"
+	}
 	inString := false
 	for i := 0; i < len(b); i++ {
 		c := b[i]
@@ -231,6 +236,26 @@ func unstorableJSON(b []byte) string {
 		switch {
 		case c == '"':
 			inString = true
+		case c >= '0' && c <= '9' && (i == 0 || b[i-1] < '0' || b[i-1] > '9') && (i == 0 || b[i-1] != '.'):
+			// The digits of a number before and after its point:
+			// numeric holds up to 131072 and 16383.
+			j := i
+			for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+				j++
+			}
+			whole := j - i
+			frac := 0
+			if j < len(b) && b[j] == '.' {
+				k := j + 1
+				for k < len(b) && b[k] >= '0' && b[k] <= '9' {
+					k++
+				}
+				frac, j = k-j-1, k
+			}
+			if whole > 131072 || frac > 16383 {
+				return "it holds a number with more digits than PostgreSQL's numeric type holds (131072 before the point, 16383 after)"
+			}
+			i = j - 1
 		case (c == 'e' || c == 'E') && i > 0 && b[i-1] >= '0' && b[i-1] <= '9':
 			// An exponent: numeric holds up to 131072 digits before the
 			// point and 16383 after.

@@ -51,3 +51,23 @@ func (e *InvalidPayloadError) Error() string {
 }
 
 func (e *InvalidPayloadError) Unwrap() error { return e.Err }
+
+// UniqueConflictError says that a unique job cannot be put back to wait
+// (Admin.Retry) while another job holds its unique key: the two would run
+// as duplicates.
+type UniqueConflictError struct {
+	// JobID is the job that was to be retried.
+	JobID int64
+	// HolderID is the job that holds the key; 0 when it was not found
+	// (it changed meanwhile: try again).
+	HolderID int64
+	// HolderStatus is the holder's status.
+	HolderStatus Status
+}
+
+func (e *UniqueConflictError) Error() string {
+	if e.HolderID == 0 {
+		return fmt.Sprintf("tasuki: job %d was not retried: another job took its unique key meanwhile; try again", e.JobID)
+	}
+	return fmt.Sprintf("tasuki: job %d was not retried: job %d (%s) holds its unique key; retry that one, or cancel or delete it first", e.JobID, e.HolderID, e.HolderStatus)
+}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -114,17 +115,30 @@ const MaxMetadataBytes = 64 << 10
 
 // encodeMetadata turns InsertOpts.Metadata into the JSON object stored.
 func encodeMetadata(m map[string]any) ([]byte, error) {
+	// The error names the metadata's size and keys, never its values: it
+	// may hold trace contexts or secrets, and be large.
+	value := fmt.Sprintf("(a map of %d keys)", len(m))
 	b, err := json.Marshal(m)
 	if err != nil {
-		return nil, &InvalidOptionError{Option: "InsertOpts.Metadata", Value: m, Reason: "must encode as JSON: " + err.Error()}
+		return nil, &InvalidOptionError{Option: "InsertOpts.Metadata", Value: value, Reason: "must encode as JSON: " + oneLineErr(err)}
 	}
 	if len(b) > MaxMetadataBytes {
 		return nil, &InvalidOptionError{Option: "InsertOpts.Metadata", Value: fmt.Sprintf("(%d bytes encoded)", len(b)), Reason: fmt.Sprintf("must encode to at most %d bytes", MaxMetadataBytes)}
 	}
 	if reason := unstorableJSON(b); reason != "" {
-		return nil, &InvalidOptionError{Option: "InsertOpts.Metadata", Value: m, Reason: reason}
+		return nil, &InvalidOptionError{Option: "InsertOpts.Metadata", Value: value, Reason: reason}
 	}
 	return b, nil
+}
+
+// oneLineErr is err's text cut to 200 bytes: encoding/json quotes the
+// values it could not encode.
+func oneLineErr(err error) string {
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = strings.ToValidUTF8(msg[:200], "") + "…"
+	}
+	return msg
 }
 
 // encodePayload turns a payload into the JSON that will be stored. typ

@@ -42,7 +42,9 @@ type UniqueOpts struct {
 	// back; add StatusFailed or StatusCanceled to block jobs that ended
 	// that way too. Defaults to pending, running and completed: a completed
 	// job blocks until it is removed (see retention) or, with ByPeriod,
-	// until its period ends.
+	// until its period ends. The Statuses that count are the existing
+	// job's, given when it was inserted and stored with it: a change of
+	// Statuses applies to the jobs inserted after it.
 	Statuses []Status
 }
 
@@ -131,7 +133,9 @@ func canonicalJSON(b []byte) ([]byte, error) {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("tasuki: unique by arguments: %w", err)
+		// The payload is valid JSON (it was encoded or checked before):
+		// only its depth can stop the decoder.
+		return nil, &InvalidPayloadError{Type: "(unique by arguments)", Reason: "it is nested deeper than encoding/json decodes (10000 levels), so its arguments cannot be compared: make the insert unique by Key instead"}
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

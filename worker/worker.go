@@ -736,11 +736,24 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 	// refuses it when the job was canceled or its lease really lost, and
 	// keeps it when the cause was stale (a failed heartbeat, or a cancel
 	// notification that arrived after the job was retried and leased again).
-	switch cause := context.Cause(ctx); {
-	case err == nil:
+	if err == nil {
 		r.status = db.TasukiJobStatusCompleted
 		return r
-	case errors.Is(cause, ErrShutdown):
+	}
+	// What the handler chose says more than what ended its context: a
+	// cancel over a snooze it wraps, either over a shutdown.
+	var cancelErr *tasuki.CancelError
+	if errors.As(err, &cancelErr) {
+		r.status, r.err = db.TasukiJobStatusCanceled, err.Error()
+		return r
+	}
+	var snoozeErr *tasuki.SnoozeError
+	if errors.As(err, &snoozeErr) {
+		// Not a failure: no error in the history, no attempt used.
+		r.status, r.snooze, r.delay = db.TasukiJobStatusPending, true, retryDelay(snoozeErr.Delay)
+		return r
+	}
+	if errors.Is(context.Cause(ctx), ErrShutdown) {
 		r.status, r.giveBack = db.TasukiJobStatusPending, true
 		return r
 	}
@@ -750,18 +763,7 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 		// deadline exceeded".
 		err = fmt.Errorf("%w: %w", timeout, err)
 	}
-	var snoozeErr *tasuki.SnoozeError
-	if errors.As(err, &snoozeErr) {
-		// Not a failure: no error in the history, no attempt used.
-		r.status, r.snooze, r.delay = db.TasukiJobStatusPending, true, retryDelay(snoozeErr.Delay)
-		return r
-	}
 	r.err = err.Error()
-	var cancelErr *tasuki.CancelError
-	if errors.As(err, &cancelErr) {
-		r.status = db.TasukiJobStatusCanceled
-		return r
-	}
 	if job.Attempt >= job.MaxAttempts {
 		r.status = db.TasukiJobStatusFailed
 		w.log.Warn("tasuki: job failed: out of attempts", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt), slog.Any("error", err))

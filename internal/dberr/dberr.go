@@ -72,3 +72,10 @@ func Canceled(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "57014"
 }
+
+// UniqueViolation reports whether err is a unique_violation (23505): a
+// unique job's key taken by a statement that ran at the same moment.
+func UniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
