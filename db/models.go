@@ -102,6 +102,15 @@ type TasukiJob struct {
 	TimeoutMs      pgtype.Int8
 }
 
+type TasukiPeriodic struct {
+	Name      string
+	Kind      string
+	Schedule  string
+	LastTick  *time.Time
+	NextTick  *time.Time
+	UpdatedAt time.Time
+}
+
 type TasukiProcess struct {
 	ID        pgtype.UUID
 	Host      string

@@ -747,3 +747,37 @@ func validateOptionalTime(option string, t time.Time) error {
 func optionalText(s string) pgtype.Text {
 	return pgtype.Text{String: s, Valid: s != ""}
 }
+
+// PeriodicSchedule is a periodic job's schedule as the database last saw
+// it from a worker (see worker.Periodic).
+type PeriodicSchedule struct {
+	// Name identifies the schedule.
+	Name string
+	// Kind is the kind of the jobs it enqueues.
+	Kind string
+	// Schedule describes when its ticks are ("every 1h0m0s", a cron
+	// expression).
+	Schedule string
+	// LastTick is the last tick a job was enqueued for; nil before the
+	// first.
+	LastTick *time.Time
+	// NextTick is the next tick, as the last worker to record it
+	// computed it.
+	NextTick *time.Time
+	// UpdatedAt is when a worker last recorded the schedule.
+	UpdatedAt time.Time
+}
+
+// Periodic lists every periodic schedule the database has seen, by name.
+func (a *Admin) Periodic(ctx context.Context) ([]PeriodicSchedule, error) {
+	rows, err := a.queries.PeriodicList(ctx)
+	if err != nil {
+		return nil, dberr.Wrap("tasuki: list periodic schedules", err)
+	}
+	out := make([]PeriodicSchedule, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, PeriodicSchedule{Name: r.Name, Kind: r.Kind, Schedule: r.Schedule,
+			LastTick: r.LastTick, NextTick: r.NextTick, UpdatedAt: r.UpdatedAt})
+	}
+	return out, nil
+}

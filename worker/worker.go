@@ -41,6 +41,8 @@ var (
 // LISTEN and a small pool of its own for its statements (see Run). Create
 // it with New and start it with Run.
 type Worker struct {
+	periodic periodics
+
 	// pool is the application's pool, which handlers use; the worker's own
 	// statements go through queries, on a small pool of its own that Run
 	// opens, so that handlers holding every connection of the
@@ -231,6 +233,7 @@ func New(pool *pgxpool.Pool, cfg Config, handlers ...Registration) (*Worker, err
 		return nil, &tasuki.InvalidOptionError{Option: "handlers", Value: nil, Reason: "at least one handler is required: worker.Handle(h) or worker.HandleFunc(f)"}
 	}
 	w := &Worker{
+		periodic:  periodics{byName: make(map[string]*periodicState), wake: make(chan struct{}, 1)},
 		pool:      pool,
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -371,6 +374,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer close(sweepDone)
 		w.sweep(ctx)
 	}()
+	periodicDone := make(chan struct{})
+	go func() {
+		defer close(periodicDone)
+		w.runPeriodic(ctx)
+	}()
+	defer func() { <-periodicDone }()
 	listenerDone := make(chan struct{})
 	go func() {
 		defer close(listenerDone)

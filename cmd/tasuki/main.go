@@ -156,6 +156,7 @@ cluster.`,
 		newResumeCmd(a),
 		newRetentionCmd(a),
 		newProcessesCmd(a),
+		newPeriodicCmd(a),
 		newVersionCmd(a),
 	)
 	return root
