@@ -70,7 +70,15 @@ func newWorker[T any](t *testing.T, pool *pgxpool.Pool, h worker.HandlerFunc[T],
 // broken test from hanging, it measures nothing.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	eventuallyWithin(t, time.Minute, what, cond)
+}
+
+// eventuallyWithin is eventually with its own bound, for a condition that
+// takes most of a minute by design. The bound only keeps a broken test
+// from hanging.
+func eventuallyWithin(t *testing.T, bound time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

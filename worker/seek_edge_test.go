@@ -180,7 +180,9 @@ func TestFailedSlowLookBehindBacksOffByItsDuration(t *testing.T) {
 
 	// The first two looks that started after the lock and failed.
 	var failed []headsAttempt
-	eventually(t, "two looks behind the positions after the lock", func() bool {
+	// The full look waits 100 times as long as it took (headsFactor): the
+	// second failed one comes about 50 s after the first.
+	eventuallyWithin(t, 3*time.Minute, "two looks behind the positions after the lock", func() bool {
 		failed = failed[:0]
 		for _, a := range tr.snapshot() {
 			if a.start.After(locked) && !a.end.IsZero() && a.err != nil {
