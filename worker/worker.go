@@ -611,7 +611,7 @@ func (w *Worker) pollAll() {
 // giveBack returns jobs leased during shutdown without running them.
 func (w *Worker) giveBack(jobs []leased) {
 	for _, j := range jobs {
-		l := w.register(j, func(error) {})
+		l := w.register(j, func(error) {}, time.Time{})
 		w.mu.Lock()
 		l.returned = true // no handler will run
 		w.mu.Unlock()
@@ -619,8 +619,8 @@ func (w *Worker) giveBack(jobs []leased) {
 	}
 }
 
-func (w *Worker) register(j leased, cancel context.CancelCauseFunc) *lease {
-	l := &lease{id: j.row.ID, token: j.row.LeaseToken, cancel: cancel, expires: j.sentAt.Add(w.cfg.LeaseDuration), src: j.src}
+func (w *Worker) register(j leased, cancel context.CancelCauseFunc, overdue time.Time) *lease {
+	l := &lease{id: j.row.ID, token: j.row.LeaseToken, cancel: cancel, expires: j.sentAt.Add(w.cfg.LeaseDuration), src: j.src, overdue: overdue}
 	w.mu.Lock()
 	if old := w.running[l.id]; old != nil {
 		// This worker leased the job again: the old lease is gone, and a
@@ -633,19 +633,20 @@ func (w *Worker) register(j leased, cancel context.CancelCauseFunc) *lease {
 }
 
 func (w *Worker) startJob(handlerCtx context.Context, j leased) {
-	jobCtx, cancel := context.WithCancelCause(handlerCtx)
-	l := w.register(j, cancel)
-	jobCtx = context.WithValue(jobCtx, handlerKey{}, &runningJob{w: w, l: l})
-	w.active.Add(1)
-	j.src.queue.active.Add(1)
-	j.src.kind.active.Add(1)
 	timeout := j.src.kind.timeout
 	if j.row.TimeoutMs.Valid {
 		timeout = time.Duration(j.row.TimeoutMs.Int64) * time.Millisecond
 	}
+	var overdue time.Time
 	if timeout > 0 {
-		l.overdue = time.Now().Add(timeout + TimeoutGrace)
+		overdue = time.Now().Add(timeout + TimeoutGrace)
 	}
+	jobCtx, cancel := context.WithCancelCause(handlerCtx)
+	l := w.register(j, cancel, overdue)
+	jobCtx = context.WithValue(jobCtx, handlerKey{}, &runningJob{w: w, l: l})
+	w.active.Add(1)
+	j.src.queue.active.Add(1)
+	j.src.kind.active.Add(1)
 	w.work <- work{ctx: jobCtx, lease: l, row: j.row, timeout: timeout} // never blocks: one slot per leased job
 }
 

@@ -215,11 +215,13 @@ func TestIdleWorkerOfManyKindsHoldsTwoConnectionsAndPollsOnce(t *testing.T) {
 	assert.Positive(t, res.Queries)
 	assert.LessOrEqual(t, res.PerPoll(), 1.5, "statements: %v", res.ByName)
 	assert.Equal(t, 1, res.EndByName["tasuki-listener"], "one LISTEN connection: %v", res.EndByName)
-	// The polls go through one connection of the worker's pool. Its pool
-	// may still hold a second, opened at start-up and unused since, which
-	// it closes after a minute idle: a run of seconds sees it.
-	assert.Equal(t, 1, res.Busy, "connections that sent statements")
-	assert.LessOrEqual(t, res.Busy+res.EndByName["tasuki-listener"], 2)
+	// The polls go through the worker's pool. In the first seconds it
+	// holds a second connection, opened at start-up for the cleaner's
+	// first round beside the first lease, which a poll may also take; the
+	// pool closes it once it has been unused for 15 s, so an idle worker
+	// ends with 2 (worker's TestKindsIdleWorkerHoldsFewConnections waits
+	// for that). A run of seconds sees both.
+	assert.LessOrEqual(t, res.Busy, 2, "connections that sent statements")
 	assert.LessOrEqual(t, res.EndByName["tasuki-worker"], 2, "at the end: %v", res.EndByName)
 	assert.LessOrEqual(t, res.MaxConns, 3, "at the end: %v", res.EndByName)
 	assert.Contains(t, res.String(), "idle: 4 kinds over 4 queues, poll interval 1s")
