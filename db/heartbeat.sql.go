@@ -18,31 +18,38 @@ Heartbeats: keeping leases alive.
 */
 
 WITH clock AS (
-    SELECT coalesce($4::timestamptz, now()) AS now,
+    SELECT coalesce($2::timestamptz, now()) AS now,
            set_config('synchronous_commit', 'off', true) AS async_commit
+),
+held AS (
+    SELECT h.id
+    FROM tasuki_job h
+    JOIN (
+        SELECT unnest($3::bigint[]) AS id,
+               unnest($4::uuid[]) AS token
+    ) AS t ON h.id = t.id
+    -- A lease token is set on a running job only (the table's
+    -- tasuki_job_lease_iff_running), so it alone fences. A test of status
+    -- here would let the planner read the running jobs' partial index in
+    -- full instead of the primary key: while an old snapshot holds back
+    -- vacuum, that index keeps an entry for every job run since, and this
+    -- statement grew slower with each.
+    WHERE h.lease_token = t.token
+    ORDER BY h.id
+    FOR UPDATE OF h SKIP LOCKED
 )
 UPDATE tasuki_job j
 SET lease_expires_at = (SELECT now FROM clock) + $1::bigint * interval '1 microsecond'
-FROM (
-    SELECT unnest($2::bigint[]) AS id,
-           unnest($3::uuid[]) AS token
-) AS t
-WHERE j.id = t.id
-  -- A lease token is set on a running job only (the table's
-  -- tasuki_job_lease_iff_running), so it alone fences. A test of status
-  -- here would let the planner read the running jobs' partial index in
-  -- full instead of the primary key: while an old snapshot holds back
-  -- vacuum, that index keeps an entry for every job run since, and this
-  -- statement grew slower with each.
-  AND j.lease_token = t.token
+FROM held
+WHERE j.id = held.id
 RETURNING j.id
 `
 
 type JobHeartbeatManyParams struct {
 	LeaseUs int64
+	Now     *time.Time
 	Ids     []int64
 	Tokens  []pgtype.UUID
-	Now     *time.Time
 }
 
 // Extends the leases of many running jobs in one statement. Only jobs still
@@ -51,12 +58,17 @@ type JobHeartbeatManyParams struct {
 // stop. Only lease_expires_at changes, an unindexed column, so the update
 // can be HOT. Like a lease, a renewal need not outlive a database crash,
 // so its commit does not wait for the WAL flush.
+// A row another transaction holds is skipped, not waited for: a handler
+// that completes its job in a transaction of its own (CompleteTx) holds
+// its row until that transaction ends, and every other lease of the
+// worker would wait with it. The worker tells a skipped row from a lost
+// lease by JobStatusMany.
 func (q *Queries) JobHeartbeatMany(ctx context.Context, arg JobHeartbeatManyParams) ([]int64, error) {
 	rows, err := q.db.Query(ctx, jobHeartbeatMany,
 		arg.LeaseUs,
+		arg.Now,
 		arg.Ids,
 		arg.Tokens,
-		arg.Now,
 	)
 	if err != nil {
 		return nil, err
@@ -77,17 +89,20 @@ func (q *Queries) JobHeartbeatMany(ctx context.Context, arg JobHeartbeatManyPara
 }
 
 const jobStatusMany = `-- name: JobStatusMany :many
-SELECT id, status FROM tasuki_job WHERE id = ANY($1::bigint[])
+SELECT id, status, lease_token FROM tasuki_job WHERE id = ANY($1::bigint[])
 `
 
 type JobStatusManyRow struct {
-	ID     int64
-	Status TasukiJobStatus
+	ID         int64
+	Status     TasukiJobStatus
+	LeaseToken pgtype.UUID
 }
 
-// The statuses of jobs a heartbeat no longer found running under this
-// worker's token: canceled ones were canceled from outside, the others' lease
-// was lost.
+// The statuses and lease tokens of jobs a heartbeat did not renew:
+// canceled ones were canceled from outside; one still running under the
+// worker's token was held by another transaction (the handler's own, after
+// CompleteTx) and is renewed at the next heartbeat; the others' lease was
+// lost.
 func (q *Queries) JobStatusMany(ctx context.Context, ids []int64) ([]*JobStatusManyRow, error) {
 	rows, err := q.db.Query(ctx, jobStatusMany, ids)
 	if err != nil {
@@ -97,7 +112,7 @@ func (q *Queries) JobStatusMany(ctx context.Context, ids []int64) ([]*JobStatusM
 	var items []*JobStatusManyRow
 	for rows.Next() {
 		var i JobStatusManyRow
-		if err := rows.Scan(&i.ID, &i.Status); err != nil {
+		if err := rows.Scan(&i.ID, &i.Status, &i.LeaseToken); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)

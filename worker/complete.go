@@ -37,9 +37,10 @@ var ErrNotInHandler = errors.New("tasuki: CompleteTx needs the context its worke
 // wrapping ErrLeaseLost, and the caller must roll tx back. Once tx
 // commits, the worker records nothing more for the attempt, whatever the
 // handler returns; if tx rolls back, the attempt ends as the handler's
-// return value says. While tx is open after CompleteTx, the job's lease is
-// not renewed (renewing would wait for tx's lock on the row): commit soon
-// after, within the worker's LeaseDuration.
+// return value says. While tx is open after CompleteTx, it holds the job's
+// row and the worker cannot renew the lease: commit soon after, well
+// within the worker's LeaseDuration, or the handler is stopped as for a
+// lost lease.
 func CompleteTx[T any](ctx context.Context, tx pgx.Tx, job *tasuki.Job[T]) error {
 	rj, ok := ctx.Value(handlerKey{}).(*runningJob)
 	if !ok || job == nil || rj.l.id != job.ID {

@@ -188,7 +188,8 @@ type lease struct {
 	// src is the queue and kind the job was leased from.
 	src *source
 	// completing: the handler completed the job in a transaction of its
-	// own (CompleteTx), which holds the row: the lease is not renewed.
+	// own (CompleteTx): once that committed, the outcome the worker writes
+	// is refused by the token, as it should be, and is not reported.
 	completing bool
 	// overdue is when the handler has run past its timeout and
 	// TimeoutGrace: its lease is no longer renewed. Zero: no timeout.
@@ -390,7 +391,10 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	// Long-lived runners, not a goroutine per job: a runner keeps the stack
 	// its handler grew, so a busy worker does not grow a fresh one per job.
-	for range w.cfg.Concurrency {
+	// One per slot over all queues (the work channel's size): a handler
+	// that hangs in one queue must not keep another queue's leased job
+	// waiting for a runner.
+	for range cap(w.work) {
 		w.handlers.Add(1)
 		go w.runner()
 	}

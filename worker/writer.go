@@ -214,7 +214,7 @@ func (w *Worker) heartbeat(ctx context.Context) bool {
 	for _, l := range w.running {
 		// A handler that ran past its timeout and its grace does not keep
 		// its job: the lease lapses and the job is rescued.
-		if !l.abandoned && !l.completing && (l.overdue.IsZero() || now.Before(l.overdue)) {
+		if !l.abandoned && (l.overdue.IsZero() || now.Before(l.overdue)) {
 			held = append(held, l)
 		}
 	}
@@ -341,12 +341,22 @@ func (w *Worker) stopLost(ctx context.Context, lost []*lease) {
 		ids[i] = l.id
 	}
 	canceled := make(map[int64]bool, len(lost))
+	held := make(map[int64]pgtype.UUID, len(lost))
 	if rows, err := w.queries.JobStatusMany(ctx, ids); err == nil {
 		for _, r := range rows {
 			canceled[r.ID] = r.Status == db.TasukiJobStatusCanceled
+			if r.Status == db.TasukiJobStatusRunning {
+				held[r.ID] = r.LeaseToken
+			}
 		}
 	}
 	for _, l := range lost {
+		if token, ok := held[l.id]; ok && token == l.token {
+			// Still this worker's: another transaction held the row (the
+			// handler's own, after CompleteTx). The next heartbeat renews
+			// it, or watchLeases stops the handler before it lapses.
+			continue
+		}
 		if canceled[l.id] {
 			l.cancel(ErrJobCanceled)
 		} else {
