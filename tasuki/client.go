@@ -44,11 +44,13 @@ var (
 
 // ClientConfig configures a [Client]. The zero value is valid.
 type ClientConfig struct {
-	// Queue is the queue jobs go to unless InsertOpts.Queue says otherwise.
-	// 1 to 128 characters. Defaults to "default".
+	// Queue is the queue jobs go to unless InsertOpts.Queue, or the payload
+	// type's defaults (DefaultOpts), say otherwise. 1 to 128 characters.
+	// Defaults to "default".
 	Queue string
 	// MaxAttempts is the number of attempts a job gets unless
-	// InsertOpts.MaxAttempts says otherwise. At least 1. Defaults to 25.
+	// InsertOpts.MaxAttempts, or the payload type's defaults, say
+	// otherwise. At least 1. Defaults to 25.
 	MaxAttempts int
 	// Kind is the kind of the jobs the client inserts: see Kinder.
 	// Defaults to what T's Kind method returns; set it for a payload type
@@ -114,7 +116,10 @@ func NewClient[T any](pool *pgxpool.Pool, cfg ClientConfig) (*Client[T], error) 
 		return nil, err
 	}
 	cfg.Kind = kind
-	def := defaultsOf(reflect.TypeFor[T]())
+	def, err := defaultsOf(reflect.TypeFor[T]())
+	if err != nil {
+		return nil, err
+	}
 	if err := checkDefaults(cfg, reflect.TypeFor[T](), def); err != nil {
 		return nil, err
 	}

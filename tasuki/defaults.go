@@ -12,8 +12,9 @@ import (
 // value, as Kind is. Of what it returns, Queue, Priority, MaxAttempts,
 // Delay, Metadata, Unique and Timeout apply (RunAt does not: a fixed time
 // is no default). Each option an insert sets wins over the default, field
-// by field; a default a call cannot undo that way (a Priority above 0, a
-// Unique) is undone by a payload type of its own.
+// by field (Metadata key by key), and the defaults win over the client's
+// ClientConfig; a default a call cannot undo that way (a Priority above 0,
+// a Unique) is undone by a payload type of its own.
 //
 //	func (SendReport) InsertOpts() tasuki.InsertOpts {
 //		return tasuki.InsertOpts{Queue: "reports", Unique: &tasuki.UniqueOpts{ByArgs: true, ByPeriod: time.Hour}}
@@ -23,23 +24,24 @@ type DefaultOpts interface {
 }
 
 // defaultsOf returns the options typ's InsertOpts method gives, called as
-// kindOf calls Kind; nil when it has none or it panics.
-func defaultsOf(typ reflect.Type) (opts *InsertOpts) {
+// kindOf calls Kind; nil when it has none. A method that panics gives an
+// error: its defaults (a uniqueness, say) must not be dropped silently.
+func defaultsOf(typ reflect.Type) (opts *InsertOpts, err error) {
 	if typ == nil {
-		return nil
+		return nil, nil
 	}
 	defer func() {
-		if recover() != nil {
-			opts = nil
+		if v := recover(); v != nil {
+			opts, err = nil, fmt.Errorf("tasuki: the InsertOpts method of %s panicked on the type's zero value: %v", typ, v)
 		}
 	}()
 	v, ok := zeroReceiver(typ, reflect.TypeFor[DefaultOpts]())
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	o := v.Interface().(DefaultOpts).InsertOpts()
 	o.RunAt = time.Time{}
-	return &o
+	return &o, nil
 }
 
 // zeroReceiver returns a zero value of typ on which the methods of iface
@@ -83,7 +85,15 @@ func withDefaults(def, opts *InsertOpts) *InsertOpts {
 		out.Delay = opts.Delay
 	}
 	if opts.Metadata != nil {
-		out.Metadata = opts.Metadata
+		// Merged: the call's keys win.
+		merged := make(map[string]any, len(out.Metadata)+len(opts.Metadata))
+		for k, v := range out.Metadata {
+			merged[k] = v
+		}
+		for k, v := range opts.Metadata {
+			merged[k] = v
+		}
+		out.Metadata = merged
 	}
 	if opts.Unique != nil {
 		out.Unique = opts.Unique

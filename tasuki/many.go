@@ -120,6 +120,14 @@ func (i *Inserter) prepare(params []InsertManyParams) ([]db.JobInsertCopyParams,
 			}
 			kind = k.kind
 		}
+		if k.defaultsErr != nil {
+			return nil, nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, k.defaultsErr)
+		}
+		if k.defaults != nil {
+			if err := checkDefaults(i.cfg, typ, k.defaults); err != nil {
+				return nil, nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, err)
+			}
+		}
 		in, err := resolveInsertOpts(i.cfg, withDefaults(k.defaults, p.InsertOpts))
 		if err != nil {
 			return nil, nil, atIndex(n, err)
@@ -151,8 +159,10 @@ type kindOfType struct {
 	typ    reflect.Type
 	kind   string
 	method bool // the type has a Kind method that returned
-	// defaults are the type's default insert options (DefaultOpts).
-	defaults *InsertOpts
+	// defaults are the type's default insert options (DefaultOpts), and
+	// defaultsErr why its InsertOpts method gave none.
+	defaults    *InsertOpts
+	defaultsErr error
 }
 
 // kindOf calls typ's Kind method as KindOf does for a type parameter: on
@@ -171,7 +181,7 @@ func kindOf(typ reflect.Type) (k kindOfType) {
 			k.kind, k.method = "", false
 		}
 	}()
-	k.defaults = defaultsOf(typ)
+	k.defaults, k.defaultsErr = defaultsOf(typ)
 	v, ok := zeroReceiver(typ, reflect.TypeFor[Kinder]())
 	if !ok {
 		return k

@@ -62,7 +62,7 @@ func waitRenewal(ctx context.Context, pool *pgxpool.Pool, id int64, read chan<- 
 	}
 }
 
-// FINDING: CompleteTx marks the lease "completing" (heartbeats skip it)
+// Guards against this: CompleteTx marks the lease "completing" (heartbeats skip it)
 // before it knows whether tx will commit, and nothing clears the mark:
 // not when CompleteTx fails (ErrLeaseLost, a tx on another database) and
 // not when tx rolls back. The doc says that after a rollback "the attempt
@@ -142,7 +142,7 @@ func (g *heartbeatGate) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data p
 
 func (g *heartbeatGate) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
-// FINDING: the heartbeat is one UPDATE over every lease the worker holds,
+// Guards against this: the heartbeat is one UPDATE over every lease the worker holds,
 // which waits on row locks. CompleteTx takes the job row's lock in the
 // handler's transaction, which may stay open up to LeaseDuration by the
 // doc. A heartbeat that chose its leases just before CompleteTx marked

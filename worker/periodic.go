@@ -50,7 +50,10 @@ type cronSchedule struct {
 // month, day of week) or a descriptor such as @daily or @hourly, by
 // github.com/robfig/cron/v3. A prefix CRON_TZ=Europe/Berlin gives its
 // time zone; it defaults to UTC. A spec that does not parse gives an
-// *tasuki.InvalidOptionError.
+// *tasuki.InvalidOptionError. In a zone with daylight saving time, a tick
+// in the hour the clocks skip does not happen that day, and one in the
+// hour they repeat happens twice (robfig/cron's rule): schedule around
+// 2:00–3:00 local time, or use UTC.
 func Cron(spec string) (Schedule, error) {
 	full := spec
 	if !strings.HasPrefix(full, "CRON_TZ=") && !strings.HasPrefix(full, "TZ=") {
@@ -126,6 +129,9 @@ func Periodic[T any](name string, sched Schedule, payload func() (T, *tasuki.Ins
 	}
 	if e, ok := sched.(every); ok && time.Duration(e) < time.Second {
 		p.err = &tasuki.InvalidOptionError{Option: "Every", Value: time.Duration(e), Reason: "must be at least 1s"}
+	}
+	if p.err == nil && sched.Next(time.Now()).IsZero() {
+		p.err = &tasuki.InvalidOptionError{Option: "Periodic schedule", Value: sched.String(), Reason: "it has no tick to come (a date that does not exist, say)"}
 	}
 	if p.err != nil {
 		return p
@@ -232,7 +238,7 @@ func (w *Worker) tickPeriodic(ctx context.Context, q *db.Queries, ins *tasuki.In
 	p := s.job
 	if s.next.IsZero() {
 		if p.opts.RunOnStart && !s.started {
-			if err := w.enqueueTick(ctx, ins, p, now.UTC().Truncate(time.Minute), "start"); err != nil {
+			if err := w.enqueueTick(ctx, ins, p, now.UTC().Truncate(time.Minute), "start", nil); err != nil {
 				return err
 			}
 		}
@@ -247,17 +253,12 @@ func (w *Worker) tickPeriodic(ctx context.Context, q *db.Queries, ins *tasuki.In
 			}
 		}
 		if last != nil {
-			// The latest tick at or before now that came after the last
-			// one enqueued, if any.
-			var missed time.Time
-			for t, i := p.sched.Next(*last), 0; !t.After(now) && i < maxCatchUp; t, i = p.sched.Next(t), i+1 {
-				missed = t
-			}
-			if !missed.IsZero() {
-				if err := w.enqueueTick(ctx, ins, p, missed, "tick"); err != nil {
+			if missed := latestTick(p.sched, *last, now); !missed.IsZero() {
+				if err := w.enqueueTick(ctx, ins, p, missed, "tick", &next); err != nil {
 					return err
 				}
-				last = &missed
+				s.next = next
+				return nil
 			}
 		}
 		if err := q.PeriodicRecord(ctx, db.PeriodicRecordParams{Name: p.name, Kind: p.kind, Schedule: p.sched.String(), LastTick: last, NextTick: &next}); err != nil {
@@ -265,32 +266,61 @@ func (w *Worker) tickPeriodic(ctx context.Context, q *db.Queries, ins *tasuki.In
 		}
 		s.next = next
 	}
+	if s.next.IsZero() {
+		return nil // no tick to come
+	}
 	if now.Before(s.next) {
 		return nil
 	}
 	// The latest due tick: ticks that passed while this process was held
 	// up are enqueued once, as one.
 	tick := s.next
-	for t, i := p.sched.Next(tick), 0; !t.After(now) && i < maxCatchUp; t, i = p.sched.Next(t), i+1 {
-		tick = t
-	}
-	if err := w.enqueueTick(ctx, ins, p, tick, "tick"); err != nil {
-		return err
+	if later := latestTick(p.sched, tick, now); !later.IsZero() {
+		tick = later
 	}
 	next := p.sched.Next(tick)
-	if err := q.PeriodicRecord(ctx, db.PeriodicRecordParams{Name: p.name, Kind: p.kind, Schedule: p.sched.String(), LastTick: &tick, NextTick: &next}); err != nil {
+	if err := w.enqueueTick(ctx, ins, p, tick, "tick", &next); err != nil {
 		return err
 	}
 	s.next = next
 	return nil
 }
 
+// latestTick returns the latest tick of sched after after and at or
+// before now; zero when there is none. It looks back from now over
+// windows of growing length, so that it steps over few ticks however long
+// ago after is.
+func latestTick(sched Schedule, after, now time.Time) time.Time {
+	for _, window := range []time.Duration{time.Minute, time.Hour, 24 * time.Hour, 32 * 24 * time.Hour, 367 * 24 * time.Hour, 10 * 367 * 24 * time.Hour} {
+		from := now.Add(-window)
+		if from.Before(after) {
+			from = after
+		}
+		var latest time.Time
+		for t, i := sched.Next(from), 0; !t.IsZero() && !t.After(now) && i < maxCatchUp; t, i = sched.Next(t), i+1 {
+			latest = t
+		}
+		if !latest.IsZero() || !from.After(after) {
+			return latest
+		}
+	}
+	return time.Time{}
+}
+
 // allStatuses: a tick's job blocks another for the same tick in any
 // status, for as long as it exists.
 var allStatuses = []tasuki.Status{tasuki.StatusPending, tasuki.StatusRunning, tasuki.StatusCompleted, tasuki.StatusFailed, tasuki.StatusCanceled}
 
-// enqueueTick inserts p's job for the tick at, once over all processes.
-func (w *Worker) enqueueTick(ctx context.Context, ins *tasuki.Inserter, p PeriodicJob, at time.Time, what string) error {
+// enqueueTick inserts p's job for the tick at, once over all processes,
+// and when next is given records at as the schedule's last tick and next
+// as its next, in the same transaction: a process that dies in between
+// leaves neither, and a later one does not run the tick again.
+func (w *Worker) enqueueTick(ctx context.Context, ins *tasuki.Inserter, p PeriodicJob, at time.Time, what string, next *time.Time) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("tasuki: periodic %q: its payload function panicked: %v", p.name, v)
+		}
+	}()
 	payload, opts := p.make()
 	o := tasuki.InsertOpts{}
 	if opts != nil {
@@ -305,6 +335,13 @@ func (w *Worker) enqueueTick(ctx context.Context, ins *tasuki.Inserter, p Period
 	meta["periodic"], meta["periodic_"+what] = p.name, at.UTC().Format(time.RFC3339Nano)
 	o.Metadata = meta
 	o.Unique = &tasuki.UniqueOpts{Key: fmt.Sprintf("periodic %s %s %s", p.name, what, at.UTC().Format(time.RFC3339Nano)), Statuses: allStatuses}
-	_, err := ins.InsertMany(ctx, []tasuki.InsertManyParams{{Payload: payload, Kind: p.kind, InsertOpts: &o}})
-	return err
+	return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		if _, err := ins.InsertManyTx(ctx, tx, []tasuki.InsertManyParams{{Payload: payload, Kind: p.kind, InsertOpts: &o}}); err != nil {
+			return err
+		}
+		if next == nil {
+			return nil
+		}
+		return db.New(tx).PeriodicRecord(ctx, db.PeriodicRecordParams{Name: p.name, Kind: p.kind, Schedule: p.sched.String(), LastTick: &at, NextTick: next})
+	})
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/tasukiq/tasuki/worker"
 )
 
-// FINDING: Run starts Config.Concurrency runner goroutines, but the worker
+// Guards against this: Run starts Config.Concurrency runner goroutines, but the worker
 // leases up to the sum of its queues' concurrencies (Config.Concurrency is
 // the default of each queue: Queues "a" and "b" with Concurrency 1 have a
 // slot each, two in all). With fewer runners than slots, a job leased for
