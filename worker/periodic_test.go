@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"math/rand"
 	"testing"
 	"time"
 
@@ -158,4 +159,60 @@ func TestPeriodicSchedules(t *testing.T) {
 	} {
 		require.ErrorAs(t, w.AddPeriodic(p), &opt)
 	}
+}
+
+// Three processes start and stop in a random order (the seed is logged),
+// at least one running at any time: every tick is enqueued exactly once,
+// with none missing between the first and the last.
+func TestPeriodicEachTickOnceOverProcessesStartedAtRandom(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewSource(seed))
+	p := worker.Periodic("random-second", worker.Every(time.Second), func() (tick, *tasuki.InsertOpts) { return tick{N: 1}, nil }, worker.PeriodicOpts{})
+	pools := []*pgxpool.Pool{pool}
+	for range 2 {
+		other, err := pgxpool.NewWithConfig(context.Background(), pool.Config())
+		require.NoError(t, err)
+		t.Cleanup(other.Close)
+		pools = append(pools, other)
+	}
+	stops := make([]func(), 3)
+	stops[0] = running(t, tickWorker(t, pools[0], p))
+	for step := range 6 {
+		i := rng.Intn(3)
+		live := 0
+		for _, s := range stops {
+			if s != nil {
+				live++
+			}
+		}
+		switch {
+		case stops[i] == nil:
+			stops[i] = running(t, tickWorker(t, pools[i], p))
+		case live > 1:
+			stops[i]()
+			stops[i] = nil
+		}
+		want := step + 2
+		eventually(t, "another tick", func() bool { return len(tickCounts(t, pool)) >= want })
+	}
+	for _, s := range stops {
+		if s != nil {
+			s()
+		}
+	}
+	counts := tickCounts(t, pool)
+	var first, last time.Time
+	for at, n := range counts {
+		assert.Equal(t, 1, n, "the tick at %s", at)
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	assert.Len(t, counts, int(last.Sub(first)/time.Second)+1, "no tick between the first and the last is missing")
 }
