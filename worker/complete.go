@@ -16,10 +16,19 @@ import (
 // belongs to.
 type handlerKey struct{}
 
-// running is what a handler's context knows of its job, for CompleteTx.
-type runningJob struct {
+// handlerContext is a handler's context: it knows the handler's lease,
+// for CompleteTx.
+type handlerContext struct {
+	context.Context
 	w *Worker
 	l *lease
+}
+
+func (c *handlerContext) Value(key any) any {
+	if key == (handlerKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
 }
 
 // ErrNotInHandler is returned by CompleteTx called with a context that is
@@ -42,7 +51,7 @@ var ErrNotInHandler = errors.New("tasuki: CompleteTx needs the context its worke
 // within the worker's LeaseDuration, or the handler is stopped as for a
 // lost lease.
 func CompleteTx[T any](ctx context.Context, tx pgx.Tx, job *tasuki.Job[T]) error {
-	rj, ok := ctx.Value(handlerKey{}).(*runningJob)
+	rj, ok := ctx.Value(handlerKey{}).(*handlerContext)
 	if !ok || job == nil || rj.l.id != job.ID {
 		return ErrNotInHandler
 	}

@@ -31,7 +31,7 @@ func BenchmarkWorkerDrain(b *testing.B) {
 			w, err := worker.New(pool, worker.Config{Concurrency: concurrency, Logger: slog.New(slog.NewTextHandler(discard{}, nil))}, worker.Handle[struct{}](worker.HandlerFunc[struct{}](func(context.Context, *tasuki.Job[struct{}]) error {
 				handled.Add(1)
 				return nil
-			})))
+			})).With(worker.KindConfig{Kind: "task"})) // the kind fill inserts
 			if err != nil {
 				b.Fatal(err)
 			}

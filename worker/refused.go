@@ -111,17 +111,14 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 	// shares either with another is read without locks first (JobLease's
 	// peek) while its queue is saturated, unless its kind came back short
 	// of its limit from such a read.
-	ranges := make(map[string]int, 2*len(pl.sources))
-	count := func(queues, kinds []string) {
-		for i := range queues {
-			ranges["q"+queues[i]]++
-			ranges["k"+kinds[i]]++
-		}
-	}
-	count(pl.p.HeadQueues, pl.p.HeadKinds)
-	count(pl.p.SeekQueues, pl.p.SeekKinds)
+	perQueue := make(map[*queueState]int, len(pl.queues))
+	perKind := make(map[*kindState]int, len(pl.kinds))
 	for i, s := range pl.sources {
-		shared := ranges["q"+s.queue.name] > 1 || ranges["k"+s.kind.name] > 1
+		perQueue[s.queue] += pl.ranges[i]
+		perKind[s.kind] += pl.ranges[i]
+	}
+	for i, s := range pl.sources {
+		shared := perQueue[s.queue] > 1 || perKind[s.kind] > 1
 		peek := shared && s.queue.saturated && !s.kind.short
 		pl.peeked = append(pl.peeked, peek)
 		for range pl.ranges[i] {

@@ -187,6 +187,9 @@ type lease struct {
 	lost bool
 	// src is the queue and kind the job was leased from.
 	src *source
+	// hctx is the handler's context: the job's, which knows its lease
+	// (CompleteTx). Set before the job is handed to a runner.
+	hctx handlerContext
 	// completing: the handler completed the job in a transaction of its
 	// own (CompleteTx): once that committed, the outcome the worker writes
 	// is refused by the token, as it should be, and is not reported.
@@ -647,11 +650,13 @@ func (w *Worker) startJob(handlerCtx context.Context, j leased) {
 	}
 	jobCtx, cancel := context.WithCancelCause(handlerCtx)
 	l := w.register(j, cancel, overdue)
-	jobCtx = context.WithValue(jobCtx, handlerKey{}, &runningJob{w: w, l: l})
+	// Allocated with the lease, not apart: a context.WithValue would
+	// cost every job two allocations more.
+	l.hctx = handlerContext{Context: jobCtx, w: w, l: l}
 	w.active.Add(1)
 	j.src.queue.active.Add(1)
 	j.src.kind.active.Add(1)
-	w.work <- work{ctx: jobCtx, lease: l, row: j.row, timeout: timeout} // never blocks: one slot per leased job
+	w.work <- work{ctx: &l.hctx, lease: l, row: j.row, timeout: timeout} // never blocks: one slot per leased job
 }
 
 // runner runs leased jobs until the work channel closes.

@@ -168,9 +168,13 @@ func (w *Worker) write(ctx context.Context, pending []result, single bool) ([]re
 	if err != nil {
 		return pending, dberr.Wrap("tasuki: record outcomes", err)
 	}
-	if refused := n - len(changed) - w.completedInTx(pending); refused > 0 {
-		w.log.Info("tasuki: outcomes refused for jobs this worker no longer holds (canceled, or lease lost)",
-			slog.Int("refused", refused))
+	// Counted only when some were refused: the lock is not taken on the
+	// path of every completion.
+	if len(changed) < n {
+		if refused := n - len(changed) - w.completedInTx(pending); refused > 0 {
+			w.log.Info("tasuki: outcomes refused for jobs this worker no longer holds (canceled, or lease lost)",
+				slog.Int("refused", refused))
+		}
 	}
 	w.mu.Lock()
 	for _, r := range pending {
