@@ -422,6 +422,9 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 		}
 		return &inserted[T]{queue: existing.Queue, job: job, decodeErr: err}, nil
 	}
+	if key != nil && errors.Is(err, pgx.ErrNoRows) {
+		return nil, errors.New("tasuki: insert unique job: the job holding its key changed status three times while it was read; try again")
+	}
 	if err != nil {
 		return nil, dberr.Wrap("tasuki: insert job", err)
 	}
