@@ -231,7 +231,7 @@ ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
         AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
                                            WHEN 'failed' THEN 8 ELSE 16 END) <> 0
 DO NOTHING
-RETURNING id
+RETURNING id, queue, kind
 `
 
 type JobInsertUniqueManyParams struct {
@@ -247,6 +247,12 @@ type JobInsertUniqueManyParams struct {
 	TimeoutsMs     []int64
 }
 
+type JobInsertUniqueManyRow struct {
+	ID    int64
+	Queue string
+	Kind  string
+}
+
 // Inserts many jobs of which each is unique (unique_keys): those whose key
 // an existing job holds, or an earlier job of the same batch, are skipped.
 // Returns the ids of the jobs inserted. The bulk insert's counterpart of
@@ -254,7 +260,7 @@ type JobInsertUniqueManyParams struct {
 // In key order, as every bulk statement of tasuki locks in a fixed order:
 // two batches that share keys never wait for each other in a cycle. Of
 // the jobs of one key, the first of the batch is inserted.
-func (q *Queries) JobInsertUniqueMany(ctx context.Context, arg JobInsertUniqueManyParams) ([]int64, error) {
+func (q *Queries) JobInsertUniqueMany(ctx context.Context, arg JobInsertUniqueManyParams) ([]*JobInsertUniqueManyRow, error) {
 	rows, err := q.db.Query(ctx, jobInsertUniqueMany,
 		arg.Queues,
 		arg.Kinds,
@@ -271,13 +277,13 @@ func (q *Queries) JobInsertUniqueMany(ctx context.Context, arg JobInsertUniqueMa
 		return nil, err
 	}
 	defer rows.Close()
-	var items []int64
+	var items []*JobInsertUniqueManyRow
 	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
+		var i JobInsertUniqueManyRow
+		if err := rows.Scan(&i.ID, &i.Queue, &i.Kind); err != nil {
 			return nil, err
 		}
-		items = append(items, id)
+		items = append(items, &i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

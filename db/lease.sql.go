@@ -496,6 +496,58 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 	return items, nil
 }
 
+const jobLeaseOne = `-- name: JobLeaseOne :one
+UPDATE tasuki_job j
+SET status = 'running',
+    scheduled_at = greatest(j.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz),
+    attempts = j.attempts + 1,
+    attempted_at = now(),
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + $1::bigint * interval '1 microsecond'
+WHERE j.id = $2
+  AND j.status = 'pending'
+  AND j.kind = ANY($3::text[])
+RETURNING j.id, j.queue, j.status, j.priority, j.payload, j.attempts, j.max_attempts, j.scheduled_at, j.created_at, j.attempted_at, j.lease_expires_at, j.lease_token, j.errors, j.finished_at, j.metadata, j.kind, j.snoozes, j.unique_key, j.unique_statuses, j.timeout_ms
+`
+
+type JobLeaseOneParams struct {
+	LeaseUs int64
+	ID      int64
+	Kinds   []string
+}
+
+// Leases the one pending job id, if its kind is one of kinds, whatever
+// its scheduled time and its queue's pause: for running one job in a test
+// (Worker.WorkJob). The row changes as JobLease changes the rows it
+// leases.
+func (q *Queries) JobLeaseOne(ctx context.Context, arg JobLeaseOneParams) (*TasukiJob, error) {
+	row := q.db.QueryRow(ctx, jobLeaseOne, arg.LeaseUs, arg.ID, arg.Kinds)
+	var i TasukiJob
+	err := row.Scan(
+		&i.ID,
+		&i.Queue,
+		&i.Status,
+		&i.Priority,
+		&i.Payload,
+		&i.Attempts,
+		&i.MaxAttempts,
+		&i.ScheduledAt,
+		&i.CreatedAt,
+		&i.AttemptedAt,
+		&i.LeaseExpiresAt,
+		&i.LeaseToken,
+		&i.Errors,
+		&i.FinishedAt,
+		&i.Metadata,
+		&i.Kind,
+		&i.Snoozes,
+		&i.UniqueKey,
+		&i.UniqueStatuses,
+		&i.TimeoutMs,
+	)
+	return &i, err
+}
+
 const jobRunnableHeads = `-- name: JobRunnableHeads :many
 WITH RECURSIVE sources AS MATERIALIZED (
     SELECT s.queue, s.kind

@@ -452,3 +452,20 @@ WHERE NOT EXISTS (
     SELECT 1 FROM tasuki_queue pq
     WHERE pq.name = p.queue AND pq.paused_at IS NOT NULL
 );
+
+-- name: JobLeaseOne :one
+-- Leases the one pending job id, if its kind is one of kinds, whatever
+-- its scheduled time and its queue's pause: for running one job in a test
+-- (Worker.WorkJob). The row changes as JobLease changes the rows it
+-- leases.
+UPDATE tasuki_job j
+SET status = 'running',
+    scheduled_at = greatest(j.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz),
+    attempts = j.attempts + 1,
+    attempted_at = now(),
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + sqlc.arg('lease_us')::bigint * interval '1 microsecond'
+WHERE j.id = sqlc.arg('id')
+  AND j.status = 'pending'
+  AND j.kind = ANY(sqlc.arg('kinds')::text[])
+RETURNING j.*;

@@ -61,6 +61,16 @@ type ClientConfig struct {
 	// 1 MiB. Set to -1 for no limit beyond PostgreSQL's own (255 MiB for
 	// jsonb).
 	MaxPayloadBytes int
+	// InsertMiddleware wraps every insert of the client (or inserter),
+	// bulk inserts included: see InsertMiddleware. The first is
+	// outermost. Share one slice among a process's clients for
+	// middleware of the whole process; give a client of one payload type
+	// its own for that kind (or see InsertMiddlewareFor). Defaults to
+	// none.
+	InsertMiddleware []InsertMiddleware
+	// Events receives an EventInserted for every job the client inserts:
+	// see Events. Defaults to nil: none are published.
+	Events *Events
 }
 
 // InsertOpts adjust one insertion. A nil *InsertOpts uses the client's
@@ -123,7 +133,7 @@ func NewClient[T any](pool *pgxpool.Pool, cfg ClientConfig) (*Client[T], error) 
 	if err := checkDefaults(cfg, reflect.TypeFor[T](), def); err != nil {
 		return nil, err
 	}
-	return &Client[T]{copier: newCopier(pool), cfg: cfg, kind: kind, defaults: def}, nil
+	return &Client[T]{copier: newCopier(pool, cfg), cfg: cfg, kind: kind, defaults: def}, nil
 }
 
 // Queue is the client's default queue.
@@ -375,7 +385,31 @@ func (r *inserted[T]) head() waker.Head {
 	return waker.Head{Kind: r.job.Kind, Priority: int16(r.job.Priority), ScheduledAt: r.ScheduledAt}
 }
 
-func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *InsertOpts) (*inserted[T], error) {
+func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *InsertOpts) (res *inserted[T], err error) {
+	if len(c.mws) > 0 {
+		b, err := c.encode(payload)
+		if err != nil {
+			return nil, err
+		}
+		p := paramsOf(c.cfg, c.kind, b, c.defaults, opts)
+		err = runInsertMiddleware(ctx, c.mws, []*InsertParams{p}, func(ctx context.Context) error {
+			in, err := resolveInsertOpts(c.cfg, &p.Opts)
+			if err != nil {
+				return err
+			}
+			if res, err = c.insertResolved(ctx, q, in, b); err != nil {
+				return err
+			}
+			if res.job != nil {
+				p.ID, p.Duplicate = res.job.ID, res.job.Duplicate
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
 	in, err := c.resolve(opts)
 	if err != nil {
 		return nil, err
@@ -384,6 +418,11 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 	if err != nil {
 		return nil, err
 	}
+	return c.insertResolved(ctx, q, in, b)
+}
+
+// insertResolved inserts the job of payload b as in asks.
+func (c *Client[T]) insertResolved(ctx context.Context, q *db.Queries, in insertion, b []byte) (*inserted[T], error) {
 	key, err := in.uniqueKey(c.kind, b, in.scheduledAt(time.Now()))
 	if err != nil {
 		return nil, err
@@ -441,6 +480,9 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 		// The job is stored; a worker will fail it the same way.
 		res.decodeErr = &PayloadDecodeError{JobID: row.ID, Type: typeName[T](), Err: err}
 	}
+	if c.events.Active() {
+		c.events.Publish(Event{Type: EventInserted, JobID: row.ID, Kind: c.kind, Queue: in.queue})
+	}
 	return res, nil
 }
 
@@ -450,6 +492,9 @@ func (c *Client[T]) insert(ctx context.Context, q *db.Queries, payload T, opts *
 // is checked before the first row is sent: one invalid payload inserts
 // nothing.
 func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOpts) (int64, error) {
+	if len(c.mws) > 0 {
+		return c.insertManyThrough(ctx, nil, payloads, opts)
+	}
 	rows, ins, err := c.prepareMany(payloads, opts)
 	if err != nil {
 		return 0, err
@@ -461,11 +506,31 @@ func (c *Client[T]) InsertMany(ctx context.Context, payloads []T, opts *InsertOp
 // if and only if tx commits, and workers are woken only then, as by
 // InsertTx.
 func (c *Client[T]) InsertManyTx(ctx context.Context, tx pgx.Tx, payloads []T, opts *InsertOpts) (int64, error) {
+	if len(c.mws) > 0 {
+		return c.insertManyThrough(ctx, tx, payloads, opts)
+	}
 	rows, ins, err := c.prepareMany(payloads, opts)
 	if err != nil {
 		return 0, err
 	}
 	return c.insertManyTx(ctx, tx, rows, ins)
+}
+
+// insertManyThrough is InsertMany (tx nil) or InsertManyTx through the
+// client's insert middleware.
+func (c *Client[T]) insertManyThrough(ctx context.Context, tx pgx.Tx, payloads []T, opts *InsertOpts) (int64, error) {
+	if len(payloads) == 0 {
+		return 0, nil
+	}
+	params := make([]*InsertParams, len(payloads))
+	for i, pl := range payloads {
+		b, err := c.encode(pl)
+		if err != nil {
+			return 0, fmt.Errorf("tasuki: payload %d of %d: %w", i, len(payloads), err)
+		}
+		params[i] = paramsOf(c.cfg, c.kind, b, c.defaults, opts)
+	}
+	return c.insertParams(ctx, tx, c.cfg, params)
 }
 
 // prepareMany checks every payload and makes its row; every job is
@@ -482,7 +547,7 @@ func (c *Client[T]) prepareMany(payloads []T, opts *InsertOpts) ([]db.JobInsertC
 		if err != nil {
 			return nil, nil, fmt.Errorf("tasuki: payload %d of %d: %w", i, len(payloads), err)
 		}
-		rows[i] = db.JobInsertCopyParams{Queue: in.queue, Kind: c.kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: in.metadata, TimeoutMs: in.timeout}
+		rows[i] = rowOf(c.kind, b, in)
 		ins[i] = in
 	}
 	return rows, ins, nil

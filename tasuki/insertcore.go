@@ -165,10 +165,61 @@ type copier struct {
 	pool    *pgxpool.Pool
 	queries *db.Queries
 	waker   *waker.Waker
+	// events and mws are ClientConfig.Events and .InsertMiddleware.
+	events *Events
+	mws    []InsertMiddleware
 }
 
-func newCopier(pool *pgxpool.Pool) copier {
-	return copier{pool: pool, queries: db.New(pool), waker: waker.New(pool)}
+func newCopier(pool *pgxpool.Pool, cfg ClientConfig) copier {
+	return copier{pool: pool, queries: db.New(pool), waker: waker.New(pool), events: cfg.Events, mws: cfg.InsertMiddleware}
+}
+
+// insertParams inserts the jobs params describe through the insert
+// middleware, with one COPY, in tx when it is not nil and in a
+// transaction of its own otherwise. Each job is checked as the middleware
+// left it.
+func (c copier) insertParams(ctx context.Context, tx pgx.Tx, cfg ClientConfig, params []*InsertParams) (int64, error) {
+	var n int64
+	err := runInsertMiddleware(ctx, c.mws, params, func(ctx context.Context) error {
+		rows := make([]db.JobInsertCopyParams, len(params))
+		ins := make([]insertion, len(params))
+		for i, p := range params {
+			in, err := resolveInsertOpts(cfg, &p.Opts)
+			if err != nil {
+				return fmt.Errorf("tasuki: job %d of %d, with the options insert middleware left it: %w", i, len(params), err)
+			}
+			rows[i] = rowOf(p.Kind, p.Payload, in)
+			ins[i] = in
+		}
+		var err error
+		if tx == nil {
+			n, err = c.insertMany(ctx, rows, ins)
+		} else {
+			n, err = c.insertManyTx(ctx, tx, rows, ins)
+		}
+		return err
+	})
+	return n, err
+}
+
+// rowOf is the row COPY inserts for a job of kind with payload b,
+// inserted as in asks.
+func rowOf(kind string, b []byte, in insertion) db.JobInsertCopyParams {
+	return db.JobInsertCopyParams{Queue: in.queue, Kind: kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: in.metadata, TimeoutMs: in.timeout}
+}
+
+// published reports the jobs res inserted to the subscribers of events.
+func (c copier) published(res copiedRows) {
+	if !c.events.Active() {
+		return
+	}
+	now := time.Now()
+	for _, r := range res.plain {
+		c.events.Publish(Event{Type: EventInserted, Kind: r.Kind, Queue: r.Queue, At: now})
+	}
+	for _, r := range res.unique {
+		c.events.Publish(Event{Type: EventInserted, JobID: r.ID, Kind: r.Kind, Queue: r.Queue, At: now})
+	}
 }
 
 // insertMany COPYs rows, the job of rows[i] inserted as ins[i] asks, in a
@@ -187,6 +238,7 @@ func (c copier) insertMany(ctx context.Context, rows []db.JobInsertCopyParams, i
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
 	wakeSoon(c.waker, res.wakes)
+	c.published(res)
 	return res.n, nil
 }
 
@@ -203,6 +255,7 @@ func (c copier) insertManyTx(ctx context.Context, tx pgx.Tx, rows []db.JobInsert
 	if err := wakeAfterTx(ctx, c.waker, c.pool, tx, res.xact, res.wakes); err != nil {
 		return 0, dberr.Wrap("tasuki: insert jobs", err)
 	}
+	c.published(res)
 	return res.n, nil
 }
 
@@ -221,6 +274,9 @@ type copiedRows struct {
 	// earliest head of each kind and priority: the wake-ups to send once
 	// the transaction committed. None when every job is scheduled later.
 	wakes []wake
+	// plain are the rows COPY inserted; unique the unique jobs inserted.
+	plain  []db.JobInsertCopyParams
+	unique []*db.JobInsertUniqueManyRow
 }
 
 // copyRows COPYs rows, the job of rows[i] inserted as ins[i] asks, and
@@ -273,14 +329,15 @@ func copyRows(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams,
 			return copiedRows{}, err
 		}
 	}
+	var uniqueRows []*db.JobInsertUniqueManyRow
 	if len(unique.Queues) > 0 {
-		ids, err := q.JobInsertUniqueMany(ctx, unique)
+		uniqueRows, err = q.JobInsertUniqueMany(ctx, unique)
 		if err != nil {
 			return copiedRows{}, err
 		}
-		n += int64(len(ids))
+		n += int64(len(uniqueRows))
 	}
-	res := copiedRows{n: n, xact: now.XactID, schema: now.Schema, wakes: make([]wake, 0, len(heads))}
+	res := copiedRows{n: n, xact: now.XactID, schema: now.Schema, wakes: make([]wake, 0, len(heads)), plain: plain, unique: uniqueRows}
 	for k, at := range heads {
 		res.wakes = append(res.wakes, wake{
 			target: waker.Target{Schema: now.Schema, Queue: k.queue},

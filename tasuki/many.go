@@ -56,7 +56,7 @@ func NewInserter(pool *pgxpool.Pool, cfg ClientConfig) (*Inserter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Inserter{copier: newCopier(pool), cfg: cfg}, nil
+	return &Inserter{copier: newCopier(pool, cfg), cfg: cfg}, nil
 }
 
 // InsertMany adds the jobs params describe, of any kinds and queues, with
@@ -69,6 +69,9 @@ func NewInserter(pool *pgxpool.Pool, cfg ClientConfig) (*Inserter, error) {
 // index. Workers of every queue that got jobs runnable at once are woken
 // as by Client.InsertMany, for the kinds and priorities of those jobs.
 func (i *Inserter) InsertMany(ctx context.Context, params []InsertManyParams) (int64, error) {
+	if len(i.mws) > 0 {
+		return i.insertThrough(ctx, nil, params)
+	}
 	rows, ins, err := i.prepare(params)
 	if err != nil {
 		return 0, err
@@ -80,6 +83,9 @@ func (i *Inserter) InsertMany(ctx context.Context, params []InsertManyParams) (i
 // exist if and only if tx commits, and workers are woken only then, as by
 // Client.InsertTx.
 func (i *Inserter) InsertManyTx(ctx context.Context, tx pgx.Tx, params []InsertManyParams) (int64, error) {
+	if len(i.mws) > 0 {
+		return i.insertThrough(ctx, tx, params)
+	}
 	rows, ins, err := i.prepare(params)
 	if err != nil {
 		return 0, err
@@ -103,43 +109,85 @@ func (i *Inserter) prepare(params []InsertManyParams) ([]db.JobInsertCopyParams,
 	ins := make([]insertion, len(params))
 	kinds := make(map[reflect.Type]kindOfType, 4) // most batches hold few types
 	for n, p := range params {
-		typ := reflect.TypeOf(p.Payload)
-		k, ok := kinds[typ]
-		if !ok {
-			k = kindOf(typ)
-			kinds[typ] = k
+		kind, def, err := i.kindOf(kinds, params, n)
+		if err != nil {
+			return nil, nil, err
 		}
-		kind := p.Kind
-		if kind != "" {
-			if err := ValidateKind(fmt.Sprintf("InsertManyParams[%d].Kind", n), kind); err != nil {
-				return nil, nil, err
-			}
-		} else {
-			if err := k.check(n); err != nil {
-				return nil, nil, err
-			}
-			kind = k.kind
-		}
-		if k.defaultsErr != nil {
-			return nil, nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, k.defaultsErr)
-		}
-		if k.defaults != nil {
-			if err := checkDefaults(i.cfg, typ, k.defaults); err != nil {
-				return nil, nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, err)
-			}
-		}
-		in, err := resolveInsertOpts(i.cfg, withDefaults(k.defaults, p.InsertOpts))
+		in, err := resolveInsertOpts(i.cfg, withDefaults(def, p.InsertOpts))
 		if err != nil {
 			return nil, nil, atIndex(n, err)
 		}
-		b, err := encodePayload(p.Payload, fmt.Sprint(typ), i.cfg.MaxPayloadBytes)
+		b, err := i.encode(params, n)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, err)
+			return nil, nil, err
 		}
-		rows[n] = db.JobInsertCopyParams{Queue: in.queue, Kind: kind, Priority: in.priority, Payload: b, MaxAttempts: in.maxAttempts, Metadata: in.metadata, TimeoutMs: in.timeout}
+		rows[n] = rowOf(kind, b, in)
 		ins[n] = in
 	}
 	return rows, ins, nil
+}
+
+// insertThrough is InsertMany (tx nil) or InsertManyTx through the
+// inserter's insert middleware.
+func (i *Inserter) insertThrough(ctx context.Context, tx pgx.Tx, params []InsertManyParams) (int64, error) {
+	if len(params) == 0 {
+		return 0, nil
+	}
+	jobs := make([]*InsertParams, len(params))
+	kinds := make(map[reflect.Type]kindOfType, 4)
+	for n, p := range params {
+		kind, def, err := i.kindOf(kinds, params, n)
+		if err != nil {
+			return 0, err
+		}
+		b, err := i.encode(params, n)
+		if err != nil {
+			return 0, err
+		}
+		jobs[n] = paramsOf(i.cfg, kind, b, def, p.InsertOpts)
+	}
+	return i.insertParams(ctx, tx, i.cfg, jobs)
+}
+
+// kindOf returns the kind of job n and its type's default options, with
+// kinds caching what each payload type gives.
+func (i *Inserter) kindOf(kinds map[reflect.Type]kindOfType, params []InsertManyParams, n int) (string, *InsertOpts, error) {
+	p := params[n]
+	typ := reflect.TypeOf(p.Payload)
+	k, ok := kinds[typ]
+	if !ok {
+		k = kindOf(typ)
+		kinds[typ] = k
+	}
+	kind := p.Kind
+	if kind != "" {
+		if err := ValidateKind(fmt.Sprintf("InsertManyParams[%d].Kind", n), kind); err != nil {
+			return "", nil, err
+		}
+	} else {
+		if err := k.check(n); err != nil {
+			return "", nil, err
+		}
+		kind = k.kind
+	}
+	if k.defaultsErr != nil {
+		return "", nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, k.defaultsErr)
+	}
+	if k.defaults != nil {
+		if err := checkDefaults(i.cfg, typ, k.defaults); err != nil {
+			return "", nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, err)
+		}
+	}
+	return kind, k.defaults, nil
+}
+
+// encode encodes the payload of job n.
+func (i *Inserter) encode(params []InsertManyParams, n int) ([]byte, error) {
+	b, err := encodePayload(params[n].Payload, fmt.Sprint(reflect.TypeOf(params[n].Payload)), i.cfg.MaxPayloadBytes)
+	if err != nil {
+		return nil, fmt.Errorf("tasuki: payload %d of %d (InsertManyParams[%d].Payload): %w", n, len(params), n, err)
+	}
+	return b, nil
 }
 
 // atIndex names job n in an *InvalidOptionError about its InsertOpts.

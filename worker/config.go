@@ -130,6 +130,22 @@ type Config struct {
 	// at the next heartbeat. Defaults to false. For poolers in transaction
 	// mode when no direct connection is available.
 	DisableListen bool
+	// Middleware wraps the handling of every job the worker runs, of
+	// every kind: see Middleware. The first is outermost; a kind's own
+	// (KindConfig.Middleware) run inside these. Defaults to none.
+	Middleware []Middleware
+	// ErrorHandler is told of every failed attempt and panic: see
+	// ErrorHandler. Defaults to nil: failures are logged only.
+	ErrorHandler ErrorHandler
+	// Events receives what happens to the jobs the worker runs (completed,
+	// failed, retried, snoozed, canceled, given back at shutdown), once
+	// the outcome is recorded; and an EventInserted for each periodic job
+	// it inserts. See tasuki.Events. Defaults to nil: none are published.
+	Events *tasuki.Events
+	// InsertMiddleware wraps the inserts of periodic jobs (see Periodic),
+	// as tasuki.ClientConfig.InsertMiddleware wraps a client's. Defaults
+	// to none.
+	InsertMiddleware []tasuki.InsertMiddleware
 }
 
 func (c Config) withDefaults() (Config, error) {

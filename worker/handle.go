@@ -53,6 +53,10 @@ type KindConfig struct {
 	// instead of being held for as long as the handler hangs. Defaults to
 	// 0: no timeout.
 	Timeout time.Duration
+	// Middleware wraps the handling of this kind's jobs, inside the
+	// worker's Config.Middleware: see Middleware. The first is outermost.
+	// Defaults to none.
+	Middleware []Middleware
 }
 
 // TimeoutGrace is how long a handler may run past its timeout before its

@@ -207,7 +207,7 @@ func (w *Worker) runPeriodic(ctx context.Context) {
 		wait := time.Minute
 		if len(states) > 0 && ins == nil {
 			var err error
-			if ins, err = tasuki.NewInserter(w.pool, tasuki.ClientConfig{}); err != nil {
+			if ins, err = tasuki.NewInserter(w.pool, tasuki.ClientConfig{InsertMiddleware: w.cfg.InsertMiddleware, Events: w.cfg.Events}); err != nil {
 				w.log.Error("tasuki: periodic jobs cannot run", slog.Any("error", err))
 				return
 			}

@@ -119,6 +119,8 @@ type kindState struct {
 	active  atomic.Int64
 	sources []*source // one per queue
 	timeout time.Duration
+	// mws are the worker's middleware, then the kind's.
+	mws []Middleware
 	// short: a lease that read the kind without locks first took fewer
 	// than its free slots, so the next one locks without peeking (see
 	// JobLease). The fetch loop's own.
@@ -197,6 +199,8 @@ type lease struct {
 	// overdue is when the handler has run past its timeout and
 	// TimeoutGrace: its lease is no longer renewed. Zero: no timeout.
 	overdue time.Time
+	// attempt is the job's attempt under this lease.
+	attempt int32
 }
 
 // work is a leased job handed to a runner.
@@ -217,6 +221,9 @@ type result struct {
 	giveBack bool
 	// snooze: the handler snoozed the job (tasuki.Snooze) for delay.
 	snooze bool
+	// For events: how long the handler ran, and what it returned.
+	ran      time.Duration
+	returned error
 }
 
 // New returns a worker that runs jobs with the handlers given, each for
@@ -281,7 +288,14 @@ func New(pool *pgxpool.Pool, cfg Config, handlers ...Registration) (*Worker, err
 			return nil, &tasuki.InvalidOptionError{Option: option + " KindConfig.Timeout", Value: r.cfg.Timeout,
 				Reason: "must not be negative (0: no timeout)"}
 		}
-		w.kinds = append(w.kinds, &kindState{name: kind, limit: r.cfg.MaxConcurrency, retry: retry, reg: r, timeout: r.cfg.Timeout})
+		var mws []Middleware
+		for j, m := range append(slices.Clip(cfg.Middleware), r.cfg.Middleware...) {
+			if m == nil {
+				return nil, &tasuki.InvalidOptionError{Option: option + " middleware", Value: j, Reason: "a middleware is nil"}
+			}
+			mws = append(mws, m)
+		}
+		w.kinds = append(w.kinds, &kindState{name: kind, limit: r.cfg.MaxConcurrency, retry: retry, reg: r, timeout: r.cfg.Timeout, mws: mws})
 	}
 	slices.SortFunc(w.kinds, func(a, b *kindState) int { return strings.Compare(a.name, b.name) })
 	total := 0
@@ -627,7 +641,7 @@ func (w *Worker) giveBack(jobs []leased) {
 }
 
 func (w *Worker) register(j leased, cancel context.CancelCauseFunc, overdue time.Time) *lease {
-	l := &lease{id: j.row.ID, token: j.row.LeaseToken, cancel: cancel, expires: j.sentAt.Add(w.cfg.LeaseDuration), src: j.src, overdue: overdue}
+	l := &lease{id: j.row.ID, token: j.row.LeaseToken, cancel: cancel, expires: j.sentAt.Add(w.cfg.LeaseDuration), src: j.src, overdue: overdue, attempt: j.row.Attempts}
 	w.mu.Lock()
 	if old := w.running[l.id]; old != nil {
 		// This worker leased the job again: the old lease is gone, and a
@@ -698,28 +712,50 @@ func (w *Worker) runOne(wk work) {
 		w.handlers.Add(1)
 		go w.runner()
 	}()
-	job, err := rawJob(wk.row)
-	var typed any
-	if err == nil {
-		typed, err = l.src.kind.reg.decode(job)
-	}
 	var r result
-	if err != nil {
-		// Retrying cannot make a payload decode: fail it now.
-		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", wk.row.ID),
-			slog.String("kind", job.Kind), slog.Any("error", err))
-		r = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error()}
-	} else {
-		ctx := wk.ctx
-		if wk.timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeoutCause(ctx, wk.timeout, &TimeoutError{Timeout: wk.timeout})
-			defer cancel()
-		}
-		r = w.classify(ctx, l, job, w.call(ctx, l.src.kind, job, typed))
-	}
+	job, r = w.execute(wk)
 	returned = true
 	w.finishJob(l, r)
+}
+
+// execute runs a leased job's handler, through its kind's middleware, and
+// returns the job as its handler saw it and the outcome.
+func (w *Worker) execute(wk work) (*tasuki.Job[json.RawMessage], result) {
+	l, k := wk.lease, wk.lease.src.kind
+	ctx := wk.ctx
+	if wk.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, wk.timeout, &TimeoutError{Timeout: wk.timeout})
+		defer cancel()
+	}
+	start := time.Now()
+	job, err := rawJob(wk.row)
+	broken := err != nil // its error history does not decode
+	if !broken {
+		if len(k.mws) > 0 {
+			err = w.callChain(ctx, k, job)
+		} else {
+			var typed any
+			if typed, err = k.reg.decode(job); err == nil {
+				err = w.call(ctx, k, job, typed)
+			}
+		}
+	}
+	var r result
+	var undecodable *tasuki.PayloadDecodeError
+	if broken || err != nil && errors.As(err, &undecodable) {
+		// Retrying cannot make a payload decode: fail it now.
+		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", wk.row.ID),
+			slog.String("kind", wk.row.Kind), slog.Any("error", err))
+		r = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error()}
+	} else {
+		r = w.classify(ctx, l, job, err)
+	}
+	r.ran, r.returned = time.Since(start), err
+	if w.cfg.ErrorHandler != nil && err != nil && (r.status == db.TasukiJobStatusFailed || r.status == db.TasukiJobStatusPending && !r.snooze && !r.giveBack) {
+		w.reportError(ctx, job, err)
+	}
+	return job, r
 }
 
 // finishJob hands an outcome to the writer and frees the job's slot.

@@ -3,6 +3,7 @@ package worker
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/tasuki"
 )
 
 // maxBatch bounds the outcomes written by one statement, and the backlog
@@ -124,11 +126,11 @@ func (w *Worker) final(ctx context.Context, pending []result) {
 // flush writes pending outcomes in one statement and returns what is left:
 // nothing on success, everything on error.
 func (w *Worker) flush(ctx context.Context, pending []result) ([]result, error) {
-	return w.write(ctx, pending, false)
+	return w.write(ctx, w.queries, pending, false)
 }
 
 // write is flush; single says it is already writing one row at a time.
-func (w *Worker) write(ctx context.Context, pending []result, single bool) ([]result, error) {
+func (w *Worker) write(ctx context.Context, q *db.Queries, pending []result, single bool) ([]result, error) {
 	if len(pending) == 0 {
 		return pending, nil
 	}
@@ -157,13 +159,13 @@ func (w *Worker) write(ctx context.Context, pending []result, single bool) ([]re
 	// Bounded, so that a connection that hangs cannot keep heartbeats
 	// (which share this goroutine) away for long.
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
-	changed, err := w.queries.JobFinishMany(stmtCtx, p)
+	changed, err := q.JobFinishMany(stmtCtx, p)
 	cancel()
 	if err != nil && dberr.RowError(err) && !single {
 		// Not the connection or the server's state: something in one row
 		// (a trigger of the application's, a limit). Write the rows one by
 		// one, so that one bad row cannot hold back all the others.
-		return w.flushEach(ctx, pending, err)
+		return w.flushEach(ctx, q, pending, err)
 	}
 	if err != nil {
 		return pending, dberr.Wrap("tasuki: record outcomes", err)
@@ -183,15 +185,73 @@ func (w *Worker) write(ctx context.Context, pending []result, single bool) ([]re
 		}
 	}
 	w.mu.Unlock()
+	if w.cfg.Events.Active() {
+		w.publish(pending, changed)
+	}
 	return pending[:0], nil
+}
+
+// publish reports the outcomes of pending the database recorded (the ids
+// in changed) to the subscribers of the worker's events.
+func (w *Worker) publish(pending []result, changed []int64) {
+	var recorded map[int64]bool // nil: all of them
+	if len(changed) < len(pending) {
+		recorded = make(map[int64]bool, len(changed))
+		for _, id := range changed {
+			recorded[id] = true
+		}
+	}
+	now := time.Now()
+	for _, r := range pending {
+		if recorded != nil && !recorded[r.lease.id] {
+			continue
+		}
+		ev := tasuki.Event{Type: eventOf(&r), JobID: r.lease.id, Kind: r.lease.src.kind.name, Queue: r.lease.src.queue.name,
+			Attempt: int(r.lease.attempt), Duration: r.ran, At: now}
+		if ev.Type != tasuki.EventCompleted && ev.Type != tasuki.EventGivenBack {
+			ev.Err = r.failure()
+		}
+		w.cfg.Events.Publish(ev)
+	}
+}
+
+// eventOf is the event an outcome makes once recorded.
+func eventOf(r *result) tasuki.EventType {
+	switch {
+	case r.status == db.TasukiJobStatusCompleted:
+		return tasuki.EventCompleted
+	case r.status == db.TasukiJobStatusCanceled:
+		return tasuki.EventCanceled
+	case r.status == db.TasukiJobStatusFailed:
+		return tasuki.EventFailed
+	case r.giveBack:
+		return tasuki.EventGivenBack
+	case r.snooze:
+		return tasuki.EventSnoozed
+	default:
+		return tasuki.EventRetried
+	}
+}
+
+// failure is the error of a failed attempt: what the handler returned, or
+// the error recorded when it returned nothing (it exited, a panic outside
+// it).
+func (r *result) failure() error {
+	if r.returned != nil {
+		return r.returned
+	}
+	if r.err != "" {
+		return errors.New(r.err)
+	}
+	return nil
 }
 
 // flushEach writes outcomes one statement each, after a batch failed for a
 // row's data. An outcome that fails alone is dropped and logged: its job's
 // lease expires and the job runs again.
-func (w *Worker) flushEach(ctx context.Context, pending []result, batchErr error) ([]result, error) {
+func (w *Worker) flushEach(ctx context.Context, q *db.Queries, pending []result, batchErr error) ([]result, error) {
 	for i, r := range pending {
-		if _, err := w.write(ctx, []result{r}, true); err != nil {
+		if _, err := w.write(ctx, q, []result{r}, true); err != nil {
 			if !dberr.RowError(err) {
 				return pending[i:], err // the database went away: retry the rest later
 			}

@@ -79,6 +79,9 @@ type Config struct {
 	Unique bool
 	// Progress receives progress bars; nil shows none.
 	Progress io.Writer
+	// Middleware wraps the drain worker's handlers (the OpenTelemetry
+	// module's drain sets its own). Defaults to none.
+	Middleware []worker.Middleware
 
 	// Baseline is how long the snapshot run measures before it opens its
 	// transaction. Defaults to 1 minute.
@@ -288,8 +291,8 @@ func quietLogger() *slog.Logger {
 }
 
 // runWorker starts a no-op worker; stop shuts it down and waits.
-func runWorker(pool *pgxpool.Pool, queue string, concurrency int, h worker.HandlerFunc[noop]) (stop func() error, err error) {
-	return startWorker(pool, worker.Config{Queue: queue, Concurrency: concurrency, Logger: quietLogger()}, worker.Handle[noop](h))
+func runWorker(pool *pgxpool.Pool, queue string, concurrency int, mws []worker.Middleware, h worker.HandlerFunc[noop]) (stop func() error, err error) {
+	return startWorker(pool, worker.Config{Queue: queue, Concurrency: concurrency, Logger: quietLogger(), Middleware: mws}, worker.Handle[noop](h))
 }
 
 // startWorker starts a worker; stop shuts it down and waits.
@@ -338,8 +341,8 @@ func queueNames(kind string, n int) []string {
 // working every one of queues; concurrency, when above 0, is shared among
 // the queues (the first ones get the remainder), so that a run of many
 // queues runs as many handlers at once as a run of one.
-func spreadWorker(pool *pgxpool.Pool, queues, kinds []string, concurrency int, poll time.Duration, h worker.HandlerFunc[noop]) (stop func() error, err error) {
-	cfg := worker.Config{Queues: make(map[string]worker.QueueConfig, len(queues)), PollInterval: poll, Logger: quietLogger()}
+func spreadWorker(pool *pgxpool.Pool, queues, kinds []string, concurrency int, poll time.Duration, mws []worker.Middleware, h worker.HandlerFunc[noop]) (stop func() error, err error) {
+	cfg := worker.Config{Queues: make(map[string]worker.QueueConfig, len(queues)), PollInterval: poll, Logger: quietLogger(), Middleware: mws}
 	for i, q := range queues {
 		var qc worker.QueueConfig
 		if concurrency > 0 {
@@ -435,9 +438,9 @@ func Drain(ctx context.Context, cfg Config) (DrainResult, error) {
 	}
 	var stop func() error
 	if len(queues) == 1 && len(kinds) == 1 {
-		stop, err = runWorker(pool, queues[0], cfg.Concurrency, handle)
+		stop, err = runWorker(pool, queues[0], cfg.Concurrency, cfg.Middleware, handle)
 	} else {
-		stop, err = spreadWorker(pool, queues, kinds, cfg.Concurrency, 0, handle)
+		stop, err = spreadWorker(pool, queues, kinds, cfg.Concurrency, 0, cfg.Middleware, handle)
 	}
 	if err != nil {
 		return res, err
@@ -628,7 +631,7 @@ func Latency(ctx context.Context, cfg Config) (LatencyResult, error) {
 	}
 	var mu sync.Mutex
 	var starts []handlerStart
-	stop, err := runWorker(pool, queue, cfg.Concurrency, func(_ context.Context, job *tasuki.Job[noop]) error {
+	stop, err := runWorker(pool, queue, cfg.Concurrency, nil, func(_ context.Context, job *tasuki.Job[noop]) error {
 		at := time.Now()
 		mu.Lock()
 		starts = append(starts, handlerStart{id: job.ID, at: at})

@@ -101,7 +101,7 @@ func Idle(ctx context.Context, cfg Config) (IdleResult, error) {
 	}
 	defer lookPool.Close()
 	look := db.New(lookPool)
-	stop, err := spreadWorker(pool, queueNames("idle", cfg.Queues), kindNames(cfg.Kinds), 0, cfg.PollInterval,
+	stop, err := spreadWorker(pool, queueNames("idle", cfg.Queues), kindNames(cfg.Kinds), 0, cfg.PollInterval, nil,
 		func(context.Context, *tasuki.Job[noop]) error { return nil })
 	if err != nil {
 		return res, err

@@ -251,7 +251,7 @@ func Snapshot(ctx context.Context, cfg Config, out io.Writer) (SnapshotResult, e
 		return res, err
 	}
 	t := &tally{}
-	stopWorker, err := runWorker(pool, queue, cfg.Concurrency, func(_ context.Context, job *tasuki.Job[noop]) error {
+	stopWorker, err := runWorker(pool, queue, cfg.Concurrency, nil, func(_ context.Context, job *tasuki.Job[noop]) error {
 		t.started(time.Since(time.Unix(0, job.Payload.SentAt)))
 		time.Sleep(time.Millisecond)
 		t.completed.Add(1)

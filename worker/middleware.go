@@ -1,0 +1,71 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/tasukiq/tasuki/tasuki"
+)
+
+// Middleware wraps the handling of a job: it runs in the handler's
+// goroutine, sees the job (its kind, queue, attempt, metadata; the payload
+// as stored), calls next to decode the payload and run the handler, and
+// returns the attempt's outcome, as a handler does: what next returned, or
+// an outcome of its own (nil to complete the job, an error to fail the
+// attempt, tasuki.Cancel, tasuki.Snooze, tasuki.RetryAfter). Time next to
+// learn how long the handler ran. next gives a payload that does not
+// decode as an error wrapping a *tasuki.PayloadDecodeError, which fails
+// the job at once unless the middleware returns something else; a panic
+// in the handler as a *PanicError. ctx is the handler's; the context given
+// to next becomes the handler's (add values to it, a span say, but derive
+// it from ctx).
+//
+// Config.Middleware wraps every kind; KindConfig.Middleware one kind,
+// inside those of Config. The first of each list is outermost. A panic in
+// middleware is recovered and counts as the attempt's error, as a panic
+// in a handler does. With no middleware, none of this costs anything.
+type Middleware func(ctx context.Context, job *tasuki.Job[json.RawMessage], next func(ctx context.Context) error) error
+
+// ErrorHandler is told of every failed attempt: an error returned by a
+// handler (through its middleware), a panic (err is a *PanicError), a
+// timeout, a payload that does not decode. It is called in the handler's
+// goroutine after the outcome is decided, before it is recorded, with a
+// context that carries the handler context's values but is never canceled,
+// and the job as its handler saw it. For reporting (Sentry and the like):
+// it cannot change the outcome. A panic in it is recovered and logged.
+type ErrorHandler func(ctx context.Context, job *tasuki.Job[json.RawMessage], err error)
+
+// callChain calls the handler of kind k for job through k's middleware,
+// decoding the payload innermost.
+func (w *Worker) callChain(ctx context.Context, k *kindState, job *tasuki.Job[json.RawMessage]) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: string(debug.Stack())}
+			w.log.Error("tasuki: middleware panicked", slog.Int64("job_id", job.ID), slog.String("kind", k.name), slog.Any("panic", v))
+		}
+	}()
+	var call func(i int, ctx context.Context) error
+	call = func(i int, ctx context.Context) error {
+		if i == len(k.mws) {
+			typed, err := k.reg.decode(job)
+			if err != nil {
+				return err
+			}
+			return w.call(ctx, k, job, typed)
+		}
+		return k.mws[i](ctx, job, func(ctx context.Context) error { return call(i+1, ctx) })
+	}
+	return call(0, ctx)
+}
+
+// reportError calls the worker's ErrorHandler for a failed attempt.
+func (w *Worker) reportError(ctx context.Context, job *tasuki.Job[json.RawMessage], err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			w.log.Error("tasuki: ErrorHandler panicked", slog.Int64("job_id", job.ID), slog.Any("panic", v))
+		}
+	}()
+	w.cfg.ErrorHandler(context.WithoutCancel(ctx), job, err)
+}
