@@ -640,6 +640,58 @@ func (q *Queries) QueueChangeRetention(ctx context.Context, arg QueueChangeReten
 	return &i, err
 }
 
+const queueDepths = `-- name: QueueDepths :many
+SELECT c.queue::text AS queue,
+       count(*) FILTER (WHERE c.scheduled_at <= now())::bigint AS runnable,
+       count(*) FILTER (WHERE c.scheduled_at > now())::bigint AS scheduled,
+       -- greatest: a job scheduled at -infinity (SQL of the application's own)
+       -- would make the interval overflow.
+       coalesce((extract(epoch FROM now() - min(greatest(c.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz))
+                 FILTER (WHERE c.scheduled_at <= now())) * 1000000)::bigint, 0)::bigint AS oldest_runnable_us
+FROM tasuki_job c
+WHERE c.status = 'pending'
+GROUP BY c.queue
+ORDER BY c.queue
+`
+
+type QueueDepthsRow struct {
+	Queue            string
+	Runnable         int64
+	Scheduled        int64
+	OldestRunnableUs int64
+}
+
+// Per queue with pending jobs: how many are runnable (scheduled at or
+// before now), how many wait for a later time, and how long the runnable
+// job that has waited longest has been waiting, in microseconds (0 when
+// none is runnable). It reads the pending jobs alone, through their
+// partial index: cheap enough for a metrics collector to call every few
+// seconds, unlike QueueKindStats.
+func (q *Queries) QueueDepths(ctx context.Context) ([]*QueueDepthsRow, error) {
+	rows, err := q.db.Query(ctx, queueDepths)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []*QueueDepthsRow
+	for rows.Next() {
+		var i QueueDepthsRow
+		if err := rows.Scan(
+			&i.Queue,
+			&i.Runnable,
+			&i.Scheduled,
+			&i.OldestRunnableUs,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const queueKindStats = `-- name: QueueKindStats :many
 /*
 Operating tasuki: statistics, listing, bulk cancel and retry, deleting

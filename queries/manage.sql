@@ -482,3 +482,22 @@ SELECT tq.completed_retention_us, tq.canceled_retention_us, tq.failed_retention_
 FROM (SELECT 1) one
 LEFT JOIN tasuki_queue tq ON tq.name = @name;
 
+
+-- name: QueueDepths :many
+-- Per queue with pending jobs: how many are runnable (scheduled at or
+-- before now), how many wait for a later time, and how long the runnable
+-- job that has waited longest has been waiting, in microseconds (0 when
+-- none is runnable). It reads the pending jobs alone, through their
+-- partial index: cheap enough for a metrics collector to call every few
+-- seconds, unlike QueueKindStats.
+SELECT c.queue::text AS queue,
+       count(*) FILTER (WHERE c.scheduled_at <= now())::bigint AS runnable,
+       count(*) FILTER (WHERE c.scheduled_at > now())::bigint AS scheduled,
+       -- greatest: a job scheduled at -infinity (SQL of the application's own)
+       -- would make the interval overflow.
+       coalesce((extract(epoch FROM now() - min(greatest(c.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz))
+                 FILTER (WHERE c.scheduled_at <= now())) * 1000000)::bigint, 0)::bigint AS oldest_runnable_us
+FROM tasuki_job c
+WHERE c.status = 'pending'
+GROUP BY c.queue
+ORDER BY c.queue;
