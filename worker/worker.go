@@ -742,8 +742,7 @@ func (w *Worker) execute(wk work) (*tasuki.Job[json.RawMessage], result) {
 		}
 	}
 	var r result
-	var undecodable *tasuki.PayloadDecodeError
-	if broken || err != nil && errors.As(err, &undecodable) {
+	if broken || err != nil && undecodable(err) {
 		// Retrying cannot make a payload decode: fail it now.
 		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", wk.row.ID),
 			slog.String("kind", wk.row.Kind), slog.Any("error", err))
@@ -834,6 +833,13 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 	w.log.Info("tasuki: job attempt failed; will retry", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt),
 		slog.Duration("retry_in", r.delay), slog.Any("error", err))
 	return r
+}
+
+// undecodable reports whether err says a payload did not decode. Apart,
+// so that the target of errors.As is allocated only for a failure.
+func undecodable(err error) bool {
+	var de *tasuki.PayloadDecodeError
+	return errors.As(err, &de)
 }
 
 // TimeoutError is the cause of a handler's context ending at its timeout
