@@ -155,7 +155,9 @@ func TestInsertMiddlewareThatDoesNotCallNextInsertsNothing(t *testing.T) {
 	pool := testdb.New(t)
 	ctx := context.Background()
 	refused := errors.New("refused by policy")
-	deny := func(ctx context.Context, jobs []*tasuki.InsertParams, next func(context.Context) error) error { return refused }
+	deny := func(ctx context.Context, jobs []*tasuki.InsertParams, next func(context.Context) error) error {
+		return refused
+	}
 	c, err := tasuki.NewClient[email](pool, tasuki.ClientConfig{InsertMiddleware: []tasuki.InsertMiddleware{deny}})
 	require.NoError(t, err)
 	_, err = c.Insert(ctx, email{To: "a"}, nil)
