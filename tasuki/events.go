@@ -31,6 +31,13 @@ const (
 	// EventGivenBack: the worker shut down before the handler finished; the
 	// job went back to pending with its attempt given back.
 	EventGivenBack EventType = "given_back"
+	// EventRescued: the worker leased a job whose previous attempt was
+	// lost: that attempt's worker stopped renewing its lease (it crashed,
+	// hung or lost its connection) and the job was rescued. Published when
+	// the job is leased again, before it runs, by the process that runs
+	// it; Attempt is the attempt that was lost. A job rescued with no
+	// attempts left fails without being leased, and publishes nothing.
+	EventRescued EventType = "rescued"
 )
 
 // Event is something that happened to a job, as a subscription delivers

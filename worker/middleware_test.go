@@ -419,3 +419,22 @@ func TestPeriodicInsertsGoThroughInsertMiddlewareAndEvents(t *testing.T) {
 	require.NoError(t, pool.QueryRow(context.Background(), "SELECT metadata->>'marked' FROM tasuki_job WHERE kind = 'tick'").Scan(&marked))
 	assert.Equal(t, "tick", marked)
 }
+
+func TestEventRescuedWhenALostJobIsLeasedAgain(t *testing.T) {
+	pool := testdb.New(t)
+	events := tasuki.NewEvents()
+	sub := events.Subscribe(10, tasuki.EventRescued, tasuki.EventCompleted)
+	defer sub.Close()
+	id := insert(t, newClient[task](t, pool), task{}, nil)
+	require.Len(t, leaseDirect(t, pool, "default", 1, time.Microsecond), 1) // its worker died
+	w := newWorker(t, pool, func(context.Context, *tasuki.Job[task]) error { return nil }, worker.Config{Events: events})
+	running(t, w)
+	ev := receive(t, sub.C, "the rescued event")
+	assert.Equal(t, tasuki.EventRescued, ev.Type)
+	assert.Equal(t, id, ev.JobID)
+	assert.Equal(t, 1, ev.Attempt, "the attempt that was lost")
+	assert.ErrorContains(t, ev.Err, "lease expired")
+	ev = receive(t, sub.C, "the completed event")
+	assert.Equal(t, tasuki.EventCompleted, ev.Type)
+	assert.Equal(t, 2, ev.Attempt)
+}

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -662,6 +663,9 @@ func (w *Worker) startJob(handlerCtx context.Context, j leased) {
 	if timeout > 0 {
 		overdue = time.Now().Add(timeout + TimeoutGrace)
 	}
+	if w.cfg.Events.Active() {
+		w.noteRescued(j.row)
+	}
 	jobCtx, cancel := context.WithCancelCause(handlerCtx)
 	l := w.register(j, cancel, overdue)
 	// Allocated with the lease, not apart: a context.WithValue would
@@ -671,6 +675,27 @@ func (w *Worker) startJob(handlerCtx context.Context, j leased) {
 	j.src.queue.active.Add(1)
 	j.src.kind.active.Add(1)
 	w.work <- work{ctx: &l.hctx, lease: l, row: j.row, timeout: timeout} // never blocks: one slot per leased job
+}
+
+// rescuedMark starts the error the rescue of an expired lease records
+// (queries/lease.sql).
+var rescuedMark = []byte("lease expired: ")
+
+// noteRescued publishes an EventRescued when row's previous attempt ended
+// by its lease expiring.
+func (w *Worker) noteRescued(row *db.TasukiJob) {
+	if !bytes.Contains(row.Errors, rescuedMark) {
+		return
+	}
+	var history []tasuki.AttemptError
+	if json.Unmarshal(row.Errors, &history) != nil || len(history) == 0 {
+		return
+	}
+	last := history[len(history)-1]
+	if last.Attempt == int(row.Attempts)-1 && strings.HasPrefix(last.Error, string(rescuedMark)) {
+		w.cfg.Events.Publish(tasuki.Event{Type: tasuki.EventRescued, JobID: row.ID, Kind: row.Kind, Queue: row.Queue,
+			Attempt: last.Attempt, Err: errors.New(last.Error)})
+	}
 }
 
 // runner runs leased jobs until the work channel closes.

@@ -66,6 +66,9 @@ func (w *Worker) WorkJob(ctx context.Context, id int64) (*WorkResult, error) {
 		src = &source{queue: &queueState{name: row.Queue}, kind: k}
 	}
 	j := leased{row: row, src: src}
+	if w.cfg.Events.Active() {
+		w.noteRescued(row)
+	}
 	timeout := k.timeout
 	if row.TimeoutMs.Valid {
 		timeout = time.Duration(row.TimeoutMs.Int64) * time.Millisecond
