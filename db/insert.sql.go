@@ -231,7 +231,7 @@ ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
         AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
                                            WHEN 'failed' THEN 8 ELSE 16 END) <> 0
 DO NOTHING
-RETURNING id, queue, kind
+RETURNING id, queue, kind, unique_key
 `
 
 type JobInsertUniqueManyParams struct {
@@ -248,9 +248,10 @@ type JobInsertUniqueManyParams struct {
 }
 
 type JobInsertUniqueManyRow struct {
-	ID    int64
-	Queue string
-	Kind  string
+	ID        int64
+	Queue     string
+	Kind      string
+	UniqueKey []byte
 }
 
 // Inserts many jobs of which each is unique (unique_keys): those whose key
@@ -280,7 +281,12 @@ func (q *Queries) JobInsertUniqueMany(ctx context.Context, arg JobInsertUniqueMa
 	var items []*JobInsertUniqueManyRow
 	for rows.Next() {
 		var i JobInsertUniqueManyRow
-		if err := rows.Scan(&i.ID, &i.Queue, &i.Kind); err != nil {
+		if err := rows.Scan(
+			&i.ID,
+			&i.Queue,
+			&i.Kind,
+			&i.UniqueKey,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)

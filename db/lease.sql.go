@@ -104,7 +104,10 @@ rescued AS (
         errors = r.errors || jsonb_build_array(jsonb_build_object(
             'attempt', r.attempts,
             'at', (SELECT now FROM clock),
-            'error', 'lease expired: the worker stopped renewing its lease (it crashed, hung or lost its database connection)'
+            'error', 'lease expired: the worker stopped renewing its lease (it crashed, hung or lost its database connection)',
+            -- Marks the entry as a rescue's, which no handler's error can
+            -- pass for (a rescued event, worker.noteRescued).
+            'rescued', true
         )),
         lease_token = NULL,
         lease_expires_at = NULL

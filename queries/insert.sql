@@ -101,7 +101,7 @@ ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
         AND (unique_statuses & CASE status WHEN 'pending' THEN 1 WHEN 'running' THEN 2 WHEN 'completed' THEN 4
                                            WHEN 'failed' THEN 8 ELSE 16 END) <> 0
 DO NOTHING
-RETURNING id, queue, kind;
+RETURNING id, queue, kind, unique_key;
 
 -- name: JobByUniqueKey :one
 -- The job that holds a unique key: the one a unique insert found in its

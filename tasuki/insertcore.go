@@ -28,6 +28,9 @@ func checkClientConfig(pool *pgxpool.Pool, cfg ClientConfig) (ClientConfig, erro
 	if pool == nil {
 		return cfg, &InvalidOptionError{Option: "pool", Value: nil, Reason: "a *pgxpool.Pool is required"}
 	}
+	if err := checkInsertMiddleware("ClientConfig.InsertMiddleware", cfg.InsertMiddleware); err != nil {
+		return cfg, err
+	}
 	if cfg.Queue == "" {
 		cfg.Queue = DefaultQueue
 	}
@@ -179,6 +182,13 @@ func newCopier(pool *pgxpool.Pool, cfg ClientConfig) copier {
 // transaction of its own otherwise. Each job is checked as the middleware
 // left it.
 func (c copier) insertParams(ctx context.Context, tx pgx.Tx, cfg ClientConfig, params []*InsertParams) (int64, error) {
+	// The kinds and payloads are read only: what middleware does to them
+	// is not inserted.
+	kinds := make([]string, len(params))
+	payloads := make([][]byte, len(params))
+	for i, p := range params {
+		kinds[i], payloads[i] = p.Kind, p.Payload
+	}
 	var n int64
 	err := runInsertMiddleware(ctx, c.mws, params, func(ctx context.Context) error {
 		rows := make([]db.JobInsertCopyParams, len(params))
@@ -188,16 +198,30 @@ func (c copier) insertParams(ctx context.Context, tx pgx.Tx, cfg ClientConfig, p
 			if err != nil {
 				return fmt.Errorf("tasuki: job %d of %d, with the options insert middleware left it: %w", i, len(params), err)
 			}
-			rows[i] = rowOf(p.Kind, p.Payload, in)
+			rows[i] = rowOf(kinds[i], payloads[i], in)
 			ins[i] = in
 		}
-		var err error
-		if tx == nil {
-			n, err = c.insertMany(ctx, rows, ins)
-		} else {
-			n, err = c.insertManyTx(ctx, tx, rows, ins)
+		res, err := c.copyMany(ctx, tx, rows, ins)
+		if err != nil {
+			return err
 		}
-		return err
+		n = res.n
+		// Unique jobs get their ids, or are marked duplicates; COPY
+		// reports no ids.
+		ids := make(map[string]int64, len(res.unique))
+		for _, r := range res.unique {
+			ids[string(r.UniqueKey)] = r.ID
+		}
+		for j, i := range res.uniqueRows {
+			key := string(res.uniqueKeys[j])
+			if id, ok := ids[key]; ok {
+				params[i].ID = id
+				delete(ids, key) // a second job of the batch with the key is its duplicate
+			} else {
+				params[i].Duplicate = true
+			}
+		}
+		return nil
 	})
 	return n, err
 }
@@ -225,38 +249,45 @@ func (c copier) published(res copiedRows) {
 // insertMany COPYs rows, the job of rows[i] inserted as ins[i] asks, in a
 // transaction of its own, and wakes the workers after its commit.
 func (c copier) insertMany(ctx context.Context, rows []db.JobInsertCopyParams, ins []insertion) (int64, error) {
-	if len(rows) == 0 {
-		return 0, nil
-	}
-	var res copiedRows
-	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		var err error
-		res, err = copyRows(ctx, c.queries.WithTx(tx), rows, ins)
-		return err
-	})
-	if err != nil {
-		return 0, dberr.Wrap("tasuki: insert jobs", err)
-	}
-	wakeSoon(c.waker, res.wakes)
-	c.published(res)
-	return res.n, nil
+	res, err := c.copyMany(ctx, nil, rows, ins)
+	return res.n, err
 }
 
 // insertManyTx is insertMany inside the caller's transaction tx: the
 // workers are woken once tx commits.
 func (c copier) insertManyTx(ctx context.Context, tx pgx.Tx, rows []db.JobInsertCopyParams, ins []insertion) (int64, error) {
+	res, err := c.copyMany(ctx, tx, rows, ins)
+	return res.n, err
+}
+
+// copyMany is insertMany (tx nil) or insertManyTx, with what copyRows
+// says.
+func (c copier) copyMany(ctx context.Context, tx pgx.Tx, rows []db.JobInsertCopyParams, ins []insertion) (copiedRows, error) {
+	var res copiedRows
 	if len(rows) == 0 {
-		return 0, nil
+		return res, nil
 	}
-	res, err := copyRows(ctx, c.queries.WithTx(tx), rows, ins)
-	if err != nil {
-		return 0, dberr.Wrap("tasuki: insert jobs", err)
-	}
-	if err := wakeAfterTx(ctx, c.waker, c.pool, tx, res.xact, res.wakes); err != nil {
-		return 0, dberr.Wrap("tasuki: insert jobs", err)
+	if tx == nil {
+		err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+			var err error
+			res, err = copyRows(ctx, c.queries.WithTx(tx), rows, ins)
+			return err
+		})
+		if err != nil {
+			return copiedRows{}, dberr.Wrap("tasuki: insert jobs", err)
+		}
+		wakeSoon(c.waker, res.wakes)
+	} else {
+		var err error
+		if res, err = copyRows(ctx, c.queries.WithTx(tx), rows, ins); err != nil {
+			return copiedRows{}, dberr.Wrap("tasuki: insert jobs", err)
+		}
+		if err := wakeAfterTx(ctx, c.waker, c.pool, tx, res.xact, res.wakes); err != nil {
+			return copiedRows{}, dberr.Wrap("tasuki: insert jobs", err)
+		}
 	}
 	c.published(res)
-	return res.n, nil
+	return res, nil
 }
 
 // wake is one queue to wake and where the jobs announced begin in it.
@@ -277,6 +308,10 @@ type copiedRows struct {
 	// plain are the rows COPY inserted; unique the unique jobs inserted.
 	plain  []db.JobInsertCopyParams
 	unique []*db.JobInsertUniqueManyRow
+	// uniqueRows are the indexes of the unique jobs among the rows given,
+	// and uniqueKeys their keys.
+	uniqueRows []int
+	uniqueKeys [][]byte
 }
 
 // copyRows COPYs rows, the job of rows[i] inserted as ins[i] asks, and
@@ -297,6 +332,7 @@ func copyRows(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams,
 	// Unique jobs are inserted apart: COPY cannot skip the ones that meet
 	// an existing job.
 	var unique db.JobInsertUniqueManyParams
+	var uniqueRows []int
 	plain := rows
 	for i := range rows {
 		at := ins[i].scheduledAt(now.Now)
@@ -311,6 +347,7 @@ func copyRows(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams,
 				return copiedRows{}, fmt.Errorf("payload %d of %d: %w", i, len(rows), err)
 			}
 			addUnique(&unique, &rows[i], key, ins[i].unique.statuses)
+			uniqueRows = append(uniqueRows, i)
 		} else if len(unique.Queues) > 0 {
 			plain = append(plain, rows[i])
 		}
@@ -329,15 +366,16 @@ func copyRows(ctx context.Context, q *db.Queries, rows []db.JobInsertCopyParams,
 			return copiedRows{}, err
 		}
 	}
-	var uniqueRows []*db.JobInsertUniqueManyRow
+	var inserted []*db.JobInsertUniqueManyRow
 	if len(unique.Queues) > 0 {
-		uniqueRows, err = q.JobInsertUniqueMany(ctx, unique)
+		inserted, err = q.JobInsertUniqueMany(ctx, unique)
 		if err != nil {
 			return copiedRows{}, err
 		}
-		n += int64(len(uniqueRows))
+		n += int64(len(inserted))
 	}
-	res := copiedRows{n: n, xact: now.XactID, schema: now.Schema, wakes: make([]wake, 0, len(heads)), plain: plain, unique: uniqueRows}
+	res := copiedRows{n: n, xact: now.XactID, schema: now.Schema, wakes: make([]wake, 0, len(heads)),
+		plain: plain, unique: inserted, uniqueRows: uniqueRows, uniqueKeys: unique.UniqueKeys}
 	for k, at := range heads {
 		res.wakes = append(res.wakes, wake{
 			target: waker.Target{Schema: now.Schema, Queue: k.queue},

@@ -3,6 +3,7 @@ package tasuki
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"runtime/debug"
@@ -20,8 +21,11 @@ type InsertParams struct {
 	// Opts are the job's insert options, with the payload type's defaults
 	// (DefaultOpts) and the client's (ClientConfig: Queue, MaxAttempts)
 	// filled in. Middleware may change any of them, Metadata included (it
-	// is the job's own copy): the job is inserted, and checked, as they
-	// say once every middleware called next.
+	// is the job's own copy, nested maps and slices of types
+	// map[string]any, []any, map[string]string and []string included;
+	// other values in it are shared with the caller): the job is
+	// inserted, and checked, as they say once every middleware called
+	// next.
 	Opts InsertOpts
 	// ID is the inserted job's id, set when next returns for Insert and
 	// InsertTx; 0 for jobs inserted by COPY, which reports no ids.
@@ -37,8 +41,8 @@ type InsertParams struct {
 // batch for InsertMany), before any job is written. It may change each
 // job's options and metadata, then must call next to insert them, with
 // the context the insert statements should use, and return what next
-// returns (or an error of its own). Not calling next inserts nothing; the
-// error it returns is the insert's. Middleware runs in the order given,
+// returns (or an error of its own). Not calling next inserts nothing: the
+// error it returns is the insert's, and nil becomes ErrNotInserted. Middleware runs in the order given,
 // the first outermost. A panic in it is recovered and returned as an
 // *InsertPanicError.
 type InsertMiddleware func(ctx context.Context, jobs []*InsertParams, next func(ctx context.Context) error) error
@@ -80,9 +84,16 @@ func (e *InsertPanicError) Error() string {
 	return fmt.Sprintf("tasuki: insert middleware panicked; nothing was inserted: %v", e.Value)
 }
 
+// ErrNotInserted is returned by an insert whose middleware returned nil
+// without the jobs being inserted: it did not call next, or dropped the
+// error next returned (which the returned error then wraps too). Nothing
+// was inserted.
+var ErrNotInserted = errors.New("tasuki: insert middleware returned nil, but the jobs were not inserted (it did not call next, or dropped next's error)")
+
 // runInsertMiddleware calls insert through mws, each seeing jobs.
 func runInsertMiddleware(ctx context.Context, mws []InsertMiddleware, jobs []*InsertParams, insert func(ctx context.Context) error) (err error) {
 	inserted := false
+	var dropped error // the last error of insert
 	defer func() {
 		if v := recover(); v != nil {
 			err = &InsertPanicError{Value: v, Stack: string(debug.Stack()), Inserted: inserted}
@@ -91,7 +102,11 @@ func runInsertMiddleware(ctx context.Context, mws []InsertMiddleware, jobs []*In
 	var call func(i int, ctx context.Context) error
 	call = func(i int, ctx context.Context) error {
 		if i == len(mws) {
+			if inserted {
+				return errors.New("tasuki: insert middleware called next again after the jobs were inserted; they are inserted once")
+			}
 			if err := insert(ctx); err != nil {
+				dropped = err
 				return err
 			}
 			inserted = true
@@ -99,7 +114,49 @@ func runInsertMiddleware(ctx context.Context, mws []InsertMiddleware, jobs []*In
 		}
 		return mws[i](ctx, jobs, func(ctx context.Context) error { return call(i+1, ctx) })
 	}
-	return call(0, ctx)
+	err = call(0, ctx)
+	if err == nil && !inserted {
+		if dropped != nil {
+			return fmt.Errorf("%w: %w", ErrNotInserted, dropped)
+		}
+		return ErrNotInserted
+	}
+	return err
+}
+
+// checkInsertMiddleware rejects a nil middleware in cfg.
+func checkInsertMiddleware(option string, mws []InsertMiddleware) error {
+	for i, m := range mws {
+		if m == nil {
+			return &InvalidOptionError{Option: fmt.Sprintf("%s[%d]", option, i), Value: nil, Reason: "an insert middleware is nil"}
+		}
+	}
+	return nil
+}
+
+// deepCopy copies the maps and slices of decoded-JSON shape in v
+// (map[string]any, []any), so that middleware changing nested metadata
+// changes the job's own; other values are shared.
+func deepCopy(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = deepCopy(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = deepCopy(e)
+		}
+		return out
+	case map[string]string:
+		return maps.Clone(v)
+	case []string:
+		return slices.Clone(v)
+	}
+	return v
 }
 
 // paramsOf returns what middleware sees of a job of kind with payload b,
@@ -116,7 +173,7 @@ func paramsOf(cfg ClientConfig, kind string, b []byte, def, opts *InsertOpts) *I
 		p.Opts.MaxAttempts = cfg.MaxAttempts
 	}
 	if p.Opts.Metadata != nil {
-		p.Opts.Metadata = maps.Clone(p.Opts.Metadata)
+		p.Opts.Metadata = deepCopy(p.Opts.Metadata).(map[string]any)
 	} else {
 		p.Opts.Metadata = make(map[string]any) // for middleware to add to
 	}

@@ -227,6 +227,11 @@ func (c Config) withDefaults() (Config, error) {
 			return c, &tasuki.InvalidOptionError{Option: "Config.ListenURL", Value: "(not shown: may hold a password)", Reason: "set ListenURL or DisableListen, not both"}
 		}
 	}
+	for i, m := range c.InsertMiddleware {
+		if m == nil {
+			return c, &tasuki.InvalidOptionError{Option: fmt.Sprintf("Config.InsertMiddleware[%d]", i), Value: nil, Reason: "an insert middleware is nil"}
+		}
+	}
 	if c.RetryPolicy == nil {
 		c.RetryPolicy = DefaultRetryPolicy
 	}

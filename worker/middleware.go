@@ -3,8 +3,10 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 
 	"github.com/tasukiq/tasuki/tasuki"
 )
@@ -37,9 +39,18 @@ type Middleware func(ctx context.Context, job *tasuki.Job[json.RawMessage], next
 // it cannot change the outcome. A panic in it is recovered and logged.
 type ErrorHandler func(ctx context.Context, job *tasuki.Job[json.RawMessage], err error)
 
+// errNextTooLate is what next returns once the middleware that got it
+// returned: the attempt's outcome is decided, and its handler must not
+// run outside the worker's slots and shutdown.
+var errNextTooLate = errors.New("tasuki: middleware called next after it returned; the handler did not run")
+
 // callChain calls the handler of kind k for job through k's middleware,
-// decoding the payload innermost.
-func (w *Worker) callChain(ctx context.Context, k *kindState, job *tasuki.Job[json.RawMessage]) (err error) {
+// decoding the payload innermost. It returns the outcome and the context
+// the handler got (ctx if the middleware never called next).
+func (w *Worker) callChain(ctx context.Context, k *kindState, job *tasuki.Job[json.RawMessage]) (err error, handlerCtx context.Context) {
+	handlerCtx = ctx
+	var over atomic.Bool
+	defer over.Store(true)
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: string(debug.Stack())}
@@ -48,7 +59,11 @@ func (w *Worker) callChain(ctx context.Context, k *kindState, job *tasuki.Job[js
 	}()
 	var call func(i int, ctx context.Context) error
 	call = func(i int, ctx context.Context) error {
+		if over.Load() {
+			return errNextTooLate
+		}
 		if i == len(k.mws) {
+			handlerCtx = ctx
 			typed, err := k.reg.decode(job)
 			if err != nil {
 				return err
@@ -57,7 +72,7 @@ func (w *Worker) callChain(ctx context.Context, k *kindState, job *tasuki.Job[js
 		}
 		return k.mws[i](ctx, job, func(ctx context.Context) error { return call(i+1, ctx) })
 	}
-	return call(0, ctx)
+	return call(0, ctx), handlerCtx
 }
 
 // reportError calls the worker's ErrorHandler for a failed attempt.

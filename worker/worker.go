@@ -677,9 +677,10 @@ func (w *Worker) startJob(handlerCtx context.Context, j leased) {
 	w.work <- work{ctx: &l.hctx, lease: l, row: j.row, timeout: timeout} // never blocks: one slot per leased job
 }
 
-// rescuedMark starts the error the rescue of an expired lease records
-// (queries/lease.sql).
-var rescuedMark = []byte("lease expired: ")
+// rescuedMark is in the error history of a job that a rescue of an
+// expired lease put back (queries/lease.sql): a key no handler's error
+// text can add.
+var rescuedMark = []byte(`"rescued"`)
 
 // noteRescued publishes an EventRescued when row's previous attempt ended
 // by its lease expiring.
@@ -687,12 +688,16 @@ func (w *Worker) noteRescued(row *db.TasukiJob) {
 	if !bytes.Contains(row.Errors, rescuedMark) {
 		return
 	}
-	var history []tasuki.AttemptError
+	var history []struct {
+		Attempt int    `json:"attempt"`
+		Error   string `json:"error"`
+		Rescued bool   `json:"rescued"`
+	}
 	if json.Unmarshal(row.Errors, &history) != nil || len(history) == 0 {
 		return
 	}
 	last := history[len(history)-1]
-	if last.Attempt == int(row.Attempts)-1 && strings.HasPrefix(last.Error, string(rescuedMark)) {
+	if last.Rescued && last.Attempt == int(row.Attempts)-1 {
 		w.cfg.Events.Publish(tasuki.Event{Type: tasuki.EventRescued, JobID: row.ID, Kind: row.Kind, Queue: row.Queue,
 			Attempt: last.Attempt, Err: errors.New(last.Error)})
 	}
@@ -756,9 +761,10 @@ func (w *Worker) execute(wk work) (*tasuki.Job[json.RawMessage], result) {
 	start := time.Now()
 	job, err := rawJob(wk.row)
 	broken := err != nil // its error history does not decode
+	handlerCtx := ctx    // with what middleware added, for the ErrorHandler
 	if !broken {
 		if len(k.mws) > 0 {
-			err = w.callChain(ctx, k, job)
+			err, handlerCtx = w.callChain(ctx, k, job)
 		} else {
 			var typed any
 			if typed, err = k.reg.decode(job); err == nil {
@@ -771,13 +777,13 @@ func (w *Worker) execute(wk work) (*tasuki.Job[json.RawMessage], result) {
 		// Retrying cannot make a payload decode: fail it now.
 		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", wk.row.ID),
 			slog.String("kind", wk.row.Kind), slog.Any("error", err))
-		r = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error()}
+		r = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error(), returned: err}
 	} else {
 		r = w.classify(ctx, l, job, err)
 	}
-	r.ran, r.returned = time.Since(start), err
-	if w.cfg.ErrorHandler != nil && err != nil && (r.status == db.TasukiJobStatusFailed || r.status == db.TasukiJobStatusPending && !r.snooze && !r.giveBack) {
-		w.reportError(ctx, job, err)
+	r.ran = time.Since(start)
+	if w.cfg.ErrorHandler != nil && r.returned != nil && (r.status == db.TasukiJobStatusFailed || r.status == db.TasukiJobStatusPending && !r.snooze && !r.giveBack) {
+		w.reportError(handlerCtx, job, r.returned)
 	}
 	return job, r
 }
@@ -823,13 +829,13 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 	// cancel over a snooze it wraps, either over a shutdown.
 	var cancelErr *tasuki.CancelError
 	if errors.As(err, &cancelErr) {
-		r.status, r.err = db.TasukiJobStatusCanceled, err.Error()
+		r.status, r.err, r.returned = db.TasukiJobStatusCanceled, err.Error(), err
 		return r
 	}
 	var snoozeErr *tasuki.SnoozeError
 	if errors.As(err, &snoozeErr) {
 		// Not a failure: no error in the history, no attempt used.
-		r.status, r.snooze, r.delay = db.TasukiJobStatusPending, true, retryDelay(snoozeErr.Delay)
+		r.status, r.snooze, r.delay, r.returned = db.TasukiJobStatusPending, true, retryDelay(snoozeErr.Delay), err
 		return r
 	}
 	if errors.Is(context.Cause(ctx), ErrShutdown) {
@@ -837,12 +843,12 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 		return r
 	}
 	var timeout *TimeoutError
-	if errors.As(context.Cause(ctx), &timeout) {
+	if errors.As(context.Cause(ctx), &timeout) && !errors.As(err, &timeout) {
 		// Said first: the handler's own error is often only "context
 		// deadline exceeded".
 		err = fmt.Errorf("%w: %w", timeout, err)
 	}
-	r.err = err.Error()
+	r.err, r.returned = err.Error(), err
 	if job.Attempt >= job.MaxAttempts {
 		r.status = db.TasukiJobStatusFailed
 		w.log.Warn("tasuki: job failed: out of attempts", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt), slog.Any("error", err))
@@ -864,7 +870,14 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 // so that the target of errors.As is allocated only for a failure.
 func undecodable(err error) bool {
 	var de *tasuki.PayloadDecodeError
-	return errors.As(err, &de)
+	if !errors.As(err, &de) {
+		return false
+	}
+	// Middleware that made it a cancel, a snooze or a retry chose.
+	var c *tasuki.CancelError
+	var sn *tasuki.SnoozeError
+	var ra *tasuki.RetryAfterError
+	return !errors.As(err, &c) && !errors.As(err, &sn) && !errors.As(err, &ra)
 }
 
 // TimeoutError is the cause of a handler's context ending at its timeout

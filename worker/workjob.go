@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -79,7 +80,8 @@ func (w *Worker) WorkJob(ctx context.Context, id int64) (*WorkResult, error) {
 	l.hctx = handlerContext{Context: jobCtx, w: w, l: l}
 	_, r := w.execute(work{ctx: &l.hctx, lease: l, row: row, timeout: timeout})
 	l.returned = true
-	if _, err := w.write(context.WithoutCancel(ctx), q, []result{r}, false); err != nil {
+	written := false
+	if _, err := w.write(context.WithoutCancel(ctx), q, []result{r}, false, func(ids []int64) { written = slices.Contains(ids, id) }); err != nil {
 		w.mu.Lock()
 		delete(w.running, id)
 		w.mu.Unlock()
@@ -93,10 +95,11 @@ func (w *Worker) WorkJob(ctx context.Context, id int64) (*WorkResult, error) {
 	if out.Job, err = rawJob(stored); err != nil {
 		return nil, err
 	}
-	// A refused outcome (the job was canceled meanwhile) left the job in
-	// another status than it sets.
-	if stored.Status == r.status {
+	switch {
+	case written:
 		out.Event = eventOf(&r)
+	case w.completedItself(l) && stored.Status == db.TasukiJobStatusCompleted:
+		out.Event = tasuki.EventCompleted // by CompleteTx
 	}
 	return out, nil
 }

@@ -126,11 +126,13 @@ func (w *Worker) final(ctx context.Context, pending []result) {
 // flush writes pending outcomes in one statement and returns what is left:
 // nothing on success, everything on error.
 func (w *Worker) flush(ctx context.Context, pending []result) ([]result, error) {
-	return w.write(ctx, w.queries, pending, false)
+	return w.write(ctx, w.queries, pending, false, nil)
 }
 
 // write is flush; single says it is already writing one row at a time.
-func (w *Worker) write(ctx context.Context, q *db.Queries, pending []result, single bool) ([]result, error) {
+// recorded, when not nil, is told the ids whose outcome the database
+// recorded.
+func (w *Worker) write(ctx context.Context, q *db.Queries, pending []result, single bool, recorded func(ids []int64)) ([]result, error) {
 	if len(pending) == 0 {
 		return pending, nil
 	}
@@ -165,7 +167,7 @@ func (w *Worker) write(ctx context.Context, q *db.Queries, pending []result, sin
 		// Not the connection or the server's state: something in one row
 		// (a trigger of the application's, a limit). Write the rows one by
 		// one, so that one bad row cannot hold back all the others.
-		return w.flushEach(ctx, q, pending, err)
+		return w.flushEach(ctx, q, pending, err, recorded)
 	}
 	if err != nil {
 		return pending, dberr.Wrap("tasuki: record outcomes", err)
@@ -188,6 +190,9 @@ func (w *Worker) write(ctx context.Context, q *db.Queries, pending []result, sin
 	if w.cfg.Events.Active() {
 		w.publish(pending, changed)
 	}
+	if recorded != nil {
+		recorded(changed)
+	}
 	return pending[:0], nil
 }
 
@@ -203,16 +208,29 @@ func (w *Worker) publish(pending []result, changed []int64) {
 	}
 	now := time.Now()
 	for _, r := range pending {
+		typ := eventOf(&r)
 		if recorded != nil && !recorded[r.lease.id] {
-			continue
+			if !w.completedItself(r.lease) {
+				continue
+			}
+			typ = tasuki.EventCompleted
 		}
-		ev := tasuki.Event{Type: eventOf(&r), JobID: r.lease.id, Kind: r.lease.src.kind.name, Queue: r.lease.src.queue.name,
+		ev := tasuki.Event{Type: typ, JobID: r.lease.id, Kind: r.lease.src.kind.name, Queue: r.lease.src.queue.name,
 			Attempt: int(r.lease.attempt), Duration: r.ran, At: now}
 		if ev.Type != tasuki.EventCompleted && ev.Type != tasuki.EventGivenBack {
 			ev.Err = r.failure()
 		}
 		w.cfg.Events.Publish(ev)
 	}
+}
+
+// completedItself reports whether the handler of l completed its job in a
+// transaction of its own (CompleteTx), which explains an outcome refused:
+// the job was completed, by the handler.
+func (w *Worker) completedItself(l *lease) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return l.completing
 }
 
 // eventOf is the event an outcome makes once recorded.
@@ -249,9 +267,9 @@ func (r *result) failure() error {
 // flushEach writes outcomes one statement each, after a batch failed for a
 // row's data. An outcome that fails alone is dropped and logged: its job's
 // lease expires and the job runs again.
-func (w *Worker) flushEach(ctx context.Context, q *db.Queries, pending []result, batchErr error) ([]result, error) {
+func (w *Worker) flushEach(ctx context.Context, q *db.Queries, pending []result, batchErr error, recorded func([]int64)) ([]result, error) {
 	for i, r := range pending {
-		if _, err := w.write(ctx, q, []result{r}, true); err != nil {
+		if _, err := w.write(ctx, q, []result{r}, true, recorded); err != nil {
 			if !dberr.RowError(err) {
 				return pending[i:], err // the database went away: retry the rest later
 			}
