@@ -79,9 +79,11 @@ type Config struct {
 	Unique bool
 	// Progress receives progress bars; nil shows none.
 	Progress io.Writer
-	// Middleware wraps the drain worker's handlers (the OpenTelemetry
-	// module's drain sets its own). Defaults to none.
-	Middleware []worker.Middleware
+	// Middleware wraps the drain worker's handlers, and InsertMiddleware
+	// the drain's inserts (the OpenTelemetry module's drain sets its
+	// own). Default to none.
+	Middleware       []worker.Middleware
+	InsertMiddleware []tasuki.InsertMiddleware
 
 	// Baseline is how long the snapshot run measures before it opens its
 	// transaction. Defaults to 1 minute.
@@ -415,7 +417,7 @@ func Drain(ctx context.Context, cfg Config) (DrainResult, error) {
 		defer cleanup(pool, queue)
 	}
 	fill := bar(cfg.Progress, cfg.Jobs, "inserting")
-	if err := fillSpread(ctx, pool, queues, kinds, cfg.Jobs, func(n int) { _ = fill.Add(n) }); err != nil {
+	if err := fillSpread(ctx, pool, queues, kinds, cfg.Jobs, cfg.InsertMiddleware, func(n int) { _ = fill.Add(n) }); err != nil {
 		return res, err
 	}
 	_ = fill.Finish()
@@ -486,10 +488,10 @@ func Drain(ctx context.Context, cfg Config) (DrainResult, error) {
 // len(kinds) in queue (i div len(kinds)) mod len(queues), so that every
 // pair of a kind and a queue gets its share. One kind in one queue goes
 // through a Client, as an application with one kind would.
-func fillSpread(ctx context.Context, pool *pgxpool.Pool, queues, kinds []string, jobs int, added func(int)) error {
+func fillSpread(ctx context.Context, pool *pgxpool.Pool, queues, kinds []string, jobs int, mws []tasuki.InsertMiddleware, added func(int)) error {
 	const batch = 50_000
 	if len(queues) == 1 && len(kinds) == 1 {
-		client, err := tasuki.NewClient[noop](pool, tasuki.ClientConfig{Queue: queues[0]})
+		client, err := tasuki.NewClient[noop](pool, tasuki.ClientConfig{Queue: queues[0], InsertMiddleware: mws})
 		if err != nil {
 			return err
 		}
@@ -504,7 +506,7 @@ func fillSpread(ctx context.Context, pool *pgxpool.Pool, queues, kinds []string,
 		}
 		return nil
 	}
-	ins, err := tasuki.NewInserter(pool, tasuki.ClientConfig{})
+	ins, err := tasuki.NewInserter(pool, tasuki.ClientConfig{InsertMiddleware: mws})
 	if err != nil {
 		return err
 	}
