@@ -54,7 +54,7 @@ WHERE (cardinality($2::text[]) = 0 OR j.kind = ANY($2::text[]))
   AND ($3::text IS NULL
        OR j.metadata @> jsonb_build_object('tasukitest_scope', $3::text))
   AND (NOT $4::boolean
-       OR CASE WHEN j.created_at >= transaction_timestamp()
+       OR CASE WHEN j.created_at = transaction_timestamp()
                     AND j.xmin::text::bigint >= 3
                     AND (j.xmin::text::bigint - me.xid % 4294967296 + 4294967296) % 4294967296 < 2147483648
                THEN pg_xact_status((me.xid + (j.xmin::text::bigint - me.xid % 4294967296 + 4294967296) % 4294967296)::text::xid8)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"strconv"
 	"time"
 
@@ -124,13 +123,15 @@ func (in *Instrumentation) end(ctx, spanCtx context.Context, span trace.Span, a 
 func (in *Instrumentation) extract(ctx context.Context, metadata json.RawMessage) (context.Context, trace.SpanContext) {
 	// A struct with one field, tagged with the key, decodes the carrier
 	// alone: the other keys are skipped without being stored.
-	holder := reflect.New(in.carrierHolder)
-	if err := json.Unmarshal(metadata, holder.Interface()); err != nil {
-		// Not a carrier: the application's own data under the key.
+	// By exact key: encoding/json matches struct tags without regard to
+	// case, so a key of the application's ("OTEL") would shadow ours.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(metadata, &fields); err != nil {
 		return ctx, trace.SpanContext{}
 	}
-	carrier := holder.Elem().Field(0).Interface().(map[string]string)
-	if len(carrier) == 0 {
+	var carrier map[string]string
+	if raw, ok := fields[in.metadataKey]; !ok || json.Unmarshal(raw, &carrier) != nil || len(carrier) == 0 {
+		// None, or the application's own data under the key.
 		return ctx, trace.SpanContext{}
 	}
 	ctx = in.propagator.Extract(ctx, propagation.MapCarrier(carrier))
@@ -168,10 +169,8 @@ func outcomeOf(ctx context.Context, job *tasuki.Job[json.RawMessage], err error)
 	if err == nil {
 		return outcomeCompleted
 	}
-	var undecodable *tasuki.PayloadDecodeError
-	if errors.As(err, &undecodable) {
-		return outcomeFailed
-	}
+	// In the worker's order: a cancel, snooze or retry a middleware made of
+	// an undecodable payload wins over the payload failing at once.
 	var canceled *tasuki.CancelError
 	if errors.As(err, &canceled) {
 		return outcomeCanceled
@@ -179,6 +178,11 @@ func outcomeOf(ctx context.Context, job *tasuki.Job[json.RawMessage], err error)
 	var snoozed *tasuki.SnoozeError
 	if errors.As(err, &snoozed) {
 		return outcomeSnoozed
+	}
+	var undecodable *tasuki.PayloadDecodeError
+	var retryAfter *tasuki.RetryAfterError
+	if errors.As(err, &undecodable) && !errors.As(err, &retryAfter) {
+		return outcomeFailed
 	}
 	if errors.Is(context.Cause(ctx), worker.ErrShutdown) {
 		return outcomeGivenBack

@@ -82,7 +82,7 @@ WHERE (cardinality(sqlc.arg('kinds')::text[]) = 0 OR j.kind = ANY(sqlc.arg('kind
   AND (sqlc.narg('scope')::text IS NULL
        OR j.metadata @> jsonb_build_object('tasukitest_scope', sqlc.narg('scope')::text))
   AND (NOT sqlc.arg('own_tx')::boolean
-       OR CASE WHEN j.created_at >= transaction_timestamp()
+       OR CASE WHEN j.created_at = transaction_timestamp()
                     AND j.xmin::text::bigint >= 3
                     AND (j.xmin::text::bigint - me.xid % 4294967296 + 4294967296) % 4294967296 < 2147483648
                THEN pg_xact_status((me.xid + (j.xmin::text::bigint - me.xid % 4294967296 + 4294967296) % 4294967296)::text::xid8)
