@@ -163,11 +163,11 @@ func TestDefaultPropagator(t *testing.T) {
 
 func TestNewRejectsMetadataKey(t *testing.T) {
 	t.Parallel()
-	for _, key := range []string{"otel", "trace-ctx", "a.b", "x_y", "ü", "with space"} {
+	for _, key := range []string{"otel", "trace-ctx", "a.b", "x_y", "ü", "with space", "a,b", "-", "a`b", "a'b", "a<b"} {
 		_, err := tasukiotel.New(tasukiotel.Config{MetadataKey: key})
 		require.NoError(t, err, key)
 	}
-	for _, key := range []string{`a"b`, `a\b`, "a\nb", "a,b", "-", "a`b", "a'b", "\xff"} {
+	for _, key := range []string{`a"b`, `a\b`, "a\nb", "a\tb", "\xff"} {
 		_, err := tasukiotel.New(tasukiotel.Config{MetadataKey: key})
 		require.Error(t, err, key)
 		assert.Contains(t, err.Error(), "Config.MetadataKey")

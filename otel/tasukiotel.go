@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"reflect"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -45,8 +43,10 @@ type Config struct {
 	// MetadataKey is the key of job metadata (tasuki.InsertOpts.Metadata)
 	// under which the propagator's fields (traceparent, tracestate,
 	// baggage) are stored, as a JSON object of strings. Producers and
-	// workers must agree on it. Letters, digits and punctuation other
-	// than quotes, backslashes and commas. Defaults to "otel".
+	// workers must agree on it. The key is reserved: what the
+	// application puts under it is replaced at insert; choose another
+	// key if its metadata uses "otel". Valid UTF-8 without quotes,
+	// backslashes or control characters. Defaults to "otel".
 	MetadataKey string
 }
 
@@ -62,8 +62,6 @@ type Instrumentation struct {
 	// object (New refuses a key it would escape): a job's metadata that
 	// does not contain it carries no trace context, and is not parsed.
 	quotedKey []byte
-	// carrierHolder is struct{ C map[string]string `json:"{MetadataKey}"` }.
-	carrierHolder reflect.Type
 
 	inserted metric.Int64Counter
 	finished metric.Int64Counter
@@ -94,17 +92,16 @@ func New(cfg Config) (*Instrumentation, error) {
 	if cfg.MetadataKey == "" {
 		cfg.MetadataKey = DefaultMetadataKey
 	}
-	holder, err := carrierHolder(cfg.MetadataKey)
+	err := checkMetadataKey(cfg.MetadataKey)
 	if err != nil {
 		return nil, err
 	}
 	in := &Instrumentation{
-		tracer:        cfg.TracerProvider.Tracer(ScopeName, trace.WithSchemaURL(semconv.SchemaURL)),
-		meter:         cfg.MeterProvider.Meter(ScopeName, metric.WithSchemaURL(semconv.SchemaURL)),
-		propagator:    cfg.Propagator,
-		metadataKey:   cfg.MetadataKey,
-		quotedKey:     []byte(`"` + cfg.MetadataKey + `"`),
-		carrierHolder: holder,
+		tracer:      cfg.TracerProvider.Tracer(ScopeName, trace.WithSchemaURL(semconv.SchemaURL)),
+		meter:       cfg.MeterProvider.Meter(ScopeName, metric.WithSchemaURL(semconv.SchemaURL)),
+		propagator:  cfg.Propagator,
+		metadataKey: cfg.MetadataKey,
+		quotedKey:   []byte(`"` + cfg.MetadataKey + `"`),
 	}
 	in.pairs.Store(&map[pair]*pairAttrs{})
 	instrument := func(name string, err error) error {
@@ -132,29 +129,18 @@ func New(cfg Config) (*Instrumentation, error) {
 	return in, nil
 }
 
-// carrierHolder returns struct{ C map[string]string `json:"{key}"` }, a
-// type that decodes the carrier stored under key and skips the rest of
-// the metadata; an error if key cannot be such a tag, or would not be
-// written verbatim, so that quotedKey would not find it.
-func carrierHolder(key string) (reflect.Type, error) {
-	bad := fmt.Errorf("tasukiotel: Config.MetadataKey %q cannot be used: "+
-		"use letters, digits and punctuation other than quotes, backslashes and commas, such as the default %q", key, DefaultMetadataKey)
-	if strings.ContainsAny(key, "`,") || key == "-" || !utf8.ValidString(key) {
-		return nil, bad
-	}
-	typ := reflect.StructOf([]reflect.StructField{{Name: "C", Type: reflect.TypeFor[map[string]string](),
-		Tag: reflect.StructTag(`json:"` + key + `"`)}})
-	// encoding/json ignores a tag of characters it does not accept, and
-	// escapes some: a round trip shows whether the key survives.
+// checkMetadataKey says why key cannot be Config.MetadataKey: the key must
+// appear in stored metadata as it is, between quotes, for the worker's
+// quick look for it (quotedKey) to find it.
+func checkMetadataKey(key string) error {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	v := reflect.New(typ)
-	v.Elem().Field(0).Set(reflect.ValueOf(map[string]string{}))
-	if err := enc.Encode(v.Interface()); err != nil || b.String() != `{"`+key+`":{}}`+"\n" {
-		return nil, bad
+	enc.SetEscapeHTML(false) // jsonb writes <, > and & as they are
+	if err := enc.Encode(key); err != nil || !utf8.ValidString(key) || b.String() != `"`+key+`"`+"\n" {
+		return fmt.Errorf("tasukiotel: Config.MetadataKey %q cannot be used: use valid UTF-8 without quotes, backslashes or control characters, such as the default %q",
+			key, DefaultMetadataKey)
 	}
-	return typ, nil
+	return nil
 }
 
 // The names of the instruments.

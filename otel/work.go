@@ -161,36 +161,23 @@ var outcomeNames = [numOutcomes]string{"completed", "retried", "failed", "cancel
 
 func (o outcome) String() string { return outcomeNames[o] }
 
-// outcomeOf decides the outcome of an attempt whose chain returned err,
-// in the order the worker decides it (worker.Worker's execute and
-// classify): an undecodable payload fails the job, then a cancel, a
-// snooze, a shutdown, and the job's attempts left.
+// outcomeOf is the outcome the worker records for an attempt whose chain
+// returned err: worker.Outcome, as an index into the instrument's tables.
 func outcomeOf(ctx context.Context, job *tasuki.Job[json.RawMessage], err error) outcome {
-	if err == nil {
+	switch worker.Outcome(ctx, job, err) {
+	case tasuki.EventCompleted:
 		return outcomeCompleted
-	}
-	// In the worker's order: a cancel, snooze or retry a middleware made of
-	// an undecodable payload wins over the payload failing at once.
-	var canceled *tasuki.CancelError
-	if errors.As(err, &canceled) {
+	case tasuki.EventCanceled:
 		return outcomeCanceled
-	}
-	var snoozed *tasuki.SnoozeError
-	if errors.As(err, &snoozed) {
+	case tasuki.EventSnoozed:
 		return outcomeSnoozed
-	}
-	var undecodable *tasuki.PayloadDecodeError
-	var retryAfter *tasuki.RetryAfterError
-	if errors.As(err, &undecodable) && !errors.As(err, &retryAfter) {
-		return outcomeFailed
-	}
-	if errors.Is(context.Cause(ctx), worker.ErrShutdown) {
+	case tasuki.EventGivenBack:
 		return outcomeGivenBack
-	}
-	if job.Attempt >= job.MaxAttempts {
+	case tasuki.EventFailed:
 		return outcomeFailed
+	default:
+		return outcomeRetried
 	}
-	return outcomeRetried
 }
 
 // errorType is a failed attempt's error.type: a few words for the causes

@@ -206,8 +206,10 @@ func (c copier) insertParams(ctx context.Context, tx pgx.Tx, cfg ClientConfig, p
 			return err
 		}
 		n = res.n
-		// Unique jobs get their ids, or are marked duplicates; COPY
-		// reports no ids.
+		if len(res.uniqueRows) == 0 {
+			return nil // COPY reports no ids
+		}
+		// Unique jobs get their ids, or are marked duplicates.
 		ids := make(map[string]int64, len(res.unique))
 		for _, r := range res.unique {
 			ids[string(r.UniqueKey)] = r.ID

@@ -48,3 +48,31 @@ func TestAttackScopeDerivedContext(t *testing.T) {
 	j := tasukitest.RequireInserted[SendEmail](dctx, t, pool, &tasukitest.Want{Payload: map[string]any{"to": "a"}, Metadata: map[string]any{"n": 1}})
 	require.Equal(t, "a", j.Payload.To)
 }
+
+// A nil *T (or map) payload means any payload, as a nil one does.
+func TestAttackTypedNilPayloadMeansAny(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	_, err := newClient[SendEmail](t, pool, tasuki.ClientConfig{}).Insert(ctx, SendEmail{To: "a"}, nil)
+	require.NoError(t, err)
+	for _, payload := range []any{(*SendEmail)(nil), map[string]any(nil)} {
+		r := &recorder{}
+		tasukitest.RequireInserted[SendEmail](ctx, r, pool, &tasukitest.Want{Payload: payload})
+		r.passed(t)
+	}
+}
+
+// A Want.Kind that contradicts T's own kind fails, instead of decoding
+// another kind's job into T.
+func TestAttackWantKindContradictingTFails(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	_, err := newClient[SendSMS](t, pool, tasuki.ClientConfig{}).Insert(ctx, SendSMS{}, nil)
+	require.NoError(t, err)
+	r := &recorder{}
+	tasukitest.RequireInserted[SendEmail](ctx, r, pool, &tasukitest.Want{Kind: "send_sms"})
+	containsAll(t, r.failed(t), `Want.Kind "send_sms" contradicts the kind of the payload type, "send_email"`)
+	r = &recorder{}
+	tasukitest.RequireInserted[SendSMS](ctx, r, pool, &tasukitest.Want{Kind: "send_sms"})
+	r.passed(t)
+}

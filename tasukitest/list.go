@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/internal/jobrow"
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
@@ -91,7 +91,7 @@ func list(ctx context.Context, conn DB, s scope, kinds []string, checks []*check
 	}
 	out := make([]found, len(rows))
 	for i, r := range rows {
-		job, err := rawJob(&r.TasukiJob)
+		job, err := jobrow.Raw(&r.TasukiJob)
 		if err != nil {
 			return nil, err
 		}
@@ -104,23 +104,6 @@ func list(ctx context.Context, conn DB, s scope, kinds []string, checks []*check
 		}
 	}
 	return out, nil
-}
-
-// rawJob converts a stored row into a job with its payload undecoded.
-func rawJob(row *db.TasukiJob) (*tasuki.Job[json.RawMessage], error) {
-	job := &tasuki.Job[json.RawMessage]{
-		ID: row.ID, Queue: row.Queue, Kind: row.Kind, Status: tasuki.Status(row.Status), Priority: int(row.Priority),
-		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), Snoozes: int(row.Snoozes), MaxAttempts: int(row.MaxAttempts),
-		ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt, AttemptedAt: row.AttemptedAt,
-		FinishedAt: row.FinishedAt, Metadata: json.RawMessage(row.Metadata),
-		UniqueKey: row.UniqueKey, Timeout: time.Duration(row.TimeoutMs.Int64) * time.Millisecond,
-	}
-	if len(row.Errors) > 2 { // "[]" is the empty history
-		if err := json.Unmarshal(row.Errors, &job.Errors); err != nil {
-			return nil, fmt.Errorf("read the error history of job %d: %w", row.ID, err)
-		}
-	}
-	return job, nil
 }
 
 // describe is one job, for a message.

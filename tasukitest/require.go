@@ -69,14 +69,17 @@ func RequireManyInsertedTx(ctx context.Context, t TB, tx pgx.Tx, wants []Want) [
 	return requireMany(ctx, t, "RequireManyInsertedTx", txDB(tx), scopeFor(ctx, true), wants)
 }
 
-// isNil reports whether db is nil, or a nil pointer (a *pgxpool.Pool not
-// yet made, say).
-func isNil(db DB) bool {
-	if db == nil {
+// isNil reports whether v is nil, or a nil pointer, map or slice (a
+// *pgxpool.Pool not yet made, a nil *T payload).
+func isNil(v any) bool {
+	if v == nil {
 		return true
 	}
-	v := reflect.ValueOf(db)
-	return v.Kind() == reflect.Pointer && v.IsNil()
+	switch r := reflect.ValueOf(v); r.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Interface:
+		return r.IsNil()
+	}
+	return false
 }
 
 // txDB is tx as a DB, nil for a nil tx.
@@ -101,6 +104,12 @@ func prepare[T any](t TB, fn string, db DB, want *Want) (*check, bool) {
 	kind, err := tasuki.KindOf[T]("Want.Kind", given)
 	if err != nil {
 		fail(t, "tasukitest: %s: %v", fn, err)
+		return nil, false
+	}
+	if own, err := tasuki.KindOf[T]("", ""); given != "" && err == nil && own != given {
+		// Another kind's jobs would be decoded into T.
+		fail(t, "tasukitest: %s: Want.Kind %q contradicts the kind of the payload type, %q: leave Want.Kind empty, or use the payload type of kind %q",
+			fn, given, own, given)
 		return nil, false
 	}
 	c, err := newCheck("Want", kind, want)

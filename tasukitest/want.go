@@ -109,7 +109,7 @@ func newCheck(name, kind string, w *Want) (*check, error) {
 	}
 	c.want = *w
 	var cond condition
-	if w.Payload != nil {
+	if !isNil(w.Payload) { // a nil *T, map or slice means any payload, as nil does
 		b, err := json.Marshal(w.Payload)
 		if err != nil {
 			return nil, fmt.Errorf("%s.Payload (%T) does not encode as JSON: %w", name, w.Payload, err)

@@ -19,8 +19,9 @@ import (
 // attempt, tasuki.Cancel, tasuki.Snooze, tasuki.RetryAfter). Time next to
 // learn how long the handler ran. next gives a payload that does not
 // decode as an error wrapping a *tasuki.PayloadDecodeError, which fails
-// the job at once unless the middleware returns something else; a panic
-// in the handler as a *PanicError. ctx is the handler's; the context given
+// the job at once unless the middleware returns something else (Outcome
+// says what the worker records for an error); a panic in the handler as a
+// *PanicError. ctx is the handler's; the context given
 // to next becomes the handler's (add values to it, a span say, but derive
 // it from ctx).
 //

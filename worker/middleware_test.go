@@ -438,3 +438,32 @@ func TestEventRescuedWhenALostJobIsLeasedAgain(t *testing.T) {
 	assert.Equal(t, tasuki.EventCompleted, ev.Type)
 	assert.Equal(t, 2, ev.Attempt)
 }
+
+func TestOutcomeIsWhatTheWorkerRecords(t *testing.T) {
+	job := &tasuki.Job[json.RawMessage]{Attempt: 1, MaxAttempts: 2}
+	last := &tasuki.Job[json.RawMessage]{Attempt: 2, MaxAttempts: 2}
+	undecodable := &tasuki.PayloadDecodeError{JobID: 1, Type: "T", Err: errors.New("bad")}
+	shutdown, cancel := context.WithCancelCause(context.Background())
+	cancel(worker.ErrShutdown)
+	ctx := context.Background()
+	for _, c := range []struct {
+		ctx  context.Context
+		job  *tasuki.Job[json.RawMessage]
+		err  error
+		want tasuki.EventType
+	}{
+		{ctx, job, nil, tasuki.EventCompleted},
+		{ctx, job, errors.New("x"), tasuki.EventRetried},
+		{ctx, last, errors.New("x"), tasuki.EventFailed},
+		{ctx, job, tasuki.Cancel(errors.New("x")), tasuki.EventCanceled},
+		{ctx, job, tasuki.Snooze(time.Second), tasuki.EventSnoozed},
+		{ctx, job, undecodable, tasuki.EventFailed},
+		{ctx, job, tasuki.RetryAfter(time.Second, undecodable), tasuki.EventRetried},
+		{ctx, job, tasuki.Cancel(undecodable), tasuki.EventCanceled},
+		{shutdown, job, errors.New("x"), tasuki.EventGivenBack},
+		{shutdown, job, tasuki.Cancel(errors.New("x")), tasuki.EventCanceled},
+		{shutdown, job, nil, tasuki.EventCompleted},
+	} {
+		assert.Equal(t, c.want, worker.Outcome(c.ctx, c.job, c.err), "%v on attempt %d", c.err, c.job.Attempt)
+	}
+}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/internal/jobrow"
 	"github.com/tasukiq/tasuki/internal/maintenance"
 	"github.com/tasukiq/tasuki/internal/setaside"
 	"github.com/tasukiq/tasuki/tasuki"
@@ -654,18 +655,22 @@ func (w *Worker) register(j leased, cancel context.CancelCauseFunc, overdue time
 	return l
 }
 
-func (w *Worker) startJob(handlerCtx context.Context, j leased) {
-	timeout := j.src.kind.timeout
-	if j.row.TimeoutMs.Valid {
-		timeout = time.Duration(j.row.TimeoutMs.Int64) * time.Millisecond
+// attemptTimeout is how long an attempt of row may run: its own timeout,
+// else its kind's; 0 for none.
+func attemptTimeout(k *kindState, row *db.TasukiJob) time.Duration {
+	if row.TimeoutMs.Valid {
+		return time.Duration(row.TimeoutMs.Int64) * time.Millisecond
 	}
+	return k.timeout
+}
+
+func (w *Worker) startJob(handlerCtx context.Context, j leased) {
+	timeout := attemptTimeout(j.src.kind, j.row)
 	var overdue time.Time
 	if timeout > 0 {
 		overdue = time.Now().Add(timeout + TimeoutGrace)
 	}
-	if w.cfg.Events.Active() {
-		w.noteRescued(j.row)
-	}
+	w.noteRescued(j.row)
 	jobCtx, cancel := context.WithCancelCause(handlerCtx)
 	l := w.register(j, cancel, overdue)
 	// Allocated with the lease, not apart: a context.WithValue would
@@ -683,9 +688,9 @@ func (w *Worker) startJob(handlerCtx context.Context, j leased) {
 var rescuedMark = []byte(`"rescued"`)
 
 // noteRescued publishes an EventRescued when row's previous attempt ended
-// by its lease expiring.
+// by its lease expiring, if anyone subscribed.
 func (w *Worker) noteRescued(row *db.TasukiJob) {
-	if !bytes.Contains(row.Errors, rescuedMark) {
+	if !w.cfg.Events.Active() || !bytes.Contains(row.Errors, rescuedMark) {
 		return
 	}
 	var history []struct {
@@ -759,7 +764,7 @@ func (w *Worker) execute(wk work) (*tasuki.Job[json.RawMessage], result) {
 		defer cancel()
 	}
 	start := time.Now()
-	job, err := rawJob(wk.row)
+	job, err := jobrow.Raw(wk.row)
 	broken := err != nil // its error history does not decode
 	handlerCtx := ctx    // with what middleware added, for the ErrorHandler
 	if !broken {
@@ -773,16 +778,16 @@ func (w *Worker) execute(wk work) (*tasuki.Job[json.RawMessage], result) {
 		}
 	}
 	var r result
-	if broken || err != nil && undecodable(err) {
-		// Retrying cannot make a payload decode: fail it now.
-		w.log.Error("tasuki: job failed: payload does not decode", slog.Int64("job_id", wk.row.ID),
+	if broken {
+		// Nothing ran: retrying cannot make the history decode.
+		w.log.Error("tasuki: job failed: its row does not decode", slog.Int64("job_id", wk.row.ID),
 			slog.String("kind", wk.row.Kind), slog.Any("error", err))
 		r = result{lease: l, status: db.TasukiJobStatusFailed, err: err.Error(), returned: err}
 	} else {
 		r = w.classify(ctx, l, job, err)
 	}
 	r.ran = time.Since(start)
-	if w.cfg.ErrorHandler != nil && r.returned != nil && (r.status == db.TasukiJobStatusFailed || r.status == db.TasukiJobStatusPending && !r.snooze && !r.giveBack) {
+	if w.cfg.ErrorHandler != nil && r.failedAttempt() {
 		w.reportError(handlerCtx, job, r.returned)
 	}
 	return job, r
@@ -816,31 +821,31 @@ func (w *Worker) finishJob(l *lease, r result) {
 
 // classify turns what a handler returned into an outcome.
 func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.RawMessage], err error) (r result) {
-	r = result{lease: l}
+	r = result{lease: l, returned: err}
 	// The outcome is written whatever canceled the context: the token check
 	// refuses it when the job was canceled or its lease really lost, and
 	// keeps it when the cause was stale (a failed heartbeat, or a cancel
 	// notification that arrived after the job was retried and leased again).
-	if err == nil {
+	switch Outcome(ctx, job, err) {
+	case tasuki.EventCompleted:
 		r.status = db.TasukiJobStatusCompleted
 		return r
-	}
-	// What the handler chose says more than what ended its context: a
-	// cancel over a snooze it wraps, either over a shutdown.
-	var cancelErr *tasuki.CancelError
-	if errors.As(err, &cancelErr) {
-		r.status, r.err, r.returned = db.TasukiJobStatusCanceled, err.Error(), err
+	case tasuki.EventCanceled:
+		r.status, r.err = db.TasukiJobStatusCanceled, err.Error()
 		return r
-	}
-	var snoozeErr *tasuki.SnoozeError
-	if errors.As(err, &snoozeErr) {
+	case tasuki.EventSnoozed:
 		// Not a failure: no error in the history, no attempt used.
-		r.status, r.snooze, r.delay, r.returned = db.TasukiJobStatusPending, true, retryDelay(snoozeErr.Delay), err
+		var snoozeErr *tasuki.SnoozeError
+		errors.As(err, &snoozeErr)
+		r.status, r.snooze, r.delay = db.TasukiJobStatusPending, true, retryDelay(snoozeErr.Delay)
 		return r
-	}
-	if errors.Is(context.Cause(ctx), ErrShutdown) {
-		r.status, r.giveBack = db.TasukiJobStatusPending, true
+	case tasuki.EventGivenBack:
+		r.status, r.giveBack, r.returned = db.TasukiJobStatusPending, true, nil
 		return r
+	case tasuki.EventFailed:
+		r.status = db.TasukiJobStatusFailed
+	default:
+		r.status = db.TasukiJobStatusPending
 	}
 	var timeout *TimeoutError
 	if errors.As(context.Cause(ctx), &timeout) && !errors.As(err, &timeout) {
@@ -849,12 +854,14 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 		err = fmt.Errorf("%w: %w", timeout, err)
 	}
 	r.err, r.returned = err.Error(), err
-	if job.Attempt >= job.MaxAttempts {
-		r.status = db.TasukiJobStatusFailed
-		w.log.Warn("tasuki: job failed: out of attempts", slog.Int64("job_id", job.ID), slog.Int("attempt", job.Attempt), slog.Any("error", err))
+	if r.status == db.TasukiJobStatusFailed {
+		why := "tasuki: job failed: out of attempts"
+		if job.Attempt < job.MaxAttempts {
+			why = "tasuki: job failed: payload does not decode" // the one failure that skips the attempts left
+		}
+		w.log.Warn(why, slog.Int64("job_id", job.ID), slog.String("kind", job.Kind), slog.Int("attempt", job.Attempt), slog.Any("error", err))
 		return r
 	}
-	r.status = db.TasukiJobStatusPending
 	var retryErr *tasuki.RetryAfterError
 	if errors.As(err, &retryErr) {
 		r.delay = retryDelay(retryErr.Delay)
@@ -866,18 +873,11 @@ func (w *Worker) classify(ctx context.Context, l *lease, job *tasuki.Job[json.Ra
 	return r
 }
 
-// undecodable reports whether err says a payload did not decode. Apart,
-// so that the target of errors.As is allocated only for a failure.
-func undecodable(err error) bool {
-	var de *tasuki.PayloadDecodeError
-	if !errors.As(err, &de) {
-		return false
-	}
-	// Middleware that made it a cancel, a snooze or a retry chose.
-	var c *tasuki.CancelError
-	var sn *tasuki.SnoozeError
-	var ra *tasuki.RetryAfterError
-	return !errors.As(err, &c) && !errors.As(err, &sn) && !errors.As(err, &ra)
+// failedAttempt reports whether r records a failed attempt (retried or
+// failed for good), as opposed to a completion, a cancel, a snooze or a
+// job given back.
+func (r *result) failedAttempt() bool {
+	return r.status == db.TasukiJobStatusFailed || r.status == db.TasukiJobStatusPending && !r.snooze && !r.giveBack
 }
 
 // TimeoutError is the cause of a handler's context ending at its timeout
@@ -911,24 +911,6 @@ func (w *Worker) call(ctx context.Context, k *kindState, job *tasuki.Job[json.Ra
 		}
 	}()
 	return k.reg.work(ctx, typed)
-}
-
-// rawJob converts a leased row into the job every handler's typed job is
-// decoded from.
-func rawJob(row *db.TasukiJob) (*tasuki.Job[json.RawMessage], error) {
-	job := &tasuki.Job[json.RawMessage]{
-		ID: row.ID, Queue: row.Queue, Kind: row.Kind, Status: tasuki.Status(row.Status), Priority: int(row.Priority),
-		Payload: json.RawMessage(row.Payload), Attempt: int(row.Attempts), Snoozes: int(row.Snoozes), MaxAttempts: int(row.MaxAttempts),
-		ScheduledAt: row.ScheduledAt, CreatedAt: row.CreatedAt, AttemptedAt: row.AttemptedAt,
-		FinishedAt: row.FinishedAt, Metadata: json.RawMessage(row.Metadata),
-		UniqueKey: row.UniqueKey, Timeout: time.Duration(row.TimeoutMs.Int64) * time.Millisecond,
-	}
-	if len(row.Errors) > 2 { // "[]" is the empty history
-		if err := json.Unmarshal(row.Errors, &job.Errors); err != nil {
-			return job, fmt.Errorf("tasuki: error history of job %d: %w", row.ID, err)
-		}
-	}
-	return job, nil
 }
 
 // waitFor waits up to d for done to close.

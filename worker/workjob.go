@@ -12,6 +12,7 @@ import (
 
 	"github.com/tasukiq/tasuki/db"
 	"github.com/tasukiq/tasuki/internal/dberr"
+	"github.com/tasukiq/tasuki/internal/jobrow"
 	"github.com/tasukiq/tasuki/tasuki"
 )
 
@@ -66,20 +67,15 @@ func (w *Worker) WorkJob(ctx context.Context, id int64) (*WorkResult, error) {
 	if src == nil { // a queue the worker is not configured for
 		src = &source{queue: &queueState{name: row.Queue}, kind: k}
 	}
-	j := leased{row: row, src: src}
-	if w.cfg.Events.Active() {
-		w.noteRescued(row)
-	}
-	timeout := k.timeout
-	if row.TimeoutMs.Valid {
-		timeout = time.Duration(row.TimeoutMs.Int64) * time.Millisecond
-	}
+	w.noteRescued(row)
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	l := w.register(j, cancel, time.Time{})
+	l := w.register(leased{row: row, src: src}, cancel, time.Time{})
 	l.hctx = handlerContext{Context: jobCtx, w: w, l: l}
-	_, r := w.execute(work{ctx: &l.hctx, lease: l, row: row, timeout: timeout})
+	_, r := w.execute(work{ctx: &l.hctx, lease: l, row: row, timeout: attemptTimeout(k, row)})
+	w.mu.Lock()
 	l.returned = true
+	w.mu.Unlock()
 	written := false
 	if _, err := w.write(context.WithoutCancel(ctx), q, []result{r}, false, func(ids []int64) { written = slices.Contains(ids, id) }); err != nil {
 		w.mu.Lock()
@@ -92,7 +88,7 @@ func (w *Worker) WorkJob(ctx context.Context, id int64) (*WorkResult, error) {
 	if err != nil {
 		return nil, dberr.Wrap(fmt.Sprintf("tasuki: work job %d: read it back", id), err)
 	}
-	if out.Job, err = rawJob(stored); err != nil {
+	if out.Job, err = jobrow.Raw(stored); err != nil {
 		return nil, err
 	}
 	switch {
