@@ -121,16 +121,8 @@ func (in *Instrumentation) end(ctx, spanCtx context.Context, span trace.Span, a 
 // extract returns ctx with the trace context stored in metadata, and that
 // context's span context; an invalid one when metadata holds none.
 func (in *Instrumentation) extract(ctx context.Context, metadata json.RawMessage) (context.Context, trace.SpanContext) {
-	// A struct with one field, tagged with the key, decodes the carrier
-	// alone: the other keys are skipped without being stored.
-	// By exact key: encoding/json matches struct tags without regard to
-	// case, so a key of the application's ("OTEL") would shadow ours.
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(metadata, &fields); err != nil {
-		return ctx, trace.SpanContext{}
-	}
-	var carrier map[string]string
-	if raw, ok := fields[in.metadataKey]; !ok || json.Unmarshal(raw, &carrier) != nil || len(carrier) == 0 {
+	carrier := carrierOf(metadata, in.metadataKey)
+	if len(carrier) == 0 {
 		// None, or the application's own data under the key.
 		return ctx, trace.SpanContext{}
 	}
