@@ -198,9 +198,11 @@ type pairAttrs struct {
 	processName  string
 	processAttrs []attribute.KeyValue
 	inserted     metric.AddOption
-	// finished holds each outcome's attributes, for the counter and the
-	// histogram.
-	finished [numOutcomes]metric.MeasurementOption
+	// finishedAdd and durationRecord hold each outcome's attributes, for
+	// the counter and the histogram: as slices made once, since passing
+	// one option to the variadic methods makes a slice on every call.
+	finishedAdd    [numOutcomes][]metric.AddOption
+	durationRecord [numOutcomes][]metric.RecordOption
 }
 
 // maxCachedPairs bounds the cache: an application has a few queues and
@@ -246,7 +248,8 @@ func newPairAttrs(queue, kind string) *pairAttrs {
 		inserted: metric.WithAttributeSet(attribute.NewSet(AttrQueue.String(queue), AttrKind.String(kind))),
 	}
 	for o := range numOutcomes {
-		a.finished[o] = metric.WithAttributeSet(attribute.NewSet(AttrQueue.String(queue), AttrKind.String(kind), AttrOutcome.String(o.String())))
+		set := metric.WithAttributeSet(attribute.NewSet(AttrQueue.String(queue), AttrKind.String(kind), AttrOutcome.String(o.String())))
+		a.finishedAdd[o], a.durationRecord[o] = []metric.AddOption{set}, []metric.RecordOption{set}
 	}
 	return a
 }

@@ -114,8 +114,8 @@ func (in *Instrumentation) end(ctx, spanCtx context.Context, span trace.Span, a 
 		span.SetAttributes(AttrJobOutcome.String(o.String()))
 	}
 	span.End()
-	in.finished.Add(spanCtx, 1, a.finished[o])
-	in.duration.Record(spanCtx, elapsed.Seconds(), a.finished[o])
+	in.finished.Add(spanCtx, 1, a.finishedAdd[o]...)
+	in.duration.Record(spanCtx, elapsed.Seconds(), a.durationRecord[o]...)
 }
 
 // extract returns ctx with the trace context stored in metadata, and that
