@@ -49,31 +49,44 @@ var errNextTooLate = errors.New("tasuki: middleware called next after it returne
 // decoding the payload innermost. It returns the outcome and the context
 // the handler got (ctx if the middleware never called next).
 func (w *Worker) callChain(ctx context.Context, k *kindState, job *tasuki.Job[json.RawMessage]) (err error, handlerCtx context.Context) {
-	handlerCtx = ctx
-	var over atomic.Bool
-	defer over.Store(true)
+	c := &chain{w: w, k: k, job: job, handlerCtx: ctx}
+	defer c.over.Store(true)
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: string(debug.Stack())}
 			w.log.Error("tasuki: middleware panicked", slog.Int64("job_id", job.ID), slog.String("kind", k.name), slog.Any("panic", v))
 		}
 	}()
-	var call func(i int, ctx context.Context) error
-	call = func(i int, ctx context.Context) error {
-		if over.Load() {
-			return errNextTooLate
-		}
-		if i == len(k.mws) {
-			handlerCtx = ctx
-			typed, err := k.reg.decode(job)
-			if err != nil {
-				return err
-			}
-			return w.call(ctx, k, job, typed)
-		}
-		return k.mws[i](ctx, job, func(ctx context.Context) error { return call(i+1, ctx) })
+	err = c.call(0, ctx)
+	return err, c.handlerCtx
+}
+
+// chain is one attempt's pass through its kind's middleware: one
+// allocation for the attempt, and a closure per middleware.
+type chain struct {
+	w          *Worker
+	k          *kindState
+	job        *tasuki.Job[json.RawMessage]
+	handlerCtx context.Context
+	// over: the attempt's outcome is decided; a late next must not run
+	// the handler.
+	over atomic.Bool
+}
+
+// call runs middleware i, or the handler after the last.
+func (c *chain) call(i int, ctx context.Context) error {
+	if c.over.Load() {
+		return errNextTooLate
 	}
-	return call(0, ctx), handlerCtx
+	if i == len(c.k.mws) {
+		c.handlerCtx = ctx
+		typed, err := c.k.reg.decode(c.job)
+		if err != nil {
+			return err
+		}
+		return c.w.call(ctx, c.k, c.job, typed)
+	}
+	return c.k.mws[i](ctx, c.job, func(ctx context.Context) error { return c.call(i+1, ctx) })
 }
 
 // reportError calls the worker's ErrorHandler for a failed attempt.
