@@ -144,7 +144,9 @@ kind_limits AS MATERIALIZED (
     FROM unnest($18::text[]) WITH ORDINALITY AS k(kind, kn)
 ),
 head_sources AS MATERIALIZED (
-    SELECT s.ord AS rk, s.queue, s.kind, s.lim, s.peek, ql.qn, kl.kn
+    SELECT s.ord AS rk, s.queue, s.kind, s.lim, s.peek, ql.qn, kl.kn,
+           -- Asked for less than its queue and kind leave: see peek_bounds.
+           s.lim < ql.max AND s.lim < kl.max AS shrunk
     FROM (SELECT q.ord, q.queue,
                  ($19::text[])[q.ord] AS kind,
                  ($20::integer[])[q.ord] AS lim,
@@ -159,6 +161,7 @@ head_sources AS MATERIALIZED (
 ),
 seek_sources AS MATERIALIZED (
     SELECT -s.ord AS rk, s.queue, s.kind, s.priority, s.lim, s.peek, ql.qn, kl.kn,
+           s.lim < ql.max AND s.lim < kl.max AS shrunk,
            -- The earliest time a worker can name stands for the head of
            -- the priority, where a job scheduled at -infinity sorts.
            CASE WHEN s.after <= '4714-11-24 00:00:00+00 BC'::timestamptz
@@ -185,12 +188,13 @@ ranges AS MATERIALIZED (
                 UNION ALL
                 SELECT k.rk, k.qn, k.kn, k.peek FROM seek_sources k) AS a) AS r
 ),
-peek AS (
-    SELECT s.rk, s.qn, s.kn, x.id, x.priority, x.scheduled_at
+peek AS MATERIALIZED (
+    SELECT s.qn, s.kn, s.shrunk AND x.n = s.lim AS last, x.id, x.priority, x.scheduled_at
     FROM head_sources s
     JOIN ranges r ON r.rk = s.rk AND r.peeked
     CROSS JOIN LATERAL (
-        SELECT c.id, c.priority, c.scheduled_at
+        SELECT c.id, c.priority, c.scheduled_at,
+               row_number() OVER (ORDER BY c.priority, c.scheduled_at, c.id) AS n
         FROM tasuki_job c
         WHERE c.queue = s.queue
           AND c.kind = s.kind
@@ -202,11 +206,12 @@ peek AS (
         LIMIT s.lim
     ) AS x
     UNION ALL
-    SELECT s.rk, s.qn, s.kn, x.id, x.priority, x.scheduled_at
+    SELECT s.qn, s.kn, s.shrunk AND x.n = s.lim AS last, x.id, x.priority, x.scheduled_at
     FROM seek_sources s
     JOIN ranges r ON r.rk = s.rk AND r.peeked
     CROSS JOIN LATERAL (
-        SELECT c.id, c.priority, c.scheduled_at
+        SELECT c.id, c.priority, c.scheduled_at,
+               row_number() OVER (ORDER BY c.scheduled_at, c.id) AS n
         FROM tasuki_job c
         WHERE c.queue = s.queue
           AND c.kind = s.kind
@@ -220,30 +225,55 @@ peek AS (
         LIMIT s.lim
     ) AS x
 ),
-peek_by_kind AS (
-    SELECT p.rk, p.qn, p.kn, p.priority, p.scheduled_at, p.id,
-           row_number() OVER (PARTITION BY p.kn ORDER BY p.priority, p.scheduled_at, p.id) AS rank
+peek_bounds AS MATERIALIZED (
+    SELECT DISTINCT ON (p.qn) p.qn, p.priority, p.scheduled_at, p.id
     FROM peek p
+    WHERE p.last
+    ORDER BY p.qn, p.priority, p.scheduled_at, p.id
 ),
-peek_by_queue AS (
-    SELECT b.rk, b.qn, b.kn, b.id, b.priority, b.scheduled_at,
-           row_number() OVER (PARTITION BY b.qn ORDER BY b.priority, b.scheduled_at, b.id) AS rank
-    FROM peek_by_kind b
-    JOIN kind_limits kl ON kl.kn = b.kn
-    WHERE b.rank <= kl.max
+kind_binds AS MATERIALIZED (
+    SELECT kl.kn, kl.max < coalesce((SELECT sum(a.lim) FROM (
+        SELECT h.lim FROM head_sources h WHERE h.kn = kl.kn
+        UNION ALL
+        SELECT k.lim FROM seek_sources k WHERE k.kn = kl.kn) AS a), 0) AS binds
+    FROM kind_limits kl
+),
+peek_by_kind AS MATERIALIZED (
+    SELECT p.qn, p.kn, p.id, p.priority, p.scheduled_at
+    FROM peek p
+    JOIN kind_binds kb ON kb.kn = p.kn AND NOT kb.binds
+    LEFT JOIN peek_bounds b ON b.qn = p.qn
+    WHERE b.qn IS NULL OR (p.priority, p.scheduled_at, p.id) <= (b.priority, b.scheduled_at, b.id)
+    UNION ALL
+    SELECT w.qn, w.kn, w.id, w.priority, w.scheduled_at
+    FROM (SELECT p.qn, p.kn, p.id, p.priority, p.scheduled_at,
+                 row_number() OVER (PARTITION BY p.kn ORDER BY p.priority, p.scheduled_at, p.id) AS rank
+          FROM peek p
+          JOIN kind_binds kb ON kb.kn = p.kn AND kb.binds
+          LEFT JOIN peek_bounds b ON b.qn = p.qn
+          WHERE b.qn IS NULL OR (p.priority, p.scheduled_at, p.id) <= (b.priority, b.scheduled_at, b.id)) AS w
+    JOIN kind_limits kl ON kl.kn = w.kn
+    WHERE w.rank <= kl.max
 ),
 peek_kept AS (
-    SELECT b.qn, b.kn, b.id, b.priority, b.scheduled_at
-    FROM peek_by_queue b
-    JOIN queue_limits ql ON ql.qn = b.qn
-    WHERE b.rank <= ql.max
+    SELECT x.id
+    FROM queue_limits ql
+    CROSS JOIN LATERAL (
+        SELECT b.id
+        FROM peek_by_kind b
+        WHERE b.qn = ql.qn
+        ORDER BY b.priority, b.scheduled_at, b.id
+        LIMIT ql.max
+    ) AS x
 ),
 take_peeked AS (
-    SELECT FALSE AS alone, k.qn, k.kn, c.id, c.priority, c.scheduled_at
-    FROM peek_kept k
-    JOIN tasuki_job c ON c.id = k.id
-    -- Rechecked when another transaction changed the row meanwhile.
-    WHERE c.status = 'pending'
+    SELECT c.queue, c.kind, c.id, c.priority, c.scheduled_at
+    FROM tasuki_job c
+    -- An array, and no join here: a plan that joins could read a queue's
+    -- whole range of the pending index for a few thousand ids.
+    WHERE c.id = ANY(ARRAY(SELECT k.id FROM peek_kept k))
+      -- Rechecked when another transaction changed the row meanwhile.
+      AND c.status = 'pending'
     FOR UPDATE OF c SKIP LOCKED
 ),
 take AS (
@@ -289,9 +319,13 @@ mixed AS (
 by_kind AS (
     SELECT t.qn, t.kn, t.id, t.priority, t.scheduled_at,
            row_number() OVER (PARTITION BY t.kn ORDER BY t.priority, t.scheduled_at, t.id) AS rank
-    FROM (SELECT alone, qn, kn, id, priority, scheduled_at FROM take WHERE NOT take.alone
+    FROM (SELECT take.qn, take.kn, take.id, take.priority, take.scheduled_at FROM take WHERE NOT take.alone
           UNION ALL
-          SELECT alone, qn, kn, id, priority, scheduled_at FROM take_peeked WHERE (SELECT some_locked FROM mixed)) AS t
+          SELECT ql.qn, kl.kn, p.id, p.priority, p.scheduled_at
+          FROM take_peeked p
+          JOIN queue_limits ql ON ql.queue = p.queue
+          JOIN kind_limits kl ON kl.kind = p.kind
+          WHERE (SELECT some_locked FROM mixed)) AS t
 ),
 by_queue AS (
     SELECT b.id, b.qn,
@@ -423,6 +457,19 @@ type JobLeaseParams struct {
 // lease, and no later row of its range takes it out of order. The worker
 // then sees the queue (or the kind, at its limit) come back short, and
 // has its next lease lock without peeking.
+// A peeked range may ask for less than its queue and kind leave (shrunk):
+// the worker asks each for about its share of the queue's recent leases,
+// rather than each for all the queue's free slots, which would read a
+// batch per range for every batch leased. A shrunk range that filled what
+// it asked may have more jobs after its last one, unread: so of its queue,
+// only jobs up to the earliest such last one (in priority, scheduled time
+// and id order) are leased, all of which were read, and the next lease
+// goes on from there. The worker shrinks no range of a queue whose kinds'
+// own limits may cut (kind_binds), so that a kind's jobs in one queue are
+// never cut short for its jobs in another.
+// A kind's limit can cut only when its ranges ask for more than it leaves.
+// Each queue's first jobs: a bounded sort per queue, not a window over
+// all that was read.
 // The limits: first each kind's, over all queues, then each queue's, both
 // in the order jobs are taken. What a range alone took is kept: it took
 // no more than they allow; so is what the peeked ranges took when every

@@ -58,6 +58,7 @@ type leasePlan struct {
 	heads   []bool
 	ranges  []int  // per source: how many ranges of the statement read it
 	peeked  []bool // per source: read without locks first (JobLease's peek)
+	first   []int  // per source: its first range in HeadLimits or SeekLimits
 	queues  map[*queueState]int
 	kinds   map[*kindState]int
 	rescue  bool
@@ -93,9 +94,15 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 		lim := min(qf, kf)
 		pl.sources = append(pl.sources, s)
 		pl.limits = append(pl.limits, lim)
-		before := len(pl.p.HeadQueues) + len(pl.p.SeekQueues)
-		pl.heads = append(pl.heads, s.seek.from(&pl.p, s.queue.name, s.kind.name, int32(lim)))
-		pl.ranges = append(pl.ranges, len(pl.p.HeadQueues)+len(pl.p.SeekQueues)-before)
+		heads, seeks := len(pl.p.HeadQueues), len(pl.p.SeekQueues)
+		head := s.seek.from(&pl.p, s.queue.name, s.kind.name, int32(lim))
+		pl.heads = append(pl.heads, head)
+		pl.ranges = append(pl.ranges, len(pl.p.HeadQueues)+len(pl.p.SeekQueues)-heads-seeks)
+		if head {
+			pl.first = append(pl.first, heads)
+		} else {
+			pl.first = append(pl.first, seeks)
+		}
 		pl.queues[s.queue] = qf
 		pl.kinds[s.kind] = kf
 	}
@@ -113,9 +120,20 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 	// of its limit from such a read.
 	perQueue := make(map[*queueState]int, len(pl.queues))
 	perKind := make(map[*kindState]int, len(pl.kinds))
+	kindAsks := make(map[*kindState]int, len(pl.kinds))
 	for i, s := range pl.sources {
 		perQueue[s.queue] += pl.ranges[i]
 		perKind[s.kind] += pl.ranges[i]
+		kindAsks[s.kind] += pl.ranges[i] * pl.limits[i]
+	}
+	// A queue whose ranges may be cut by a kind's own limit (its ranges
+	// ask for more than it leaves) keeps its ranges' full limits: see
+	// JobLease's peek_bounds.
+	bound := make(map[*queueState]bool, len(pl.queues))
+	for _, s := range pl.sources {
+		if kindAsks[s.kind] > pl.kinds[s.kind] {
+			bound[s.queue] = true
+		}
 	}
 	for i, s := range pl.sources {
 		shared := perQueue[s.queue] > 1 || perKind[s.kind] > 1
@@ -128,6 +146,9 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 				pl.p.SeekPeek = append(pl.p.SeekPeek, peek)
 			}
 		}
+		if peek && perQueue[s.queue] > 1 && !bound[s.queue] {
+			pl.shrink(i, s.share)
+		}
 	}
 	if rescue {
 		pl.rescue = true
@@ -135,6 +156,34 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 	}
 	return pl
 }
+
+// shrink has the ranges of source i, read without locks, ask for about
+// the source's share of its queue's free slots rather than all of them:
+// with several kinds in a queue, each asking for all would read a batch
+// per kind for every batch leased. Half as much again and a few more, so
+// that a share that grows a little between leases still fits; when it
+// grows more, JobLease leases only up to where the range stopped, and the
+// next lease goes on from there with the new share.
+func (pl *leasePlan) shrink(i int, share float64) {
+	if share <= 0 {
+		return // not measured yet
+	}
+	lim := min(pl.limits[i], int(math.Ceil(share*float64(pl.limits[i])*shareSlack))+shareFloor)
+	lims := pl.p.SeekLimits
+	if pl.heads[i] {
+		lims = pl.p.HeadLimits
+	}
+	for r := range pl.ranges[i] {
+		lims[pl.first[i]+r] = int32(lim)
+	}
+}
+
+// A shrunk range asks for shareSlack times its share of the free slots,
+// and shareFloor more.
+const (
+	shareSlack = 1.5
+	shareFloor = 32
+)
 
 // withRescue has p rescue expired leases of the worker's queues and record
 // this process.
@@ -239,6 +288,19 @@ func (w *Worker) settle(pl *leasePlan, jobs []leased) {
 	for i, s := range pl.sources {
 		if pl.peeked[i] && s.kind.limit > 0 && perKind[s.kind] < pl.kinds[s.kind] {
 			s.kind.short = true
+		}
+	}
+	// Each source's share of its queue in this lease, for the next
+	// leases' shrunk ranges (plan): smoothed so that a source that got
+	// nothing still asks for a little. A lease that found nothing in the
+	// queue says nothing of shares.
+	sourcesPerQueue := make(map[*queueState]int, len(pl.queues))
+	for _, s := range pl.sources {
+		sourcesPerQueue[s.queue]++
+	}
+	for _, s := range pl.sources {
+		if n := sourcesPerQueue[s.queue]; n > 1 && perQueue[s.queue] > 0 {
+			s.share = float64(len(bySource[s])+1) / float64(perQueue[s.queue]+n)
 		}
 	}
 	for i, s := range pl.sources {

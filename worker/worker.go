@@ -148,6 +148,9 @@ type source struct {
 	// The fetch loop's own: due, read it at the next lease; leased, it
 	// gave jobs since the last poll.
 	due, leased bool
+	// share is what part of its queue's jobs the source got in the last
+	// lease that read it beside others of the queue (0: none yet).
+	share float64
 }
 
 // inbox collects, from other goroutines, the sources to read.
