@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -208,13 +209,7 @@ func TestShrunkRangeOfASmallShareKeepsPriorityOrder(t *testing.T) {
 	t.Parallel()
 	pool := testdb.New(t)
 	w := paWorker(t, pool, map[string]int{"mix": 100}, 0)
-	for i := range 100 {
-		kind := "beta"
-		if i%10 == 0 {
-			kind = "alpha"
-		}
-		paInsert(t, pool, "mix", kind, 0, "now() - interval '1 hour'")
-	}
+	insertMix(t, pool)
 	rows, _ := paLease(t, w)
 	require.Len(t, rows, 100)
 	rows, _ = paLease(t, w) // nothing left; shares from the first lease stay
@@ -258,13 +253,7 @@ func TestQueueWithABindingKindLimitIsNotShrunk(t *testing.T) {
 	t.Parallel()
 	pool := testdb.New(t)
 	w := paWorker(t, pool, map[string]int{"mix": 100}, 5)
-	for i := range 100 {
-		kind := "beta"
-		if i%10 == 0 {
-			kind = "alpha"
-		}
-		paInsert(t, pool, "mix", kind, 0, "now() - interval '1 hour'")
-	}
+	insertMix(t, pool)
 	paLease(t, w)
 	w.queues[0].saturated = true
 	for _, s := range w.sources {
@@ -284,4 +273,16 @@ func shrunkLimit(pl *leasePlan, i int) int32 {
 		return pl.p.HeadLimits[pl.first[i]]
 	}
 	return pl.p.SeekLimits[pl.first[i]]
+}
+
+// insertMix adds 90 beta jobs and 10 alpha jobs to queue "mix".
+func insertMix(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	for i := range 100 {
+		kind := "beta"
+		if i%10 == 0 {
+			kind = "alpha"
+		}
+		paInsert(t, pool, "mix", kind, 0, "now() - interval '1 hour'")
+	}
 }
