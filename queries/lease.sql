@@ -289,8 +289,11 @@ take_peeked AS (
     -- An array, and no join here: a plan that joins could read a queue's
     -- whole range of the pending index for a few thousand ids.
     WHERE c.id = ANY(ARRAY(SELECT k.id FROM peek_kept k))
-      -- Rechecked when another transaction changed the row meanwhile.
-      AND c.status = 'pending'
+      -- Rechecked when another transaction changed the row meanwhile. As
+      -- text, so that no plan reads the partial pending index for it
+      -- beside the ids (a whole index of pending jobs, for a few
+      -- thousand, when the table's statistics are missing or stale).
+      AND c.status::text = 'pending'
     FOR UPDATE OF c SKIP LOCKED
 ),
 take AS (
@@ -342,7 +345,13 @@ mixed AS (
 by_kind AS (
     SELECT t.qn, t.kn, t.id, t.priority, t.scheduled_at,
            row_number() OVER (PARTITION BY t.kn ORDER BY t.priority, t.scheduled_at, t.id) AS rank
-    FROM (SELECT take.qn, take.kn, take.id, take.priority, take.scheduled_at FROM take WHERE NOT take.alone
+    FROM (SELECT take.qn, take.kn, take.id, take.priority, take.scheduled_at
+          FROM take
+          LEFT JOIN peek_bounds b ON b.qn = take.qn
+          -- The worker shrinks no range of a queue it reads with locks;
+          -- were one shrunk, the bound would hold for these rows too.
+          WHERE NOT take.alone
+            AND (b.qn IS NULL OR (take.priority, take.scheduled_at, take.id) <= (b.priority, b.scheduled_at, b.id))
           UNION ALL
           SELECT ql.qn, kl.kn, p.id, p.priority, p.scheduled_at
           FROM take_peeked p

@@ -59,6 +59,9 @@ type leasePlan struct {
 	ranges  []int  // per source: how many ranges of the statement read it
 	peeked  []bool // per source: read without locks first (JobLease's peek)
 	first   []int  // per source: its first range in HeadLimits or SeekLimits
+	// binding: kinds whose own limit can cut this lease (their ranges ask
+	// for more than it leaves).
+	binding map[*kindState]bool
 	queues  map[*queueState]int
 	kinds   map[*kindState]int
 	rescue  bool
@@ -85,8 +88,17 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 		if !s.due {
 			continue
 		}
-		qf := s.queue.concurrency - int(s.queue.active.Load())
-		kf := s.kind.free()
+		// Read once per queue and kind: a range asks for less than both
+		// leave only when shrunk (JobLease's shrunk), and handlers that
+		// finish meanwhile must not make an earlier range look so.
+		qf, ok := pl.queues[s.queue]
+		if !ok {
+			qf = s.queue.concurrency - int(s.queue.active.Load())
+		}
+		kf, ok := pl.kinds[s.kind]
+		if !ok {
+			kf = s.kind.free()
+		}
 		if qf <= 0 || kf <= 0 {
 			pl.blocked = true
 			continue
@@ -129,12 +141,10 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 	// A queue whose ranges may be cut by a kind's own limit (its ranges
 	// ask for more than it leaves) keeps its ranges' full limits: see
 	// JobLease's peek_bounds.
-	bound := make(map[*queueState]bool, len(pl.queues))
-	for _, s := range pl.sources {
-		if kindAsks[s.kind] > pl.kinds[s.kind] {
-			bound[s.queue] = true
-		}
-	}
+	// So does a queue with a range read with locks: the earliest last row
+	// of a shrunk range bounds only what was read without locks.
+	pl.binding = make(map[*kindState]bool, len(pl.kinds))
+	full := make(map[*queueState]bool, len(pl.queues))
 	for i, s := range pl.sources {
 		shared := perQueue[s.queue] > 1 || perKind[s.kind] > 1
 		peek := shared && s.queue.saturated && !s.kind.short
@@ -146,7 +156,16 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 				pl.p.SeekPeek = append(pl.p.SeekPeek, peek)
 			}
 		}
-		if peek && perQueue[s.queue] > 1 && !bound[s.queue] {
+		if kindAsks[s.kind] > pl.kinds[s.kind] {
+			pl.binding[s.kind] = true
+			full[s.queue] = true
+		}
+		if !peek {
+			full[s.queue] = true
+		}
+	}
+	for i, s := range pl.sources {
+		if perQueue[s.queue] > 1 && !full[s.queue] {
 			pl.shrink(i, s.share)
 		}
 	}
@@ -286,7 +305,8 @@ func (w *Worker) settle(pl *leasePlan, jobs []leased) {
 		k.short = false
 	}
 	for i, s := range pl.sources {
-		if pl.peeked[i] && s.kind.limit > 0 && perKind[s.kind] < pl.kinds[s.kind] {
+		// A kind whose limit cannot cut is left to its queue's count.
+		if pl.peeked[i] && pl.binding[s.kind] && perKind[s.kind] < pl.kinds[s.kind] {
 			s.kind.short = true
 		}
 	}

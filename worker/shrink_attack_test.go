@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +21,7 @@ import (
 	"github.com/tasukiq/tasuki/internal/testdb"
 )
 
-// Attacks on commit 49d684e: shrunk peeked ranges (leasePlan.shrink,
+// Attacks on the shrunk ranges of a lease over several kinds: shrunk peeked ranges (leasePlan.shrink,
 // source.share) and JobLease's peek_bounds, kind_binds, peek_by_kind,
 // peek_kept and take_peeked.
 
@@ -48,7 +50,8 @@ func saOutOfOrder(t *testing.T, pool *pgxpool.Pool, rows []*db.TasukiJob, kinds 
 	return out
 }
 
-// FAILS. Priority order within a queue when a shrunk peeked range shares
+// HELD (it failed before the worker kept full ranges in a queue it reads
+// partly with locks, and the bound also cut locked rows). Priority order within a queue when a shrunk peeked range shares
 // its queue with a range that locks without peeking (JobLease's "mixed"
 // path). A kind with a MaxConcurrency that does not bind (alpha, 1000, in
 // a queue of 100 slots) comes back "short" of its limit from every peeked
@@ -111,10 +114,10 @@ func TestShrinkAttackMixedLockedRangeIsNotBounded(t *testing.T) {
 	}
 	t.Logf("lease 3 leased %v", byKind)
 	bad := saOutOfOrder(t, pool, rows, []string{"alpha", "beta"})
-	assert.Zero(t, len(bad), "jobs leased out of priority order, e.g. %v", first(bad))
+	assert.Zero(t, len(bad), "jobs leased out of priority order, e.g. %v", saFirst(bad))
 }
 
-func first(s []string) string {
+func saFirst(s []string) string {
 	if len(s) == 0 {
 		return ""
 	}
@@ -159,7 +162,7 @@ func saPlans(t *testing.T, pool *pgxpool.Pool, settings ...string) (*pgx.Conn, f
 	}
 }
 
-// FAILS. take_peeked's plan: it must fetch the ids peek_kept chose by the
+// HELD (it failed before take_peeked compared status as text). take_peeked's plan: it must fetch the ids peek_kept chose by the
 // primary key, not read the whole pending index (every queue's). Queue
 // "big" has 20000 runnable jobs of alpha and beta, each lease peeks both
 // kinds and keeps about 60. Three states of the statistics:
@@ -206,10 +209,7 @@ func TestShrinkAttackTakePeekedPlanReadsWholePendingIndex(t *testing.T) {
 	}
 	check := func(t *testing.T, tp string) {
 		t.Helper()
-		assert.Contains(t, tp, "tasuki_job_pkey", "take_peeked by the primary key")
-		assert.NotContains(t, tp, "Seq Scan", "take_peeked reads the table")
-		assert.NotContains(t, tp, "pending_kind_idx", "take_peeked reads the whole pending index:\n%s", tp)
-		assert.NotContains(t, tp, "pending_idx ", "take_peeked reads the whole pending index:\n%s", tp)
+		assert.Empty(t, saFullScans(tp), "take_peeked reads a whole index or the table:\n%s", tp)
 	}
 	const insertPending = `INSERT INTO tasuki_job (queue, kind, payload, priority, scheduled_at)
 		SELECT 'big', CASE WHEN g % 2 = 0 THEN 'alpha' ELSE 'beta' END, '{}', g % 3, now() - interval '1 hour' FROM generate_series(1, 20000) g`
@@ -266,4 +266,241 @@ func saPlanPart(plan, node string) string {
 		return strings.Join(lines[i:j], "\n")
 	}
 	return ""
+}
+
+// saFullScans returns the scans of tasuki_job in plan with no index
+// condition (a sequential scan, or a scan of a whole index), and those
+// whose filter removed more than 1000 rows.
+func saFullScans(plan string) []string {
+	lines := strings.Split(plan, "\n")
+	var out []string
+	for i, l := range lines {
+		t := strings.TrimLeft(strings.TrimPrefix(strings.TrimSpace(l), "->"), " ")
+		if strings.HasPrefix(t, "Rows Removed by") {
+			var n int
+			if _, err := fmt.Sscanf(t[strings.Index(t, ":")+1:], "%d", &n); err == nil && n > 1000 {
+				out = append(out, strings.TrimSpace(lines[i-1])+" / "+t)
+			}
+			continue
+		}
+		if !strings.Contains(t, " on tasuki_job") || strings.HasPrefix(t, "Bitmap Heap Scan") {
+			continue
+		}
+		if !strings.HasPrefix(t, "Seq Scan") && !strings.Contains(t, "Index Scan") && !strings.Contains(t, "Index Only Scan") {
+			continue
+		}
+		indent := len(l) - len(strings.TrimLeft(l, " "))
+		cond := false
+		for _, d := range lines[i+1:] {
+			if len(d)-len(strings.TrimLeft(d, " ")) <= indent {
+				break
+			}
+			if strings.Contains(d, "Index Cond:") {
+				cond = true
+			}
+		}
+		if !cond {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// saDrive runs leases of w over random inserts into queue "mix" (alpha and
+// beta, priorities 0 to 2) and returns the first lease that leased a job
+// while a runnable job of the same queue that goes before it stayed
+// pending (none is held, and no kind's limit can cut). Inserts wake the
+// worker as tasuki's inserts do (seeker.rewind), so its seeks find them.
+// Every job must be leased exactly once by the end.
+func saDrive(t *testing.T, pool *pgxpool.Pool, w *Worker, seed uint64) (bad []string) {
+	t.Helper()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(seed, 99))
+	leased := map[int64]bool{}
+	total := 0
+	for round := range 40 {
+		n := rng.IntN(160)
+		if round%4 == 1 {
+			n = 100 + rng.IntN(100)
+		}
+		if round >= 30 {
+			n = 0 // drain
+		}
+		for range n {
+			kind := "alpha"
+			if rng.IntN(10) == 0 {
+				kind = "beta"
+			}
+			pr := rng.IntN(3)
+			ago := rng.IntN(600)
+			if round%4 == 1 {
+				kind, pr = "beta", 0 // a burst of the small kind, in front
+			}
+			var id int64
+			var at time.Time
+			require.NoError(t, pool.QueryRow(ctx,
+				`INSERT INTO tasuki_job (queue, kind, priority, payload, scheduled_at) VALUES ('mix', $1, $2, '{}', now() - $3 * interval '1 second') RETURNING id, scheduled_at`,
+				kind, pr, ago).Scan(&id, &at))
+			w.byPair[pair{"mix", kind}].seek.rewind(int16(pr), at)
+			total++
+		}
+		rows, _ := paLease(t, w)
+		for _, r := range rows {
+			require.False(t, leased[r.ID], "round %d: job %d leased twice", round, r.ID)
+			leased[r.ID] = true
+		}
+		if b := saOutOfOrder(t, pool, rows, []string{"alpha", "beta"}); len(b) > 0 && bad == nil {
+			bad = append(bad, fmt.Sprintf("round %d: %d of %d out of order, e.g. %s", round, len(b), len(rows), b[0]))
+		}
+		for _, s := range w.sources {
+			s.due = true
+		}
+	}
+	var pending int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM tasuki_job WHERE status = 'pending'`).Scan(&pending))
+	assert.Zero(t, pending, "jobs left pending after the drain")
+	assert.Len(t, leased, total, "jobs leased")
+	return bad
+}
+
+// Random traffic on one queue of 100 slots with two kinds, through the
+// worker's own plan, shrink, lease and settle; alpha has no limit of its
+// own. Passes: the shrunk ranges keep priority order, and every job is
+// leased once.
+func TestShrinkAttackRandomTrafficKeepsOrder(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := paWorker(t, pool, map[string]int{"mix": 100}, 0)
+	bad := saDrive(t, pool, w, 1)
+	assert.Empty(t, bad)
+}
+
+// HELD (it failed as the first test above did). The same traffic, with alpha limited to 1000 at once, a limit
+// that never binds in a queue of 100 slots. Alpha comes back "short" of
+// its limit from every peeked lease, so every other lease reads it with
+// locks beside beta's shrunk peeked range: jobs leased out of priority
+// order (see TestShrinkAttackMixedLockedRangeIsNotBounded).
+func TestShrinkAttackRandomTrafficWithANonBindingKindLimit(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	w := paWorker(t, pool, map[string]int{"mix": 100}, 1000)
+	bad := saDrive(t, pool, w, 1)
+	assert.Empty(t, bad)
+}
+
+// HELD (it failed as the first test above did). TestShrunkRangesLeaseTheFirstOfWhatFullRangesLease with the peek
+// flags the worker really sends: per source, and not for a kind that came
+// back short (kindState.short), so some ranges of a queue are peeked and
+// shrunk while others lock. Of each queue, the lease must take the first
+// of what the lease with full ranges and no peek takes. It does not when
+// a locked range shares a queue with a shrunk one: peek_bounds cuts only
+// the peeked rows.
+func TestShrinkAttackMixedPeekLeasesTheFirstOfWhatFullRangesLease(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(5, 11))
+	queues := []string{"q1", "q2"}
+	kinds := []string{"k1", "k2", "k3"}
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	type job struct {
+		queue, kind string
+		priority    int16
+		at          time.Time
+	}
+	var failures []string
+	rounds := 0
+	for round := range 150 {
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = tx.Rollback(ctx) })
+		jobs := map[int64]job{}
+		for range 1 + rng.IntN(120) {
+			j := job{queues[rng.IntN(2)], kinds[rng.IntN(3)], int16(rng.IntN(3)), base.Add(time.Duration(rng.IntN(60)) * time.Second)}
+			var id int64
+			require.NoError(t, tx.QueryRow(ctx, `INSERT INTO tasuki_job (queue, kind, payload, priority, scheduled_at) VALUES ($1, $2, '{}', $3, $4) RETURNING id`,
+				j.queue, j.kind, j.priority, j.at).Scan(&id))
+			jobs[id] = j
+		}
+		p := db.JobLeaseParams{LeaseUs: time.Minute.Microseconds(), SkipIds: []int64{}, OnlyIds: []int64{}}
+		qf := map[string]int{}
+		for _, q := range queues {
+			qf[q] = 10 + rng.IntN(40)
+		}
+		kf := map[string]int{}
+		peekKind := map[string]bool{}
+		for _, k := range kinds {
+			kf[k] = math.MaxInt32
+			if rng.IntN(3) == 0 {
+				kf[k] = 200 + rng.IntN(1000) // a limit that does not bind
+			}
+			// A kind with a limit may come back short and be locked.
+			peekKind[k] = kf[k] == math.MaxInt32 || rng.IntN(2) == 0
+		}
+		for _, q := range queues {
+			for _, k := range kinds {
+				lim := int32(min(qf[q], kf[k]))
+				p.HeadQueues = append(p.HeadQueues, q)
+				p.HeadKinds = append(p.HeadKinds, k)
+				p.HeadLimits = append(p.HeadLimits, lim)
+			}
+			p.QueueNames, p.QueueMax = append(p.QueueNames, q), append(p.QueueMax, int32(qf[q]))
+		}
+		for _, k := range kinds {
+			p.KindNames, p.KindMax = append(p.KindNames, k), append(p.KindMax, int32(kf[k]))
+		}
+		lease := func(q db.JobLeaseParams) []int64 {
+			sp, err := tx.Begin(ctx)
+			require.NoError(t, err)
+			defer sp.Rollback(ctx) //nolint:errcheck // only compared
+			rows, err := db.New(pool).WithTx(sp).JobLease(ctx, q)
+			require.NoError(t, err)
+			return paIDs(rows)
+		}
+		full := p
+		full.HeadPeek = make([]bool, len(p.HeadQueues))
+		want := lease(full)
+		s := p
+		s.HeadLimits = append([]int32(nil), p.HeadLimits...)
+		s.HeadPeek = make([]bool, len(p.HeadQueues))
+		for i := range s.HeadQueues {
+			s.HeadPeek[i] = peekKind[s.HeadKinds[i]]
+			if s.HeadPeek[i] && s.HeadLimits[i] > 1 && rng.IntN(2) == 0 {
+				s.HeadLimits[i] = int32(1 + rng.IntN(int(s.HeadLimits[i])-1))
+			}
+		}
+		got := lease(s)
+		rounds++
+		before := func(a, b int64) int {
+			ja, jb := jobs[a], jobs[b]
+			if c := int(ja.priority) - int(jb.priority); c != 0 {
+				return c
+			}
+			if c := ja.at.Compare(jb.at); c != 0 {
+				return c
+			}
+			return int(a - b)
+		}
+		for _, q := range queues {
+			var fq, gq []int64
+			for _, id := range want {
+				if jobs[id].queue == q {
+					fq = append(fq, id)
+				}
+			}
+			for _, id := range got {
+				if jobs[id].queue == q {
+					gq = append(gq, id)
+				}
+			}
+			slices.SortFunc(fq, before)
+			slices.SortFunc(gq, before)
+			if len(gq) > len(fq) || !slices.Equal(fq[:len(gq)], gq) {
+				failures = append(failures, fmt.Sprintf("round %d, queue %s: leased %d, not the first of the %d full ranges lease", round, q, len(gq), len(fq)))
+			}
+		}
+		require.NoError(t, tx.Rollback(ctx))
+	}
+	t.Logf("%d rounds, %d failures", rounds, len(failures))
+	assert.Zero(t, len(failures), "e.g. %s", saFirst(failures))
 }
