@@ -375,6 +375,9 @@ type DrainResult struct {
 	// HeapInuse is the worker process's live heap at each tenth of the
 	// drain, when Config.Memory is set.
 	HeapInuse []uint64
+	// StackInuse is the memory of the process's goroutine stacks at the
+	// same moments (the worker's runners keep theirs between jobs).
+	StackInuse []uint64
 }
 
 // PerSecond is the drain rate.
@@ -390,6 +393,10 @@ func (r DrainResult) String() string {
 	if len(r.HeapInuse) > 0 {
 		s += "; live heap MiB at each tenth:"
 		for _, h := range r.HeapInuse {
+			s += fmt.Sprintf(" %.1f", float64(h)/(1<<20))
+		}
+		s += "; stacks MiB:"
+		for _, h := range r.StackInuse {
 			s += fmt.Sprintf(" %.1f", float64(h)/(1<<20))
 		}
 	}
@@ -455,7 +462,8 @@ func Drain(ctx context.Context, cfg Config) (DrainResult, error) {
 		done := int(handled.Load())
 		_ = progress.Set(done)
 		if cfg.Memory && done >= nextSample*cfg.Jobs/10 {
-			res.HeapInuse = append(res.HeapInuse, liveHeap())
+			heap, stacks := liveMemory()
+			res.HeapInuse, res.StackInuse = append(res.HeapInuse, heap), append(res.StackInuse, stacks)
 			nextSample++
 		}
 		if done >= cfg.Jobs {
@@ -479,7 +487,8 @@ func Drain(ctx context.Context, cfg Config) (DrainResult, error) {
 	}
 	_ = progress.Finish()
 	if cfg.Memory {
-		res.HeapInuse = append(res.HeapInuse, liveHeap())
+		heap, stacks := liveMemory()
+		res.HeapInuse, res.StackInuse = append(res.HeapInuse, heap), append(res.StackInuse, stacks)
 	}
 	return res, stop()
 }
@@ -543,11 +552,11 @@ func anyUnfinished(ctx context.Context, q *db.Queries, queues []string) (bool, e
 	return false, nil
 }
 
-func liveHeap() uint64 {
+func liveMemory() (heap, stacks uint64) {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse
+	return m.HeapInuse, m.StackInuse
 }
 
 // LatencyResult is the outcome of Latency.
