@@ -750,31 +750,36 @@ var ErrHandlerExited = errors.New("tasuki: handler called runtime.Goexit instead
 // runOne runs one job and hands its outcome to the writer.
 func (w *Worker) runOne(wk work) {
 	l := wk.lease
-	var job *tasuki.Job[json.RawMessage]
 	returned := false
 	defer func() {
 		if returned {
 			return
 		}
 		cause := ErrHandlerExited // runtime.Goexit in the handler
-		if v := recover(); v != nil {
+		v := recover()
+		if v != nil {
 			// A panic outside the handler's own call, e.g. in the Error
 			// method of the error it returned, or in the retry policy.
 			cause = &PanicError{Value: v, Stack: string(debug.Stack())}
 			w.log.Error("tasuki: panic while recording a job's outcome", slog.Int64("job_id", l.id), slog.Any("panic", v))
 		}
 		// Record the attempt as failed (no retry policy: it may be what
-		// panicked) and put a new runner in place of this one.
+		// panicked), from the leased row: the job execute builds is lost
+		// with the call that did not return.
 		r := result{lease: l, status: db.TasukiJobStatusPending, err: cause.Error(), delay: time.Minute}
-		if job == nil || job.Attempt >= job.MaxAttempts {
+		if wk.row.Attempts >= wk.row.MaxAttempts {
 			r.status, r.delay = db.TasukiJobStatusFailed, 0
 		}
 		w.finishJob(l, r)
-		w.handlers.Add(1)
-		go w.runner()
+		if v == nil {
+			// Goexit ends this runner's goroutine once the deferred calls
+			// are done: put a new runner in its place. After a recovered
+			// panic this runner goes on.
+			w.handlers.Add(1)
+			go w.runner()
+		}
 	}()
-	var r result
-	job, r = w.execute(wk)
+	_, r := w.execute(wk)
 	returned = true
 	w.finishJob(l, r)
 }
