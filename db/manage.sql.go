@@ -169,6 +169,11 @@ expired AS (
           AND d.finished_at < now() - t.retention_us * interval '1 microsecond'
           AND NOT (d.id = ANY(coalesce($4::bigint[], '{}')))
           AND (coalesce(cardinality($5::bigint[]), 0) = 0 OR d.id = ANY($5::bigint[]))
+        -- The index's order: without it, the LIMIT can make a sequential
+        -- scan look cheaper (the planner expects expired jobs early in
+        -- it), which reads the whole table when a queue keeps many jobs
+        -- and few have expired.
+        ORDER BY d.finished_at
         LIMIT $6::integer
         FOR UPDATE SKIP LOCKED
     ) x
@@ -178,7 +183,9 @@ expired AS (
 deleted AS (
     DELETE FROM tasuki_job
     WHERE NOT $7::boolean
-      AND id IN (SELECT e.id FROM expired e)
+      -- An array, not a join: a join's plan could read the whole table
+      -- for a batch of ids.
+      AND id = ANY(ARRAY(SELECT e.id FROM expired e))
 )
 SELECT e.id FROM expired e ORDER BY e.id
 `

@@ -394,6 +394,11 @@ expired AS (
           AND d.finished_at < now() - t.retention_us * interval '1 microsecond'
           AND NOT (d.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
           AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR d.id = ANY(sqlc.arg('only_ids')::bigint[]))
+        -- The index's order: without it, the LIMIT can make a sequential
+        -- scan look cheaper (the planner expects expired jobs early in
+        -- it), which reads the whole table when a queue keeps many jobs
+        -- and few have expired.
+        ORDER BY d.finished_at
         LIMIT sqlc.arg('max')::integer
         FOR UPDATE SKIP LOCKED
     ) x
@@ -403,7 +408,9 @@ expired AS (
 deleted AS (
     DELETE FROM tasuki_job
     WHERE NOT sqlc.arg('list_only')::boolean
-      AND id IN (SELECT e.id FROM expired e)
+      -- An array, not a join: a join's plan could read the whole table
+      -- for a batch of ids.
+      AND id = ANY(ARRAY(SELECT e.id FROM expired e))
 )
 SELECT e.id FROM expired e ORDER BY e.id;
 
