@@ -260,8 +260,13 @@ func (w *Worker) runSweep(ctx context.Context, t *sweepTask) {
 	if t.fail == nil {
 		t.fail = newBackoff(backoffMax)
 	}
+	leave, err := w.gate.enterIfIdle(ctx)
+	if err != nil {
+		return // ctx ended
+	}
 	start := time.Now()
-	err := t.run(ctx)
+	err = t.run(ctx)
+	leave()
 	took := time.Since(start)
 	if err == nil {
 		t.fail.reset()

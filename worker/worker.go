@@ -85,6 +85,8 @@ type Worker struct {
 	// behind its positions, failed to, or could not afford to read from
 	// the heads.
 	activity atomic.Bool
+	// gate keeps an idle worker to one statement at a time (idlegate.go).
+	gate *idleGate
 
 	mu      sync.Mutex
 	running map[int64]*lease // leased, until the outcome is recorded
@@ -264,6 +266,7 @@ func New(pool *pgxpool.Pool, cfg Config, handlers ...Registration) (*Worker, err
 		heartbeatNow: make(chan struct{}, 1),
 		slotFree:     make(chan struct{}, 1),
 	}
+	w.gate = newIdleGate(&w.active)
 	w.rescueMax.Store(maxRescue)
 	w.rescueInline.Store(true)
 	seen := make(map[string]int)
@@ -355,7 +358,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	// The cleaner shares the worker's pool: waiting there for a connection
 	// only delays a round, and an idle worker then keeps one connection
 	// open besides its listener.
-	cleaner, err := maintenance.NewCleaner(own, maintenance.CleanerConfig{Interval: w.cfg.CleanInterval, Logger: w.cfg.Logger})
+	cleaner, err := maintenance.NewCleaner(own, maintenance.CleanerConfig{Interval: w.cfg.CleanInterval, Logger: w.cfg.Logger,
+		Gate: w.gate.enterIfIdle})
 	if err != nil {
 		return err
 	}
@@ -578,7 +582,12 @@ func (w *Worker) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		}
 		// dbCtx, not ctx: a lease statement interrupted by shutdown could
 		// commit without its rows reaching us; they are given back below.
+		leave, err := w.gate.enter(ctx)
+		if err != nil {
+			return
+		}
 		jobs, setAside, err := w.lease(dbCtx, plan)
+		leave()
 		if err != nil {
 			// Not idle: the sweeper's looks go on, and back off by
 			// themselves while the database fails them too.
@@ -603,6 +612,7 @@ func (w *Worker) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		}
 		if len(jobs) > 0 {
 			w.activity.Store(true)
+			w.gate.worked(time.Now())
 		}
 		// Jobs set aside stood in front of others: read again at once.
 		if setAside > 0 {

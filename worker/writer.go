@@ -126,6 +126,7 @@ func (w *Worker) final(ctx context.Context, pending []result) {
 // flush writes pending outcomes in one statement and returns what is left:
 // nothing on success, everything on error.
 func (w *Worker) flush(ctx context.Context, pending []result) ([]result, error) {
+	w.gate.worked(time.Now())
 	return w.write(ctx, w.queries, pending, false, nil)
 }
 

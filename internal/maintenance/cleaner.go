@@ -43,6 +43,11 @@ type CleanerConfig struct {
 	BatchSize int
 	// Logger receives the Cleaner's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Gate, when set, is entered before each of the Cleaner's statements
+	// and left after it: a worker uses it to keep its statements to one at
+	// a time while it is idle. An error from it (its ctx ended) ends the
+	// round. Defaults to none.
+	Gate func(ctx context.Context) (leave func(), err error)
 }
 
 func (c CleanerConfig) withDefaults() (CleanerConfig, error) {
@@ -150,10 +155,10 @@ func (c *Cleaner) RunOnce(ctx context.Context) (deleted int64, err error) {
 	for {
 		params.SkipIds, params.ListOnly, params.OnlyIds = c.refused.Skip(time.Now()), false, []int64{}
 		c.refused.ForgetStale(time.Now())
-		ids, err := c.queries.JobCleanRetained(ctx, params)
+		ids, err := c.clean(ctx, params)
 		if dberr.RowError(err) {
 			params.ListOnly = true
-			if ids, err = c.queries.JobCleanRetained(ctx, params); err == nil {
+			if ids, err = c.clean(ctx, params); err == nil {
 				var n int64
 				n, err = c.deleteEach(ctx, params, ids)
 				deleted += n
@@ -173,6 +178,18 @@ func (c *Cleaner) RunOnce(ctx context.Context) (deleted int64, err error) {
 	}
 }
 
+// clean runs one JobCleanRetained statement, inside the Gate if one is set.
+func (c *Cleaner) clean(ctx context.Context, params db.JobCleanRetainedParams) ([]int64, error) {
+	if c.cfg.Gate != nil {
+		leave, err := c.cfg.Gate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer leave()
+	}
+	return c.queries.JobCleanRetained(ctx, params)
+}
+
 // deleteEach deletes finished jobs one statement each, after the database
 // refused to delete them as a batch, and sets aside the ones it refuses.
 // Each statement checks the job against its queue's retention again, under
@@ -182,7 +199,7 @@ func (c *Cleaner) deleteEach(ctx context.Context, params db.JobCleanRetainedPara
 	params.ListOnly, params.SkipIds, params.Max = false, []int64{}, 1
 	for _, id := range ids {
 		params.OnlyIds = []int64{id}
-		gone, err := c.queries.JobCleanRetained(ctx, params)
+		gone, err := c.clean(ctx, params)
 		switch {
 		case err == nil:
 			// Deleted, or no longer due (retried, kept, deleted by
