@@ -88,13 +88,15 @@ func TestSlowAndFailingHeartbeatsWithinTheLease(t *testing.T) {
 	// waitingHeartbeat returns the pid of one of the workers' heartbeats
 	// waiting for the lock.
 	waitingHeartbeat := func() int32 {
-		var ours []int32
-		for _, tp := range pools {
-			p, _ := tp.backends()
-			ours = append(ours, p...)
-		}
 		var pid int32
 		waitUntil(t, "a heartbeat to wait for the lock", bound, func() bool {
+			// Read at each look: the heartbeat may wait on a connection
+			// the worker's pool opened after the lock was taken.
+			var ours []int32
+			for _, tp := range pools {
+				p, _ := tp.backends()
+				ours = append(ours, p...)
+			}
 			err := e.pool.QueryRow(context.Background(), `
 				SELECT pid FROM pg_stat_activity
 				WHERE pid = ANY($1) AND wait_event_type = 'Lock' AND query LIKE '%JobHeartbeatMany%'
@@ -111,6 +113,9 @@ func TestSlowAndFailingHeartbeatsWithinTheLease(t *testing.T) {
 	for round, kill := range []bool{false, true} {
 		tx, err := e.pool.Begin(context.Background())
 		require.NoError(t, err)
+		// A failed test must not end with the lock held: the pool's Close
+		// would wait for it until the test binary times out.
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
 		_, err = tx.Exec(context.Background(), `LOCK TABLE tasuki_job IN ACCESS EXCLUSIVE MODE`)
 		require.NoError(t, err)
 		lockedAt := time.Now()
