@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -413,10 +414,18 @@ func TestPeriodicInsertsGoThroughInsertMiddlewareAndEvents(t *testing.T) {
 		func() (tick, *tasuki.InsertOpts) { return tick{N: 1}, nil }, worker.PeriodicOpts{RunOnStart: true})))
 	stop := running(t, w)
 	ev := receive(t, sub.C, "the periodic job's inserted event")
-	stop()
 	assert.Equal(t, "tick", ev.Kind)
+	// The event of an insert in a transaction comes before its commit.
 	var marked string
-	require.NoError(t, pool.QueryRow(context.Background(), "SELECT metadata->>'marked' FROM tasuki_job WHERE kind = 'tick'").Scan(&marked))
+	eventually(t, "the periodic job's row", func() bool {
+		err := pool.QueryRow(context.Background(), "SELECT metadata->>'marked' FROM tasuki_job WHERE kind = 'tick'").Scan(&marked)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false
+		}
+		require.NoError(t, err)
+		return true
+	})
+	stop()
 	assert.Equal(t, "tick", marked)
 }
 
