@@ -12,17 +12,25 @@ import (
 // the polls, the connections the last burst opened are closing.
 const idleAfter = ownIdleTimeout
 
+// gateWait is the longest the fetch loop of an idle worker waits for a
+// background statement to end before it sends its own beside it: a
+// cleaner's statement can wait on an application's lock, and a look
+// behind the positions can take seconds under an old snapshot, and
+// neither may hold up a lease for that long.
+const gateWait = 250 * time.Millisecond
+
 // idleGate keeps an idle worker to one statement at a time, so that it
-// needs one connection of its pool: the fetch loop's statements always
-// pass through it, and the sweeper's and the cleaner's pass through it
-// while the worker is idle, waiting for a poll to end rather than opening
-// a connection beside it. While jobs flow they do not wait: there a slow
-// sweep under an old snapshot must not delay a lease, and the pool has
-// the connections open anyway.
+// needs one connection of its pool: while the worker is idle, the fetch
+// loop's statements and the sweeper's and the cleaner's pass through it,
+// one at a time, waiting for each other rather than opening a second
+// connection. The fetch loop waits at most gateWait, and then goes ahead
+// without it. While jobs flow nothing waits: there a slow sweep under an
+// old snapshot must not delay a lease, and the pool has the connections
+// open anyway.
 type idleGate struct {
 	sem chan struct{}
-	// lastWork is when the fetch loop last leased a job (UnixNano), 0
-	// before the first.
+	// lastWork is when the worker last leased a job or recorded an
+	// outcome (UnixNano), 0 before the first.
 	lastWork atomic.Int64
 	active   *atomic.Int64 // handlers running
 	leave    func()
@@ -34,18 +42,22 @@ func newIdleGate(active *atomic.Int64) *idleGate {
 	return g
 }
 
-// worked records that the fetch loop leased jobs at now.
+// worked records that the worker leased jobs or recorded outcomes at now.
 func (g *idleGate) worked(now time.Time) { g.lastWork.Store(now.UnixNano()) }
 
-// idle reports whether no job was leased in the last idleAfter and no
-// handler runs.
+// idle reports whether no job was leased and no outcome recorded in the
+// last idleAfter, and no handler runs.
 func (g *idleGate) idle(now time.Time) bool {
 	return g.active.Load() == 0 && now.UnixNano()-g.lastWork.Load() >= int64(idleAfter)
 }
 
-// enter waits for the gate, until ctx ends, and returns the function that
-// leaves it. The fetch loop's statements enter always.
-func (g *idleGate) enter(ctx context.Context) (leave func(), err error) {
+// enterIfIdle waits for the gate while the worker is idle, until ctx ends,
+// and returns the function that leaves it; while it is not idle it passes
+// at once. For the sweeper's and the cleaner's statements.
+func (g *idleGate) enterIfIdle(ctx context.Context) (leave func(), err error) {
+	if !g.idle(time.Now()) {
+		return noLeave, nil
+	}
 	select {
 	case g.sem <- struct{}{}:
 		return g.leave, nil
@@ -54,13 +66,27 @@ func (g *idleGate) enter(ctx context.Context) (leave func(), err error) {
 	}
 }
 
-// enterIfIdle is enter for a background statement: while the worker is not
-// idle it passes at once, without the gate.
-func (g *idleGate) enterIfIdle(ctx context.Context) (leave func(), err error) {
+// enterToLease is enterIfIdle for the fetch loop: it waits at most
+// gateWait, and then passes without the gate.
+func (g *idleGate) enterToLease(ctx context.Context) (leave func(), err error) {
 	if !g.idle(time.Now()) {
 		return noLeave, nil
 	}
-	return g.enter(ctx)
+	select {
+	case g.sem <- struct{}{}:
+		return g.leave, nil
+	default:
+	}
+	t := time.NewTimer(gateWait)
+	defer t.Stop()
+	select {
+	case g.sem <- struct{}{}:
+		return g.leave, nil
+	case <-t.C:
+		return noLeave, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func noLeave() {}

@@ -582,7 +582,7 @@ func (w *Worker) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 		}
 		// dbCtx, not ctx: a lease statement interrupted by shutdown could
 		// commit without its rows reaching us; they are given back below.
-		leave, err := w.gate.enter(ctx)
+		leave, err := w.gate.enterToLease(ctx)
 		if err != nil {
 			return
 		}
