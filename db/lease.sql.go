@@ -80,18 +80,35 @@ WITH clock AS (
            gen_random_uuid() AS token
 ),
 expired AS (
-    SELECT e.id
+    SELECT e.id, e.lease_expires_at
     FROM tasuki_job e
     WHERE $3::boolean
       AND e.queue = ANY($4::text[])
       AND e.status = 'running'
       AND e.lease_expires_at < (SELECT now FROM clock)
+      -- Only the leases that expired since this process's last rescue
+      -- (less rescue_margin_us, for a renewal that committed late), unless
+      -- rescue_full: an index range that skips the entries of every job
+      -- that ran before, which an old snapshot keeps.
+      AND e.lease_expires_at >= CASE
+          WHEN $5::boolean THEN '-infinity'::timestamptz
+          ELSE coalesce((SELECT p.rescued_through FROM tasuki_process p WHERE p.id = $6::uuid),
+                        '-infinity'::timestamptz)
+               - $7::bigint * interval '1 microsecond'
+          END
       -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
-      AND NOT (e.id = ANY(coalesce($5::bigint[], '{}')))
-      AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR e.id = ANY($6::bigint[]))
-    ORDER BY e.id
-    LIMIT $7::integer
+      AND NOT (e.id = ANY(coalesce($8::bigint[], '{}')))
+      AND (coalesce(cardinality($9::bigint[]), 0) = 0 OR e.id = ANY($9::bigint[]))
+    ORDER BY e.lease_expires_at, e.id
+    LIMIT $10::integer
     FOR UPDATE SKIP LOCKED
+),
+rescue_mark AS (
+    SELECT CASE WHEN NOT $3::boolean
+                  OR coalesce(cardinality($9::bigint[]), 0) > 0 THEN NULL
+                WHEN count(*) < $10::integer THEN (SELECT now FROM clock)
+                ELSE max(x.lease_expires_at) END AS through
+    FROM expired x
 ),
 rescued AS (
     UPDATE tasuki_job r
@@ -127,31 +144,33 @@ rescued AS (
                 WHERE c.oid = 'tasuki_job'::regclass), 'q', r.queue)::text) END AS woke
 ),
 beat AS (
-    INSERT INTO tasuki_process (id, host, pid, queues, kinds, expires_at)
-    SELECT $8::uuid, $9::text, $10::integer,
-           $11::text[], $12::text[],
-           (SELECT now FROM clock) + $13::bigint * interval '1 microsecond'
-    WHERE $14::boolean
-    ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    INSERT INTO tasuki_process (id, host, pid, queues, kinds, expires_at, rescued_through)
+    SELECT $6::uuid, $11::text, $12::integer,
+           $13::text[], $14::text[],
+           (SELECT now FROM clock) + $15::bigint * interval '1 microsecond',
+           (SELECT through FROM rescue_mark)
+    WHERE $16::boolean
+    ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at,
+        rescued_through = coalesce(EXCLUDED.rescued_through, tasuki_process.rescued_through)
     RETURNING 1
 ),
 queue_limits AS MATERIALIZED (
-    SELECT q.qn, q.queue, ($15::integer[])[q.qn] AS max
-    FROM unnest($16::text[]) WITH ORDINALITY AS q(queue, qn)
+    SELECT q.qn, q.queue, ($17::integer[])[q.qn] AS max
+    FROM unnest($18::text[]) WITH ORDINALITY AS q(queue, qn)
 ),
 kind_limits AS MATERIALIZED (
-    SELECT k.kn, k.kind, ($17::integer[])[k.kn] AS max
-    FROM unnest($18::text[]) WITH ORDINALITY AS k(kind, kn)
+    SELECT k.kn, k.kind, ($19::integer[])[k.kn] AS max
+    FROM unnest($20::text[]) WITH ORDINALITY AS k(kind, kn)
 ),
 head_sources AS MATERIALIZED (
     SELECT s.ord AS rk, s.queue, s.kind, s.lim, s.peek, ql.qn, kl.kn,
            -- Asked for less than its queue and kind leave: see peek_bounds.
            s.lim < ql.max AND s.lim < kl.max AS shrunk
     FROM (SELECT q.ord, q.queue,
-                 ($19::text[])[q.ord] AS kind,
-                 ($20::integer[])[q.ord] AS lim,
-                 coalesce(($21::boolean[])[q.ord], false) AS peek
-          FROM unnest($22::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
+                 ($21::text[])[q.ord] AS kind,
+                 ($22::integer[])[q.ord] AS lim,
+                 coalesce(($23::boolean[])[q.ord], false) AS peek
+          FROM unnest($24::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
     JOIN queue_limits ql ON ql.queue = s.queue
     JOIN kind_limits kl ON kl.kind = s.kind
     WHERE NOT EXISTS (
@@ -167,12 +186,12 @@ seek_sources AS MATERIALIZED (
            CASE WHEN s.after <= '4714-11-24 00:00:00+00 BC'::timestamptz
                 THEN '-infinity'::timestamptz ELSE s.after END AS after
     FROM (SELECT q.ord, q.queue,
-                 ($23::text[])[q.ord] AS kind,
-                 ($24::smallint[])[q.ord] AS priority,
-                 ($25::timestamptz[])[q.ord] AS after,
-                 ($26::integer[])[q.ord] AS lim,
-                 coalesce(($27::boolean[])[q.ord], false) AS peek
-          FROM unnest($28::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
+                 ($25::text[])[q.ord] AS kind,
+                 ($26::smallint[])[q.ord] AS priority,
+                 ($27::timestamptz[])[q.ord] AS after,
+                 ($28::integer[])[q.ord] AS lim,
+                 coalesce(($29::boolean[])[q.ord], false) AS peek
+          FROM unnest($30::text[]) WITH ORDINALITY AS q(queue, ord)) AS s
     JOIN queue_limits ql ON ql.queue = s.queue
     JOIN kind_limits kl ON kl.kind = s.kind
     WHERE NOT EXISTS (
@@ -200,8 +219,8 @@ peek AS MATERIALIZED (
           AND c.kind = s.kind
           AND c.status = 'pending'
           AND c.scheduled_at <= (SELECT now FROM clock)
-          AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
-          AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
+          AND NOT (c.id = ANY(coalesce($8::bigint[], '{}')))
+          AND (coalesce(cardinality($9::bigint[]), 0) = 0 OR c.id = ANY($9::bigint[]))
         ORDER BY c.priority, c.scheduled_at, c.id
         LIMIT s.lim
     ) AS x
@@ -219,8 +238,8 @@ peek AS MATERIALIZED (
           AND c.scheduled_at >= s.after
           AND c.status = 'pending'
           AND c.scheduled_at <= (SELECT now FROM clock)
-          AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
-          AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
+          AND NOT (c.id = ANY(coalesce($8::bigint[], '{}')))
+          AND (coalesce(cardinality($9::bigint[]), 0) = 0 OR c.id = ANY($9::bigint[]))
         ORDER BY c.scheduled_at, c.id
         LIMIT s.lim
     ) AS x
@@ -290,8 +309,8 @@ take AS (
           AND c.kind = s.kind
           AND c.status = 'pending'
           AND c.scheduled_at <= (SELECT now FROM clock)
-          AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
-          AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
+          AND NOT (c.id = ANY(coalesce($8::bigint[], '{}')))
+          AND (coalesce(cardinality($9::bigint[]), 0) = 0 OR c.id = ANY($9::bigint[]))
         ORDER BY c.priority, c.scheduled_at, c.id
         LIMIT s.lim
         FOR UPDATE SKIP LOCKED
@@ -309,8 +328,8 @@ take AS (
           AND c.scheduled_at >= s.after
           AND c.status = 'pending'
           AND c.scheduled_at <= (SELECT now FROM clock)
-          AND NOT (c.id = ANY(coalesce($5::bigint[], '{}')))
-          AND (coalesce(cardinality($6::bigint[]), 0) = 0 OR c.id = ANY($6::bigint[]))
+          AND NOT (c.id = ANY(coalesce($8::bigint[], '{}')))
+          AND (coalesce(cardinality($9::bigint[]), 0) = 0 OR c.id = ANY($9::bigint[]))
         ORDER BY c.scheduled_at, c.id
         LIMIT s.lim
         FOR UPDATE SKIP LOCKED
@@ -374,10 +393,12 @@ type JobLeaseParams struct {
 	Now            *time.Time
 	Rescue         bool
 	RescueQueues   []string
+	RescueFull     bool
+	ProcessID      pgtype.UUID
+	RescueMarginUs int64
 	SkipIds        []int64
 	OnlyIds        []int64
 	RescueMax      int32
-	ProcessID      pgtype.UUID
 	ProcessHost    string
 	ProcessPid     int32
 	ProcessQueues  []string
@@ -436,6 +457,10 @@ type JobLeaseParams struct {
 //
 // A paused queue (tasuki_queue.paused_at set) leases nothing; its expired
 // jobs are still rescued.
+// How far the rescue got: every lease that expired before it was read,
+// unless it stopped at rescue_max (then up to the last one it took). NULL
+// when this statement rescued nothing of a whole range (no rescue, or
+// only_ids).
 // The limits, each queue and kind numbered (qn, kn): the limits below
 // sort and partition by those numbers rather than by names, which would
 // compare text by the database's collation at every step.
@@ -491,10 +516,12 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 		arg.Now,
 		arg.Rescue,
 		arg.RescueQueues,
+		arg.RescueFull,
+		arg.ProcessID,
+		arg.RescueMarginUs,
 		arg.SkipIds,
 		arg.OnlyIds,
 		arg.RescueMax,
-		arg.ProcessID,
 		arg.ProcessHost,
 		arg.ProcessPid,
 		arg.ProcessQueues,

@@ -112,13 +112,14 @@ type TasukiPeriodic struct {
 }
 
 type TasukiProcess struct {
-	ID        pgtype.UUID
-	Host      string
-	Pid       int32
-	Queues    []string
-	Kinds     []string
-	StartedAt time.Time
-	ExpiresAt time.Time
+	ID             pgtype.UUID
+	Host           string
+	Pid            int32
+	Queues         []string
+	Kinds          []string
+	StartedAt      time.Time
+	ExpiresAt      time.Time
+	RescuedThrough *time.Time
 }
 
 type TasukiQueue struct {

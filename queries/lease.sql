@@ -54,18 +54,39 @@ WITH clock AS (
            gen_random_uuid() AS token
 ),
 expired AS (
-    SELECT e.id
+    SELECT e.id, e.lease_expires_at
     FROM tasuki_job e
     WHERE sqlc.arg('rescue')::boolean
       AND e.queue = ANY(sqlc.arg('rescue_queues')::text[])
       AND e.status = 'running'
       AND e.lease_expires_at < (SELECT now FROM clock)
+      -- Only the leases that expired since this process's last rescue
+      -- (less rescue_margin_us, for a renewal that committed late), unless
+      -- rescue_full: an index range that skips the entries of every job
+      -- that ran before, which an old snapshot keeps.
+      AND e.lease_expires_at >= CASE
+          WHEN sqlc.arg('rescue_full')::boolean THEN '-infinity'::timestamptz
+          ELSE coalesce((SELECT p.rescued_through FROM tasuki_process p WHERE p.id = sqlc.arg('process_id')::uuid),
+                        '-infinity'::timestamptz)
+               - sqlc.arg('rescue_margin_us')::bigint * interval '1 microsecond'
+          END
       -- coalesce: a nil Go slice arrives as NULL, which would match nothing.
       AND NOT (e.id = ANY(coalesce(sqlc.arg('skip_ids')::bigint[], '{}')))
       AND (coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) = 0 OR e.id = ANY(sqlc.arg('only_ids')::bigint[]))
-    ORDER BY e.id
+    ORDER BY e.lease_expires_at, e.id
     LIMIT sqlc.arg('rescue_max')::integer
     FOR UPDATE SKIP LOCKED
+),
+-- How far the rescue got: every lease that expired before it was read,
+-- unless it stopped at rescue_max (then up to the last one it took). NULL
+-- when this statement rescued nothing of a whole range (no rescue, or
+-- only_ids).
+rescue_mark AS (
+    SELECT CASE WHEN NOT sqlc.arg('rescue')::boolean
+                  OR coalesce(cardinality(sqlc.arg('only_ids')::bigint[]), 0) > 0 THEN NULL
+                WHEN count(*) < sqlc.arg('rescue_max')::integer THEN (SELECT now FROM clock)
+                ELSE max(x.lease_expires_at) END AS through
+    FROM expired x
 ),
 rescued AS (
     UPDATE tasuki_job r
@@ -101,12 +122,14 @@ rescued AS (
                 WHERE c.oid = 'tasuki_job'::regclass), 'q', r.queue)::text) END AS woke
 ),
 beat AS (
-    INSERT INTO tasuki_process (id, host, pid, queues, kinds, expires_at)
+    INSERT INTO tasuki_process (id, host, pid, queues, kinds, expires_at, rescued_through)
     SELECT sqlc.arg('process_id')::uuid, sqlc.arg('process_host')::text, sqlc.arg('process_pid')::integer,
            sqlc.arg('process_queues')::text[], sqlc.arg('process_kinds')::text[],
-           (SELECT now FROM clock) + sqlc.arg('process_ttl_us')::bigint * interval '1 microsecond'
+           (SELECT now FROM clock) + sqlc.arg('process_ttl_us')::bigint * interval '1 microsecond',
+           (SELECT through FROM rescue_mark)
     WHERE sqlc.arg('beat')::boolean
-    ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at,
+        rescued_through = coalesce(EXCLUDED.rescued_through, tasuki_process.rescued_through)
     RETURNING 1
 ),
 -- The limits, each queue and kind numbered (qn, kn): the limits below

@@ -22,7 +22,7 @@ func runningIndexScans(t *testing.T, q *db.Queries, conn *pgxpool.Conn) int64 {
 	require.NoError(t, err)
 	var n int64
 	require.NoError(t, conn.QueryRow(ctx, `SELECT idx_scan FROM pg_stat_user_indexes
-		WHERE indexrelname = 'tasuki_job_running_idx' AND schemaname = current_schema()`).Scan(&n))
+		WHERE indexrelname = 'tasuki_job_running_expiry_idx' AND schemaname = current_schema()`).Scan(&n))
 	return n
 }
 

@@ -65,6 +65,9 @@ type leasePlan struct {
 	queues  map[*queueState]int
 	kinds   map[*kindState]int
 	rescue  bool
+	// fullRescue: the rescue reads every lease, not only the window since
+	// the last rescue.
+	fullRescue bool
 	// blocked: a due source was not read, as its queue or kind had no
 	// free slot.
 	blocked bool
@@ -171,7 +174,10 @@ func (w *Worker) plan(rescue bool) *leasePlan {
 	}
 	if rescue {
 		pl.rescue = true
-		w.withRescue(&pl.p)
+		// A full pass rides on the lease only while it is cheap; the
+		// sweeper runs it otherwise, and this one reads the window.
+		pl.fullRescue = w.fullRescueDue(time.Now()) && w.fullRidesLease()
+		w.withRescue(&pl.p, pl.fullRescue)
 	}
 	return pl
 }
@@ -204,10 +210,39 @@ const (
 	shareFloor = 32
 )
 
-// withRescue has p rescue expired leases of the worker's queues and record
+// rescueMargin is how far before where its last rescue got a rescue reads:
+// for a lease renewed by a transaction that committed that much after it
+// began.
+const rescueMargin = time.Second
+
+// rescueFullEvery is how often a rescue reads every running job's lease
+// rather than only those expired since the last rescue: a backstop for a
+// lease renewed by a transaction that committed later still, or locked by
+// another process's rescue that rolled back.
+const rescueFullEvery = 10 * time.Minute
+
+// fullRescueDue reports whether the next rescue must read every lease: the
+// worker's first, one rescueFullEvery after the last, and every one while
+// jobs the database refused to rescue wait to be tried again (a rescue of
+// a window would not reach them).
+func (w *Worker) fullRescueDue(now time.Time) bool {
+	last := w.lastFullRescue.Load()
+	return last == 0 || now.UnixNano()-last >= int64(rescueFullEvery) || w.unrescued.Len() > 0
+}
+
+// fullRidesLease reports whether a due full pass rides on the fetch loop's
+// next lease rather than running in the sweeper.
+func (w *Worker) fullRidesLease() bool {
+	return w.rescueInline.Load() && w.fullRescueInline.Load()
+}
+
+// withRescue has p rescue expired leases of the worker's queues (all of
+// them when full, else those expired since its last rescue) and record
 // this process.
-func (w *Worker) withRescue(p *db.JobLeaseParams) {
+func (w *Worker) withRescue(p *db.JobLeaseParams, full bool) {
 	p.Rescue = true
+	p.RescueFull = full
+	p.RescueMarginUs = rescueMargin.Microseconds()
 	p.RescueMax = int32(w.rescueMax.Load())
 	p.RescueQueues = w.process.queues
 	p.Beat = true
@@ -236,8 +271,12 @@ func (w *Worker) lease(ctx context.Context, pl *leasePlan) (jobs []leased, setAs
 	if err != nil && pl.rescue && (dberr.RowError(err) || took > rescueInlineBudget) {
 		// The rescue may be what failed or was slow: the sweeper takes it
 		// over, with its own handling of rows the database refuses.
-		w.rescueInline.Store(false)
-		pl.rescue, pl.p.Rescue, pl.p.Beat = false, false, false
+		if pl.fullRescue {
+			w.fullRescueInline.Store(false)
+		} else {
+			w.rescueInline.Store(false)
+		}
+		pl.rescue, pl.fullRescue, pl.p.Rescue, pl.p.Beat = false, false, false, false
 		sentAt = time.Now()
 		rows, err = w.queryLease(ctx, pl.p)
 		took = time.Since(sentAt)
@@ -248,8 +287,19 @@ func (w *Worker) lease(ctx context.Context, pl *leasePlan) (jobs []leased, setAs
 	if err != nil {
 		return nil, 0, err
 	}
-	if pl.rescue && took > rescueInlineBudget {
-		w.rescueInline.Store(false)
+	if pl.rescue {
+		if pl.fullRescue {
+			w.lastFullRescue.Store(sentAt.UnixNano())
+		}
+		if took > rescueInlineBudget {
+			// Slow: the sweeper takes it over (the full passes only, when
+			// a full pass was slow).
+			if pl.fullRescue {
+				w.fullRescueInline.Store(false)
+			} else {
+				w.rescueInline.Store(false)
+			}
+		}
 	}
 	if slices.Contains(pl.heads, true) {
 		w.headReadCost.Store(int64(took))
@@ -345,18 +395,25 @@ func (w *Worker) settle(pl *leasePlan, jobs []leased) {
 // many expired jobs), later rescues take fewer jobs at a time. Used by the
 // sweeper, while the rescue does not ride on the fetch loop's leases.
 func (w *Worker) rescue(ctx context.Context) error {
-	if w.rescueInline.Load() {
+	full := w.fullRescueDue(time.Now()) && !w.fullRidesLease()
+	if !full && w.rescueInline.Load() {
 		return nil
 	}
 	w.unrescued.ForgetStale(time.Now())
 	p := db.JobLeaseParams{LeaseUs: 1, SkipIds: w.unrescued.Skip(time.Now()), OnlyIds: []int64{}}
-	w.withRescue(&p)
+	w.withRescue(&p, full)
 	start := time.Now()
 	_, err := w.queryLease(ctx, p)
 	switch {
 	case err == nil:
+		took := time.Since(start)
 		w.rescueMax.Store(min(2*w.rescueMax.Load(), maxRescue))
-		if time.Since(start) < rescueCheap {
+		if full {
+			w.lastFullRescue.Store(start.UnixNano())
+			if took < rescueCheap {
+				w.fullRescueInline.Store(true)
+			}
+		} else if took < rescueCheap {
 			w.rescueInline.Store(true)
 		}
 	case dberr.RowError(err):

@@ -41,7 +41,7 @@ import (
 // for: then every runnable job was leased or locked by another worker.
 
 // seekMargin is how far before its remembered point each lease reads.
-const seekMargin = 250 * time.Millisecond
+const seekMargin = 50 * time.Millisecond
 
 // headOfPriority is a time before every scheduled time PostgreSQL can
 // store (4714 BC), where a seek from the head of a priority begins.

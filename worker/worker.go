@@ -78,6 +78,11 @@ type Worker struct {
 	// lease statements, as it is cheap; false while it is slow (an old
 	// snapshot), when the sweeper runs it apart.
 	rescueInline atomic.Bool
+	// lastFullRescue is when the last rescue that read every lease was
+	// sent (UnixNano; 0 before the first); fullRescueInline: such a pass
+	// rides on a lease statement, as it is cheap (see fullRescueDue).
+	lastFullRescue   atomic.Int64
+	fullRescueInline atomic.Bool
 	// headReadCost is how long the last lease statement that read a
 	// source from its head took, in nanoseconds.
 	headReadCost atomic.Int64
@@ -269,6 +274,7 @@ func New(pool *pgxpool.Pool, cfg Config, handlers ...Registration) (*Worker, err
 	w.gate = newIdleGate(&w.active)
 	w.rescueMax.Store(maxRescue)
 	w.rescueInline.Store(true)
+	w.fullRescueInline.Store(true)
 	seen := make(map[string]int)
 	for i, r := range handlers {
 		option := fmt.Sprintf("handlers[%d]", i)
