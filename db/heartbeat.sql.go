@@ -55,9 +55,10 @@ type JobHeartbeatManyParams struct {
 // Extends the leases of many running jobs in one statement. Only jobs still
 // running under the given token are extended and returned: a job missing
 // from the result was canceled or its lease was lost, and its handler must
-// stop. Only lease_expires_at changes, an unindexed column, so the update
-// can be HOT. Like a lease, a renewal need not outlive a database crash,
-// so its commit does not wait for the WAL flush.
+// stop. Only lease_expires_at changes; the running jobs' index is ordered
+// by it (so that a rescue reads only the leases expired since the last),
+// so a renewal writes new index entries. Like a lease, a renewal need not
+// outlive a database crash, so its commit does not wait for the WAL flush.
 // A row another transaction holds is skipped, not waited for: a handler
 // that completes its job in a transaction of its own (CompleteTx) holds
 // its row until that transaction ends, and every other lease of the

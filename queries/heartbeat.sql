@@ -6,9 +6,10 @@ Heartbeats: keeping leases alive.
 -- Extends the leases of many running jobs in one statement. Only jobs still
 -- running under the given token are extended and returned: a job missing
 -- from the result was canceled or its lease was lost, and its handler must
--- stop. Only lease_expires_at changes, an unindexed column, so the update
--- can be HOT. Like a lease, a renewal need not outlive a database crash,
--- so its commit does not wait for the WAL flush.
+-- stop. Only lease_expires_at changes; the running jobs' index is ordered
+-- by it (so that a rescue reads only the leases expired since the last),
+-- so a renewal writes new index entries. Like a lease, a renewal need not
+-- outlive a database crash, so its commit does not wait for the WAL flush.
 WITH clock AS (
     SELECT coalesce(sqlc.narg('now')::timestamptz, now()) AS now,
            set_config('synchronous_commit', 'off', true) AS async_commit

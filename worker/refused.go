@@ -221,13 +221,13 @@ const rescueMargin = time.Second
 // another process's rescue that rolled back.
 const rescueFullEvery = 10 * time.Minute
 
-// fullRescueDue reports whether the next rescue must read every lease: the
-// worker's first, one rescueFullEvery after the last, and every one while
-// jobs the database refused to rescue wait to be tried again (a rescue of
-// a window would not reach them).
+// fullRescueDue reports whether a rescue must read every lease: the
+// worker's first, and one rescueFullEvery after the last. Jobs the
+// database refused to rescue, set aside, are tried again by these passes
+// (a rescue of a window does not reach them).
 func (w *Worker) fullRescueDue(now time.Time) bool {
 	last := w.lastFullRescue.Load()
-	return last == 0 || now.UnixNano()-last >= int64(rescueFullEvery) || w.unrescued.Len() > 0
+	return last == 0 || now.UnixNano()-last >= int64(rescueFullEvery)
 }
 
 // fullRidesLease reports whether a due full pass rides on the fetch loop's
@@ -395,10 +395,27 @@ func (w *Worker) settle(pl *leasePlan, jobs []leased) {
 // many expired jobs), later rescues take fewer jobs at a time. Used by the
 // sweeper, while the rescue does not ride on the fetch loop's leases.
 func (w *Worker) rescue(ctx context.Context) error {
-	full := w.fullRescueDue(time.Now()) && !w.fullRidesLease()
-	if !full && w.rescueInline.Load() {
-		return nil
+	var err error
+	if !w.rescueInline.Load() {
+		err = w.rescueOnce(ctx, false)
 	}
+	if w.fullRescueDue(time.Now()) && !w.fullRidesLease() {
+		// A full pass that fails (it can outlast its timeout while an old
+		// snapshot lasts) is tried again a full period later, and holds up
+		// neither the windowed rescues nor this task's next round.
+		start := time.Now()
+		if fullErr := w.rescueOnce(ctx, true); fullErr != nil && ctx.Err() == nil {
+			w.lastFullRescue.Store(start.UnixNano())
+			w.log.Warn("tasuki: rescuing expired jobs (full pass) failed; retrying in "+rescueFullEvery.String(),
+				slog.Any("error", dberr.Wrap("rescue", fullErr)))
+		}
+	}
+	return err
+}
+
+// rescueOnce runs one rescue statement for the sweeper: of every lease
+// when full, else of the window since the last rescue.
+func (w *Worker) rescueOnce(ctx context.Context, full bool) error {
 	w.unrescued.ForgetStale(time.Now())
 	p := db.JobLeaseParams{LeaseUs: 1, SkipIds: w.unrescued.Skip(time.Now()), OnlyIds: []int64{}}
 	w.withRescue(&p, full)
@@ -418,6 +435,9 @@ func (w *Worker) rescue(ctx context.Context) error {
 		}
 	case dberr.RowError(err):
 		w.rescueEach(ctx)
+		if full {
+			w.lastFullRescue.Store(start.UnixNano())
+		}
 		return nil
 	case errors.Is(err, context.DeadlineExceeded) || dberr.Canceled(err):
 		if ctx.Err() == nil {
