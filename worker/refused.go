@@ -222,9 +222,9 @@ const rescueMargin = time.Second
 const rescueFullEvery = 10 * time.Minute
 
 // fullRescueDue reports whether a rescue must read every lease: the
-// worker's first, and one rescueFullEvery after the last. Jobs the
-// database refused to rescue, set aside, are tried again by these passes
-// (a rescue of a window does not reach them).
+// worker's first, and one rescueFullEvery after the last. (Jobs the
+// database refused to rescue are tried again by id when their wait is
+// over: see rescue.)
 func (w *Worker) fullRescueDue(now time.Time) bool {
 	last := w.lastFullRescue.Load()
 	return last == 0 || now.UnixNano()-last >= int64(rescueFullEvery)
@@ -234,6 +234,16 @@ func (w *Worker) fullRescueDue(now time.Time) bool {
 // next lease rather than running in the sweeper.
 func (w *Worker) fullRidesLease() bool {
 	return w.rescueInline.Load() && w.fullRescueInline.Load()
+}
+
+// rescueLeavesLease moves the rescue that rode on a lease and was slow or
+// failed to the sweeper: the full passes only, when it was a full pass.
+func (w *Worker) rescueLeavesLease(full bool) {
+	if full {
+		w.fullRescueInline.Store(false)
+	} else {
+		w.rescueInline.Store(false)
+	}
 }
 
 // withRescue has p rescue expired leases of the worker's queues (all of
@@ -271,11 +281,7 @@ func (w *Worker) lease(ctx context.Context, pl *leasePlan) (jobs []leased, setAs
 	if err != nil && pl.rescue && (dberr.RowError(err) || took > rescueInlineBudget) {
 		// The rescue may be what failed or was slow: the sweeper takes it
 		// over, with its own handling of rows the database refuses.
-		if pl.fullRescue {
-			w.fullRescueInline.Store(false)
-		} else {
-			w.rescueInline.Store(false)
-		}
+		w.rescueLeavesLease(pl.fullRescue)
 		pl.rescue, pl.fullRescue, pl.p.Rescue, pl.p.Beat = false, false, false, false
 		sentAt = time.Now()
 		rows, err = w.queryLease(ctx, pl.p)
@@ -292,13 +298,7 @@ func (w *Worker) lease(ctx context.Context, pl *leasePlan) (jobs []leased, setAs
 			w.lastFullRescue.Store(sentAt.UnixNano())
 		}
 		if took > rescueInlineBudget {
-			// Slow: the sweeper takes it over (the full passes only, when
-			// a full pass was slow).
-			if pl.fullRescue {
-				w.fullRescueInline.Store(false)
-			} else {
-				w.rescueInline.Store(false)
-			}
+			w.rescueLeavesLease(pl.fullRescue)
 		}
 	}
 	if slices.Contains(pl.heads, true) {
@@ -398,6 +398,11 @@ func (w *Worker) rescue(ctx context.Context) error {
 	var err error
 	if !w.rescueInline.Load() {
 		err = w.rescueOnce(ctx, false)
+	}
+	// Jobs the database refused to rescue, whose wait is over: a windowed
+	// rescue no longer reaches them.
+	if due := w.unrescued.Due(time.Now()); len(due) > 0 {
+		w.rescueIDs(ctx, due)
 	}
 	if w.fullRescueDue(time.Now()) && !w.fullRidesLease() {
 		// A full pass that fails (it can outlast its timeout while an old
@@ -521,10 +526,17 @@ func (w *Worker) rescueEach(ctx context.Context) {
 		w.log.Warn("tasuki: rescuing expired jobs failed; retrying at the next rescue", slog.Any("error", dberr.Wrap("rescue", err)))
 		return
 	}
-	for _, id := range expired {
-		// A lease of no jobs that rescues only this one.
+	w.rescueIDs(ctx, expired)
+}
+
+// rescueIDs rescues the given jobs, if their lease expired, one statement
+// each, and sets aside the ones the database refuses.
+func (w *Worker) rescueIDs(ctx context.Context, ids []int64) {
+	for _, id := range ids {
+		// A lease of no jobs that rescues only this one, wherever its
+		// expiry lies (a set-aside job's is behind the window).
 		_, err := w.queryLease(ctx, db.JobLeaseParams{
-			LeaseUs: 1, Rescue: true, RescueMax: 1, RescueQueues: w.process.queues,
+			LeaseUs: 1, Rescue: true, RescueFull: true, RescueMax: 1, RescueQueues: w.process.queues,
 			SkipIds: []int64{}, OnlyIds: []int64{id},
 		})
 		switch {

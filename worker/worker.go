@@ -586,12 +586,12 @@ func (w *Worker) fetchLoop(ctx, dbCtx, handlerCtx context.Context) {
 			}
 			continue
 		}
-		// dbCtx, not ctx: a lease statement interrupted by shutdown could
-		// commit without its rows reaching us; they are given back below.
 		leave, err := w.gate.enterToLease(ctx)
 		if err != nil {
 			return
 		}
+		// dbCtx, not ctx: a lease statement interrupted by shutdown could
+		// commit without its rows reaching us; they are given back below.
 		jobs, setAside, err := w.lease(dbCtx, plan)
 		leave()
 		if err != nil {

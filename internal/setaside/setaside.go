@@ -46,6 +46,19 @@ func (s *Set) Skip(now time.Time) []int64 {
 	return ids
 }
 
+// Due returns the jobs whose wait is over at now: the ones to try again.
+func (s *Set) Due(now time.Time) []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []int64
+	for id, e := range s.jobs {
+		if !now.Before(e.until) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // Refuse records that the database refused to change job id at now, and
 // returns how long it is set aside: the first wait, or twice the last one.
 func (s *Set) Refuse(id int64, now time.Time) time.Duration {
