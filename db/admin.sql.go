@@ -9,7 +9,7 @@ import (
 	"context"
 )
 
-const jobCountByStatus = `-- name: JobCountByStatus :many
+const JobCountByStatus = `-- name: JobCountByStatus :many
 SELECT queue, status, count(*)::bigint AS count
 FROM tasuki_job
 GROUP BY queue, status
@@ -24,7 +24,7 @@ type JobCountByStatusRow struct {
 
 // Jobs per queue and status; queues and statuses without jobs are absent.
 func (q *Queries) JobCountByStatus(ctx context.Context) ([]*JobCountByStatusRow, error) {
-	rows, err := q.db.Query(ctx, jobCountByStatus)
+	rows, err := q.db.Query(ctx, JobCountByStatus)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +43,7 @@ func (q *Queries) JobCountByStatus(ctx context.Context) ([]*JobCountByStatusRow,
 	return items, nil
 }
 
-const jobDeleteQueueBatch = `-- name: JobDeleteQueueBatch :execrows
+const JobDeleteQueueBatch = `-- name: JobDeleteQueueBatch :execrows
 DELETE FROM tasuki_job
 WHERE id IN (
     SELECT d.id FROM tasuki_job d
@@ -60,14 +60,14 @@ type JobDeleteQueueBatchParams struct {
 // Deletes up to max jobs of a queue that are not running, whatever their
 // status; returns how many it deleted. Call it until it returns 0.
 func (q *Queries) JobDeleteQueueBatch(ctx context.Context, arg JobDeleteQueueBatchParams) (int64, error) {
-	result, err := q.db.Exec(ctx, jobDeleteQueueBatch, arg.Queue, arg.Max)
+	result, err := q.db.Exec(ctx, JobDeleteQueueBatch, arg.Queue, arg.Max)
 	if err != nil {
 		return 0, err
 	}
 	return result.RowsAffected(), nil
 }
 
-const jobGet = `-- name: JobGet :one
+const JobGet = `-- name: JobGet :one
 /*
 Reading and managing jobs from outside a worker.
 */
@@ -76,7 +76,7 @@ SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_a
 `
 
 func (q *Queries) JobGet(ctx context.Context, id int64) (*TasukiJob, error) {
-	row := q.db.QueryRow(ctx, jobGet, id)
+	row := q.db.QueryRow(ctx, JobGet, id)
 	var i TasukiJob
 	err := row.Scan(
 		&i.ID,

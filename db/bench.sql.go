@@ -9,7 +9,7 @@ import (
 	"context"
 )
 
-const benchExplainPendingScan = `-- name: BenchExplainPendingScan :many
+const BenchExplainPendingScan = `-- name: BenchExplainPendingScan :many
 EXPLAIN (ANALYZE, BUFFERS)
 SELECT id
 FROM tasuki_job
@@ -27,7 +27,7 @@ type BenchExplainPendingScanRow struct {
 // lease has to visit to find them; under a held snapshot that number grows
 // with the index entries of jobs that left pending but cannot be removed.
 func (q *Queries) BenchExplainPendingScan(ctx context.Context, queue string) ([]*BenchExplainPendingScanRow, error) {
-	rows, err := q.db.Query(ctx, benchExplainPendingScan, queue)
+	rows, err := q.db.Query(ctx, BenchExplainPendingScan, queue)
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +46,7 @@ func (q *Queries) BenchExplainPendingScan(ctx context.Context, queue string) ([]
 	return items, nil
 }
 
-const benchJobDeadTuples = `-- name: BenchJobDeadTuples :one
+const BenchJobDeadTuples = `-- name: BenchJobDeadTuples :one
 SELECT pg_stat_get_dead_tuples('tasuki_job'::regclass)::bigint AS n_dead_tup
 `
 
@@ -57,13 +57,13 @@ SELECT pg_stat_get_dead_tuples('tasuki_job'::regclass)::bigint AS n_dead_tup
 // most once a second, so the figure lags the table by a second or more;
 // BenchStatFlush, run first, makes it as fresh as those reports.
 func (q *Queries) BenchJobDeadTuples(ctx context.Context) (int64, error) {
-	row := q.db.QueryRow(ctx, benchJobDeadTuples)
+	row := q.db.QueryRow(ctx, BenchJobDeadTuples)
 	var n_dead_tup int64
 	err := row.Scan(&n_dead_tup)
 	return n_dead_tup, err
 }
 
-const benchSnapshotHold = `-- name: BenchSnapshotHold :one
+const BenchSnapshotHold = `-- name: BenchSnapshotHold :one
 /*
 Statements of tasuki bench's snapshot run, which measures the queue while an
 old transaction holds back vacuum, and of its idle run, which counts what an
@@ -87,13 +87,13 @@ type BenchSnapshotHoldRow struct {
 // until it ends. The count reads the table, so the snapshot is that of a
 // real reader of tasuki_job, not only of an open xid.
 func (q *Queries) BenchSnapshotHold(ctx context.Context) (*BenchSnapshotHoldRow, error) {
-	row := q.db.QueryRow(ctx, benchSnapshotHold)
+	row := q.db.QueryRow(ctx, BenchSnapshotHold)
 	var i BenchSnapshotHoldRow
 	err := row.Scan(&i.Xid, &i.Jobs)
 	return &i, err
 }
 
-const benchStatFlush = `-- name: BenchStatFlush :exec
+const BenchStatFlush = `-- name: BenchStatFlush :exec
 SELECT pg_stat_force_next_flush(), pg_stat_clear_snapshot()
 `
 
@@ -101,11 +101,11 @@ SELECT pg_stat_force_next_flush(), pg_stat_clear_snapshot()
 // drops the statistics snapshot it may hold, so that the next read of
 // pg_stat_user_tables is as fresh as the other backends' reports.
 func (q *Queries) BenchStatFlush(ctx context.Context) error {
-	_, err := q.db.Exec(ctx, benchStatFlush)
+	_, err := q.db.Exec(ctx, BenchStatFlush)
 	return err
 }
 
-const benchWorkerConnections = `-- name: BenchWorkerConnections :many
+const BenchWorkerConnections = `-- name: BenchWorkerConnections :many
 SELECT a.application_name::text AS application_name, count(*)::int AS connections
 FROM pg_stat_get_activity(NULL) AS a
 WHERE a.application_name IN ('tasuki-worker', 'tasuki-listener')
@@ -127,7 +127,7 @@ type BenchWorkerConnectionsRow struct {
 // its backend has exited). From the function behind pg_stat_activity,
 // which sqlc does not know as a view.
 func (q *Queries) BenchWorkerConnections(ctx context.Context, pids []int32) ([]*BenchWorkerConnectionsRow, error) {
-	rows, err := q.db.Query(ctx, benchWorkerConnections, pids)
+	rows, err := q.db.Query(ctx, BenchWorkerConnections, pids)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,7 @@ import (
 	"context"
 )
 
-const benchPlainInsert = `-- name: BenchPlainInsert :exec
+const BenchPlainInsert = `-- name: BenchPlainInsert :exec
 /*
 The floor that tasuki bench insert --producers compares tasuki's inserts
 with: a plain one-row INSERT into the same table, without anything of
@@ -21,6 +21,6 @@ INSERT INTO tasuki_job (queue, kind, payload) VALUES ($1, 'bench', '{}'::jsonb)
 
 // One job row, as an application would insert any row of its own.
 func (q *Queries) BenchPlainInsert(ctx context.Context, queue string) error {
-	_, err := q.db.Exec(ctx, benchPlainInsert, queue)
+	_, err := q.db.Exec(ctx, BenchPlainInsert, queue)
 	return err
 }

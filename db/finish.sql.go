@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const jobCompleteTx = `-- name: JobCompleteTx :one
+const JobCompleteTx = `-- name: JobCompleteTx :one
 UPDATE tasuki_job
 SET status = 'completed',
     finished_at = coalesce($1::timestamptz, now()),
@@ -36,13 +36,13 @@ type JobCompleteTxParams struct {
 // transaction until it ends, so the completion and the caller's writes
 // commit together or not at all.
 func (q *Queries) JobCompleteTx(ctx context.Context, arg JobCompleteTxParams) (int64, error) {
-	row := q.db.QueryRow(ctx, jobCompleteTx, arg.Now, arg.ID, arg.Token)
+	row := q.db.QueryRow(ctx, JobCompleteTx, arg.Now, arg.ID, arg.Token)
 	var id int64
 	err := row.Scan(&id)
 	return id, err
 }
 
-const jobFinishMany = `-- name: JobFinishMany :many
+const JobFinishMany = `-- name: JobFinishMany :many
 /*
 State transitions a worker makes when its handlers return.
 */
@@ -114,7 +114,7 @@ type JobFinishManyParams struct {
 // changes nothing, and a job canceled meanwhile stays canceled. The returned
 // ids are the jobs actually changed.
 func (q *Queries) JobFinishMany(ctx context.Context, arg JobFinishManyParams) ([]int64, error) {
-	rows, err := q.db.Query(ctx, jobFinishMany,
+	rows, err := q.db.Query(ctx, JobFinishMany,
 		arg.Ids,
 		arg.Tokens,
 		arg.Statuses,

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const jobHeartbeatMany = `-- name: JobHeartbeatMany :many
+const JobHeartbeatMany = `-- name: JobHeartbeatMany :many
 /*
 Heartbeats: keeping leases alive.
 */
@@ -65,7 +65,7 @@ type JobHeartbeatManyParams struct {
 // worker would wait with it. The worker tells a skipped row from a lost
 // lease by JobStatusMany.
 func (q *Queries) JobHeartbeatMany(ctx context.Context, arg JobHeartbeatManyParams) ([]int64, error) {
-	rows, err := q.db.Query(ctx, jobHeartbeatMany,
+	rows, err := q.db.Query(ctx, JobHeartbeatMany,
 		arg.LeaseUs,
 		arg.Now,
 		arg.Ids,
@@ -89,7 +89,7 @@ func (q *Queries) JobHeartbeatMany(ctx context.Context, arg JobHeartbeatManyPara
 	return items, nil
 }
 
-const jobStatusMany = `-- name: JobStatusMany :many
+const JobStatusMany = `-- name: JobStatusMany :many
 SELECT id, status, lease_token FROM tasuki_job WHERE id = ANY($1::bigint[])
 `
 
@@ -105,7 +105,7 @@ type JobStatusManyRow struct {
 // CompleteTx) and is renewed at the next heartbeat; the others' lease was
 // lost.
 func (q *Queries) JobStatusMany(ctx context.Context, ids []int64) ([]*JobStatusManyRow, error) {
-	rows, err := q.db.Query(ctx, jobStatusMany, ids)
+	rows, err := q.db.Query(ctx, JobStatusMany, ids)
 	if err != nil {
 		return nil, err
 	}

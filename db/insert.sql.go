@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const databaseNow = `-- name: DatabaseNow :one
+const DatabaseNow = `-- name: DatabaseNow :one
 SELECT coalesce($1::timestamptz, clock_timestamp())::timestamptz AS now,
        pg_current_xact_id()::text::bigint AS xact_id,
        (SELECT n.nspname::text
@@ -33,13 +33,13 @@ type DatabaseNowRow struct {
 // scheduled times for bulk inserts, counted from the insert, and to learn
 // when the transaction committed.
 func (q *Queries) DatabaseNow(ctx context.Context, now *time.Time) (*DatabaseNowRow, error) {
-	row := q.db.QueryRow(ctx, databaseNow, now)
+	row := q.db.QueryRow(ctx, DatabaseNow, now)
 	var i DatabaseNowRow
 	err := row.Scan(&i.Now, &i.XactID, &i.Schema)
 	return &i, err
 }
 
-const jobByUniqueKey = `-- name: JobByUniqueKey :one
+const JobByUniqueKey = `-- name: JobByUniqueKey :one
 SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses, timeout_ms
 FROM tasuki_job
 WHERE unique_key = $1::bytea
@@ -51,7 +51,7 @@ LIMIT 1
 // The job that holds a unique key: the one a unique insert found in its
 // way.
 func (q *Queries) JobByUniqueKey(ctx context.Context, uniqueKey []byte) (*TasukiJob, error) {
-	row := q.db.QueryRow(ctx, jobByUniqueKey, uniqueKey)
+	row := q.db.QueryRow(ctx, JobByUniqueKey, uniqueKey)
 	var i TasukiJob
 	err := row.Scan(
 		&i.ID,
@@ -78,7 +78,7 @@ func (q *Queries) JobByUniqueKey(ctx context.Context, uniqueKey []byte) (*Tasuki
 	return &i, err
 }
 
-const jobInsert = `-- name: JobInsert :one
+const JobInsert = `-- name: JobInsert :one
 /*
 Inserting jobs, and waking workers once the inserts committed. The
 notification payload names the schema, so installations in different
@@ -172,7 +172,7 @@ type JobInsertRow struct {
 // search_path finds it, which need not be the client pool's: the wake-up
 // names it.
 func (q *Queries) JobInsert(ctx context.Context, arg JobInsertParams) (*JobInsertRow, error) {
-	row := q.db.QueryRow(ctx, jobInsert,
+	row := q.db.QueryRow(ctx, JobInsert,
 		arg.Now,
 		arg.Queue,
 		arg.Kind,
@@ -209,7 +209,7 @@ type JobInsertCopyParams struct {
 	TimeoutMs   pgtype.Int8
 }
 
-const jobInsertUniqueMany = `-- name: JobInsertUniqueMany :many
+const JobInsertUniqueMany = `-- name: JobInsertUniqueMany :many
 INSERT INTO tasuki_job (queue, kind, priority, payload, max_attempts, scheduled_at, metadata,
                         unique_key, unique_statuses, timeout_ms)
 SELECT j.queue, j.kind, j.priority, j.payload::jsonb, j.max_attempts, j.scheduled_at, j.metadata::jsonb,
@@ -262,7 +262,7 @@ type JobInsertUniqueManyRow struct {
 // two batches that share keys never wait for each other in a cycle. Of
 // the jobs of one key, the first of the batch is inserted.
 func (q *Queries) JobInsertUniqueMany(ctx context.Context, arg JobInsertUniqueManyParams) ([]*JobInsertUniqueManyRow, error) {
-	rows, err := q.db.Query(ctx, jobInsertUniqueMany,
+	rows, err := q.db.Query(ctx, JobInsertUniqueMany,
 		arg.Queues,
 		arg.Kinds,
 		arg.Priorities,
@@ -297,7 +297,7 @@ func (q *Queries) JobInsertUniqueMany(ctx context.Context, arg JobInsertUniqueMa
 	return items, nil
 }
 
-const notifyInsert = `-- name: NotifyInsert :exec
+const NotifyInsert = `-- name: NotifyInsert :exec
 SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.nspname::text
                 FROM pg_catalog.pg_class c
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -306,11 +306,11 @@ SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', (SELECT n.
 
 // Wakes the workers of a queue, on commit: after a retry or a resume.
 func (q *Queries) NotifyInsert(ctx context.Context, queue string) error {
-	_, err := q.db.Exec(ctx, notifyInsert, queue)
+	_, err := q.db.Exec(ctx, NotifyInsert, queue)
 	return err
 }
 
-const wakeQueues = `-- name: WakeQueues :exec
+const WakeQueues = `-- name: WakeQueues :exec
 SELECT pg_notify('tasuki_jobs', json_build_object('k', 'insert', 's', t.s, 'q', t.q, 'r', nullif(t.r, '')::json)::text)
 FROM (SELECT unnest($1::text[]) AS s,
              unnest($2::text[]) AS q,
@@ -340,11 +340,11 @@ type WakeQueuesParams struct {
 // late may have put jobs behind where it leased last. An empty string
 // sends none: the worker then reads the queue from its head.
 func (q *Queries) WakeQueues(ctx context.Context, arg WakeQueuesParams) error {
-	_, err := q.db.Exec(ctx, wakeQueues, arg.Schemas, arg.Queues, arg.Heads)
+	_, err := q.db.Exec(ctx, WakeQueues, arg.Schemas, arg.Queues, arg.Heads)
 	return err
 }
 
-const xactStatus = `-- name: XactStatus :many
+const XactStatus = `-- name: XactStatus :many
 SELECT x::bigint AS xact_id, coalesce(pg_xact_status(x::text::xid8), 'committed')::text AS status
 FROM unnest($1::bigint[]) AS x
 `
@@ -363,7 +363,7 @@ type XactStatusRow struct {
 // or one lost in a failover to a replica that was behind) fails the whole
 // statement: the client then asks about each id alone.
 func (q *Queries) XactStatus(ctx context.Context, xactIds []int64) ([]*XactStatusRow, error) {
-	rows, err := q.db.Query(ctx, xactStatus, xactIds)
+	rows, err := q.db.Query(ctx, XactStatus, xactIds)
 	if err != nil {
 		return nil, err
 	}

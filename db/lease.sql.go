@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const jobExpiredIDs = `-- name: JobExpiredIDs :many
+const JobExpiredIDs = `-- name: JobExpiredIDs :many
 SELECT e.id
 FROM tasuki_job e
 WHERE e.queue = ANY($1::text[])
@@ -36,7 +36,7 @@ type JobExpiredIDsParams struct {
 // for one row's data, the worker rescues these one at a time, so that the
 // row the database refuses does not hold back the others.
 func (q *Queries) JobExpiredIDs(ctx context.Context, arg JobExpiredIDsParams) ([]int64, error) {
-	rows, err := q.db.Query(ctx, jobExpiredIDs,
+	rows, err := q.db.Query(ctx, JobExpiredIDs,
 		arg.Queues,
 		arg.Now,
 		arg.SkipIds,
@@ -60,7 +60,7 @@ func (q *Queries) JobExpiredIDs(ctx context.Context, arg JobExpiredIDsParams) ([
 	return items, nil
 }
 
-const jobLease = `-- name: JobLease :many
+const JobLease = `-- name: JobLease :many
 /*
 Leasing: how a worker takes jobs.
 */
@@ -511,7 +511,7 @@ type JobLeaseParams struct {
 // locked here but cut by them stay locked only until this statement's
 // transaction ends, at once.
 func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJob, error) {
-	rows, err := q.db.Query(ctx, jobLease,
+	rows, err := q.db.Query(ctx, JobLease,
 		arg.LeaseUs,
 		arg.Now,
 		arg.Rescue,
@@ -582,7 +582,7 @@ func (q *Queries) JobLease(ctx context.Context, arg JobLeaseParams) ([]*TasukiJo
 	return items, nil
 }
 
-const jobLeaseOne = `-- name: JobLeaseOne :one
+const JobLeaseOne = `-- name: JobLeaseOne :one
 UPDATE tasuki_job j
 SET status = 'running',
     scheduled_at = greatest(j.scheduled_at, '4714-11-24 00:00:00+00 BC'::timestamptz),
@@ -607,7 +607,7 @@ type JobLeaseOneParams struct {
 // (Worker.WorkJob). The row changes as JobLease changes the rows it
 // leases.
 func (q *Queries) JobLeaseOne(ctx context.Context, arg JobLeaseOneParams) (*TasukiJob, error) {
-	row := q.db.QueryRow(ctx, jobLeaseOne, arg.LeaseUs, arg.ID, arg.Kinds)
+	row := q.db.QueryRow(ctx, JobLeaseOne, arg.LeaseUs, arg.ID, arg.Kinds)
 	var i TasukiJob
 	err := row.Scan(
 		&i.ID,
@@ -634,7 +634,7 @@ func (q *Queries) JobLeaseOne(ctx context.Context, arg JobLeaseOneParams) (*Tasu
 	return &i, err
 }
 
-const jobRunnableHeads = `-- name: JobRunnableHeads :many
+const JobRunnableHeads = `-- name: JobRunnableHeads :many
 WITH RECURSIVE sources AS MATERIALIZED (
     SELECT s.queue, s.kind
     FROM (SELECT unnest($1::text[]) AS queue, unnest($2::text[]) AS kind) AS s
@@ -705,7 +705,7 @@ type JobRunnableHeadsRow struct {
 // A job scheduled at -infinity (by SQL of the application's own) is
 // reported at the earliest time Go can hold, which stands for the head.
 func (q *Queries) JobRunnableHeads(ctx context.Context, arg JobRunnableHeadsParams) ([]*JobRunnableHeadsRow, error) {
-	rows, err := q.db.Query(ctx, jobRunnableHeads, arg.Queues, arg.Kinds, arg.SkipIds)
+	rows, err := q.db.Query(ctx, JobRunnableHeads, arg.Queues, arg.Kinds, arg.SkipIds)
 	if err != nil {
 		return nil, err
 	}
@@ -730,7 +730,7 @@ func (q *Queries) JobRunnableHeads(ctx context.Context, arg JobRunnableHeadsPara
 	return items, nil
 }
 
-const jobRunnableHeadsSince = `-- name: JobRunnableHeadsSince :many
+const JobRunnableHeadsSince = `-- name: JobRunnableHeadsSince :many
 SELECT x.queue, x.kind, x.priority, x.scheduled_at, x.id
 FROM (SELECT unnest($1::text[]) AS queue, unnest($2::text[]) AS kind, unnest($3::smallint[]) AS priority) AS p
 CROSS JOIN LATERAL (
@@ -778,7 +778,7 @@ type JobRunnableHeadsSinceRow struct {
 // the application's own SQL in a short transaction), whatever an old
 // snapshot left before that.
 func (q *Queries) JobRunnableHeadsSince(ctx context.Context, arg JobRunnableHeadsSinceParams) ([]*JobRunnableHeadsSinceRow, error) {
-	rows, err := q.db.Query(ctx, jobRunnableHeadsSince,
+	rows, err := q.db.Query(ctx, JobRunnableHeadsSince,
 		arg.Queues,
 		arg.Kinds,
 		arg.Priorities,
@@ -809,7 +809,7 @@ func (q *Queries) JobRunnableHeadsSince(ctx context.Context, arg JobRunnableHead
 	return items, nil
 }
 
-const jobRunnableIDs = `-- name: JobRunnableIDs :many
+const JobRunnableIDs = `-- name: JobRunnableIDs :many
 SELECT x.id, s.queue::text AS queue, s.kind::text AS kind
 FROM (SELECT unnest($1::text[]) AS queue, unnest($2::text[]) AS kind) AS s
 CROSS JOIN LATERAL (
@@ -845,7 +845,7 @@ type JobRunnableIDsRow struct {
 // refused a lease for one row's data, the worker leases these one at a
 // time, so that the row it refuses does not hold back the others.
 func (q *Queries) JobRunnableIDs(ctx context.Context, arg JobRunnableIDsParams) ([]*JobRunnableIDsRow, error) {
-	rows, err := q.db.Query(ctx, jobRunnableIDs,
+	rows, err := q.db.Query(ctx, JobRunnableIDs,
 		arg.Queues,
 		arg.Kinds,
 		arg.SkipIds,

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const cleanerTryLock = `-- name: CleanerTryLock :one
+const CleanerTryLock = `-- name: CleanerTryLock :one
 SELECT pg_try_advisory_xact_lock(
     1953721187, -- 0x74736b63, "tskc"
     hashtext((SELECT n.nspname::text
@@ -29,13 +29,13 @@ SELECT pg_try_advisory_xact_lock(
 // with the schema, so installations in different schemas of one database
 // clean independently.
 func (q *Queries) CleanerTryLock(ctx context.Context) (bool, error) {
-	row := q.db.QueryRow(ctx, cleanerTryLock)
+	row := q.db.QueryRow(ctx, CleanerTryLock)
 	var locked bool
 	err := row.Scan(&locked)
 	return locked, err
 }
 
-const jobCancelMany = `-- name: JobCancelMany :one
+const JobCancelMany = `-- name: JobCancelMany :one
 WITH clock AS (
     SELECT coalesce($1::timestamptz, now()) AS now
 ),
@@ -102,7 +102,7 @@ type JobCancelManyRow struct {
 // finished meanwhile stays as it finished. The notifications are sent on commit;
 // notified runs only because the final select reads it.
 func (q *Queries) JobCancelMany(ctx context.Context, arg JobCancelManyParams) (*JobCancelManyRow, error) {
-	row := q.db.QueryRow(ctx, jobCancelMany,
+	row := q.db.QueryRow(ctx, JobCancelMany,
 		arg.Now,
 		arg.Statuses,
 		arg.Queue,
@@ -115,7 +115,7 @@ func (q *Queries) JobCancelMany(ctx context.Context, arg JobCancelManyParams) (*
 	return &i, err
 }
 
-const jobCleanRetained = `-- name: JobCleanRetained :many
+const JobCleanRetained = `-- name: JobCleanRetained :many
 WITH RECURSIVE leader AS (
     SELECT pg_try_advisory_xact_lock(
         1953721187, -- 0x74736b63, "tskc"
@@ -227,7 +227,7 @@ type JobCleanRetainedParams struct {
 // jobs each has), and each (queue, status) pair's expired jobs are one
 // range of that index: jobs a queue keeps are never read.
 func (q *Queries) JobCleanRetained(ctx context.Context, arg JobCleanRetainedParams) ([]int64, error) {
-	rows, err := q.db.Query(ctx, jobCleanRetained,
+	rows, err := q.db.Query(ctx, JobCleanRetained,
 		arg.CompletedUs,
 		arg.CanceledUs,
 		arg.FailedUs,
@@ -254,7 +254,7 @@ func (q *Queries) JobCleanRetained(ctx context.Context, arg JobCleanRetainedPara
 	return items, nil
 }
 
-const jobCountFinishedBefore = `-- name: JobCountFinishedBefore :one
+const JobCountFinishedBefore = `-- name: JobCountFinishedBefore :one
 SELECT count(*)::bigint AS count
 FROM tasuki_job d
 WHERE d.status IN ('completed', 'failed', 'canceled')
@@ -274,7 +274,7 @@ type JobCountFinishedBeforeParams struct {
 // How many jobs JobDeleteFinishedBatch would delete, in all its batches,
 // with the same arguments.
 func (q *Queries) JobCountFinishedBefore(ctx context.Context, arg JobCountFinishedBeforeParams) (int64, error) {
-	row := q.db.QueryRow(ctx, jobCountFinishedBefore,
+	row := q.db.QueryRow(ctx, JobCountFinishedBefore,
 		arg.FinishedBefore,
 		arg.Statuses,
 		arg.Queue,
@@ -285,7 +285,7 @@ func (q *Queries) JobCountFinishedBefore(ctx context.Context, arg JobCountFinish
 	return count, err
 }
 
-const jobDeleteFinished = `-- name: JobDeleteFinished :one
+const JobDeleteFinished = `-- name: JobDeleteFinished :one
 DELETE FROM tasuki_job
 WHERE id = $1
   AND status IN ('completed', 'failed', 'canceled')
@@ -295,7 +295,7 @@ RETURNING id, queue, status, priority, payload, attempts, max_attempts, schedule
 // Deletes one finished job and returns it as it was; a pending or running
 // job is left alone and no row is returned.
 func (q *Queries) JobDeleteFinished(ctx context.Context, id int64) (*TasukiJob, error) {
-	row := q.db.QueryRow(ctx, jobDeleteFinished, id)
+	row := q.db.QueryRow(ctx, JobDeleteFinished, id)
 	var i TasukiJob
 	err := row.Scan(
 		&i.ID,
@@ -322,7 +322,7 @@ func (q *Queries) JobDeleteFinished(ctx context.Context, id int64) (*TasukiJob, 
 	return &i, err
 }
 
-const jobDeleteFinishedBatch = `-- name: JobDeleteFinishedBatch :execrows
+const JobDeleteFinishedBatch = `-- name: JobDeleteFinishedBatch :execrows
 DELETE FROM tasuki_job
 WHERE id IN (
     SELECT d.id
@@ -353,7 +353,7 @@ type JobDeleteFinishedBatchParams struct {
 // the rows read there); rows locked by someone else (a retry in progress)
 // are skipped, not waited for.
 func (q *Queries) JobDeleteFinishedBatch(ctx context.Context, arg JobDeleteFinishedBatchParams) (int64, error) {
-	result, err := q.db.Exec(ctx, jobDeleteFinishedBatch,
+	result, err := q.db.Exec(ctx, JobDeleteFinishedBatch,
 		arg.FinishedBefore,
 		arg.Statuses,
 		arg.Queue,
@@ -366,7 +366,7 @@ func (q *Queries) JobDeleteFinishedBatch(ctx context.Context, arg JobDeleteFinis
 	return result.RowsAffected(), nil
 }
 
-const jobList = `-- name: JobList :many
+const JobList = `-- name: JobList :many
 SELECT id, queue, status, priority, payload, attempts, max_attempts, scheduled_at, created_at, attempted_at, lease_expires_at, lease_token, errors, finished_at, metadata, kind, snoozes, unique_key, unique_statuses, timeout_ms
 FROM tasuki_job j
 WHERE ($1::text IS NULL OR j.queue = $1)
@@ -395,7 +395,7 @@ type JobListParams struct {
 // unique id: before_id is the last id of the previous page, or NULL for the
 // first page, so jobs sharing a created_at are never skipped or repeated.
 func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]*TasukiJob, error) {
-	rows, err := q.db.Query(ctx, jobList,
+	rows, err := q.db.Query(ctx, JobList,
 		arg.Queue,
 		arg.Kind,
 		arg.Statuses,
@@ -443,7 +443,7 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]*TasukiJob,
 	return items, nil
 }
 
-const jobRetry = `-- name: JobRetry :one
+const JobRetry = `-- name: JobRetry :one
 UPDATE tasuki_job j
 SET status = 'pending',
     attempts = 0,
@@ -470,7 +470,7 @@ type JobRetryParams struct {
 // that job's unique statuses): two jobs with one key would be waiting.
 // Follow it with NotifyInsert for its queue.
 func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (*TasukiJob, error) {
-	row := q.db.QueryRow(ctx, jobRetry, arg.Now, arg.ID)
+	row := q.db.QueryRow(ctx, JobRetry, arg.Now, arg.ID)
 	var i TasukiJob
 	err := row.Scan(
 		&i.ID,
@@ -497,7 +497,7 @@ func (q *Queries) JobRetry(ctx context.Context, arg JobRetryParams) (*TasukiJob,
 	return &i, err
 }
 
-const jobRetryMany = `-- name: JobRetryMany :one
+const JobRetryMany = `-- name: JobRetryMany :one
 WITH matching AS (
     SELECT j.id, j.unique_key,
            j.unique_key IS NOT NULL AND EXISTS (
@@ -565,7 +565,7 @@ type JobRetryManyRow struct {
 // unique jobs, those whose key another job holds are left (skipped counts
 // them), and of several with one key only the newest is retried.
 func (q *Queries) JobRetryMany(ctx context.Context, arg JobRetryManyParams) (*JobRetryManyRow, error) {
-	row := q.db.QueryRow(ctx, jobRetryMany,
+	row := q.db.QueryRow(ctx, JobRetryMany,
 		arg.Statuses,
 		arg.Queue,
 		arg.Kind,
@@ -577,7 +577,7 @@ func (q *Queries) JobRetryMany(ctx context.Context, arg JobRetryManyParams) (*Jo
 	return &i, err
 }
 
-const queueChangeRetention = `-- name: QueueChangeRetention :one
+const QueueChangeRetention = `-- name: QueueChangeRetention :one
 WITH changed AS (
     INSERT INTO tasuki_queue AS q (name, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
     VALUES ($1, $2::bigint, $3::bigint, $4::bigint, now())
@@ -628,7 +628,7 @@ type QueueChangeRetentionRow struct {
 // different statuses at once both take effect: the upsert writes each
 // field from the row as it is when it locks it.
 func (q *Queries) QueueChangeRetention(ctx context.Context, arg QueueChangeRetentionParams) (*QueueChangeRetentionRow, error) {
-	row := q.db.QueryRow(ctx, queueChangeRetention,
+	row := q.db.QueryRow(ctx, QueueChangeRetention,
 		arg.Name,
 		arg.CompletedUs,
 		arg.CanceledUs,
@@ -647,7 +647,7 @@ func (q *Queries) QueueChangeRetention(ctx context.Context, arg QueueChangeReten
 	return &i, err
 }
 
-const queueDepths = `-- name: QueueDepths :many
+const QueueDepths = `-- name: QueueDepths :many
 SELECT c.queue::text AS queue,
        count(*) FILTER (WHERE c.scheduled_at <= now())::bigint AS runnable,
        count(*) FILTER (WHERE c.scheduled_at > now())::bigint AS scheduled,
@@ -675,7 +675,7 @@ type QueueDepthsRow struct {
 // partial index: cheap enough for a metrics collector to call every few
 // seconds, unlike QueueKindStats.
 func (q *Queries) QueueDepths(ctx context.Context) ([]*QueueDepthsRow, error) {
-	rows, err := q.db.Query(ctx, queueDepths)
+	rows, err := q.db.Query(ctx, QueueDepths)
 	if err != nil {
 		return nil, err
 	}
@@ -699,7 +699,7 @@ func (q *Queries) QueueDepths(ctx context.Context) ([]*QueueDepthsRow, error) {
 	return items, nil
 }
 
-const queueKindStats = `-- name: QueueKindStats :many
+const QueueKindStats = `-- name: QueueKindStats :many
 /*
 Operating tasuki: statistics, listing, bulk cancel and retry, deleting
 finished jobs, retention cleaning and pausing queues. Used by tasuki.Admin,
@@ -806,7 +806,7 @@ type QueueKindStatsRow struct {
 // kind works their queue. tasuki_process holds a row per process, a
 // handful, so each pair's processes are counted by a scan of them.
 func (q *Queries) QueueKindStats(ctx context.Context, now *time.Time) ([]*QueueKindStatsRow, error) {
-	rows, err := q.db.Query(ctx, queueKindStats, now)
+	rows, err := q.db.Query(ctx, QueueKindStats, now)
 	if err != nil {
 		return nil, err
 	}
@@ -843,7 +843,7 @@ func (q *Queries) QueueKindStats(ctx context.Context, now *time.Time) ([]*QueueK
 	return items, nil
 }
 
-const queuePause = `-- name: QueuePause :one
+const QueuePause = `-- name: QueuePause :one
 WITH before AS (
     SELECT q.paused_at FROM tasuki_queue q WHERE q.name = $1
 ),
@@ -863,13 +863,13 @@ SELECT NOT EXISTS (SELECT 1 FROM before WHERE paused_at IS NOT NULL) AS changed
 // the queue was not paused before.
 // paused runs though nothing reads it: a data-modifying CTE always does.
 func (q *Queries) QueuePause(ctx context.Context, name string) (bool, error) {
-	row := q.db.QueryRow(ctx, queuePause, name)
+	row := q.db.QueryRow(ctx, QueuePause, name)
 	var changed bool
 	err := row.Scan(&changed)
 	return changed, err
 }
 
-const queueResume = `-- name: QueueResume :one
+const QueueResume = `-- name: QueueResume :one
 WITH resumed AS (
     UPDATE tasuki_queue
     SET paused_at = NULL,
@@ -894,13 +894,13 @@ type QueueResumeRow struct {
 // from a queue that simply was not paused. Follow it with NotifyInsert so
 // that idle workers lease at once.
 func (q *Queries) QueueResume(ctx context.Context, name string) (*QueueResumeRow, error) {
-	row := q.db.QueryRow(ctx, queueResume, name)
+	row := q.db.QueryRow(ctx, QueueResume, name)
 	var i QueueResumeRow
 	err := row.Scan(&i.Resumed, &i.Known)
 	return &i, err
 }
 
-const queueRetention = `-- name: QueueRetention :one
+const QueueRetention = `-- name: QueueRetention :one
 SELECT tq.completed_retention_us, tq.canceled_retention_us, tq.failed_retention_us
 FROM (SELECT 1) one
 LEFT JOIN tasuki_queue tq ON tq.name = $1
@@ -916,13 +916,13 @@ type QueueRetentionRow struct {
 // installation's default applies; -1: forever), as one row even for a
 // queue without a tasuki_queue row.
 func (q *Queries) QueueRetention(ctx context.Context, name string) (*QueueRetentionRow, error) {
-	row := q.db.QueryRow(ctx, queueRetention, name)
+	row := q.db.QueryRow(ctx, QueueRetention, name)
 	var i QueueRetentionRow
 	err := row.Scan(&i.CompletedRetentionUs, &i.CanceledRetentionUs, &i.FailedRetentionUs)
 	return &i, err
 }
 
-const settingsChangeRetention = `-- name: SettingsChangeRetention :one
+const SettingsChangeRetention = `-- name: SettingsChangeRetention :one
 WITH changed AS (
     INSERT INTO tasuki_settings AS s (singleton, completed_retention_us, canceled_retention_us, failed_retention_us, updated_at)
     VALUES (true, $1::bigint, $2::bigint, $3::bigint, now())
@@ -968,7 +968,7 @@ type SettingsChangeRetentionRow struct {
 
 // QueueChangeRetention for the installation's default retention.
 func (q *Queries) SettingsChangeRetention(ctx context.Context, arg SettingsChangeRetentionParams) (*SettingsChangeRetentionRow, error) {
-	row := q.db.QueryRow(ctx, settingsChangeRetention,
+	row := q.db.QueryRow(ctx, SettingsChangeRetention,
 		arg.CompletedUs,
 		arg.CanceledUs,
 		arg.FailedUs,
@@ -986,7 +986,7 @@ func (q *Queries) SettingsChangeRetention(ctx context.Context, arg SettingsChang
 	return &i, err
 }
 
-const settingsRetention = `-- name: SettingsRetention :one
+const SettingsRetention = `-- name: SettingsRetention :one
 SELECT ts.completed_retention_us, ts.canceled_retention_us, ts.failed_retention_us
 FROM (SELECT true AS singleton) one
 LEFT JOIN tasuki_settings ts ON ts.singleton
@@ -1001,7 +1001,7 @@ type SettingsRetentionRow struct {
 // The installation's default retention in microseconds (NULL: tasuki's
 // built-in default; -1: forever), as one row even when nothing was set.
 func (q *Queries) SettingsRetention(ctx context.Context) (*SettingsRetentionRow, error) {
-	row := q.db.QueryRow(ctx, settingsRetention)
+	row := q.db.QueryRow(ctx, SettingsRetention)
 	var i SettingsRetentionRow
 	err := row.Scan(&i.CompletedRetentionUs, &i.CanceledRetentionUs, &i.FailedRetentionUs)
 	return &i, err

@@ -9,7 +9,7 @@ import (
 	"context"
 )
 
-const listenJobs = `-- name: ListenJobs :exec
+const ListenJobs = `-- name: ListenJobs :exec
 /*
 LISTEN/NOTIFY: how workers hear about new and canceled jobs.
 */
@@ -20,11 +20,11 @@ LISTEN tasuki_jobs
 // Subscribes the connection to the channel that inserts and job
 // cancellation notify on.
 func (q *Queries) ListenJobs(ctx context.Context) error {
-	_, err := q.db.Exec(ctx, listenJobs)
+	_, err := q.db.Exec(ctx, ListenJobs)
 	return err
 }
 
-const tasukiSchema = `-- name: TasukiSchema :one
+const TasukiSchema = `-- name: TasukiSchema :one
 SELECT (SELECT n.nspname::text
                 FROM pg_catalog.pg_class c
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -39,7 +39,7 @@ SELECT (SELECT n.nspname::text
 // need not be tasuki's (with the default "$user", public and a schema per
 // role, say).
 func (q *Queries) TasukiSchema(ctx context.Context) (string, error) {
-	row := q.db.QueryRow(ctx, tasukiSchema)
+	row := q.db.QueryRow(ctx, TasukiSchema)
 	var schema string
 	err := row.Scan(&schema)
 	return schema, err

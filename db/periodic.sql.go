@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-const periodicGet = `-- name: PeriodicGet :one
+const PeriodicGet = `-- name: PeriodicGet :one
 /*
 Periodic jobs: where each schedule stands.
 */
@@ -20,13 +20,13 @@ SELECT last_tick FROM tasuki_periodic WHERE name = $1
 
 // The last tick a job was enqueued for, by any process, of one schedule.
 func (q *Queries) PeriodicGet(ctx context.Context, name string) (*time.Time, error) {
-	row := q.db.QueryRow(ctx, periodicGet, name)
+	row := q.db.QueryRow(ctx, PeriodicGet, name)
 	var last_tick *time.Time
 	err := row.Scan(&last_tick)
 	return last_tick, err
 }
 
-const periodicList = `-- name: PeriodicList :many
+const PeriodicList = `-- name: PeriodicList :many
 SELECT name, kind, schedule, last_tick, next_tick, updated_at
 FROM tasuki_periodic
 ORDER BY name
@@ -34,7 +34,7 @@ ORDER BY name
 
 // Every schedule the database has seen, by name.
 func (q *Queries) PeriodicList(ctx context.Context) ([]*TasukiPeriodic, error) {
-	rows, err := q.db.Query(ctx, periodicList)
+	rows, err := q.db.Query(ctx, PeriodicList)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +60,7 @@ func (q *Queries) PeriodicList(ctx context.Context) ([]*TasukiPeriodic, error) {
 	return items, nil
 }
 
-const periodicRecord = `-- name: PeriodicRecord :exec
+const PeriodicRecord = `-- name: PeriodicRecord :exec
 INSERT INTO tasuki_periodic AS p (name, kind, schedule, last_tick, next_tick, updated_at)
 VALUES ($1, $2, $3, $4::timestamptz, $5::timestamptz, now())
 ON CONFLICT (name) DO UPDATE
@@ -85,7 +85,7 @@ type PeriodicRecordParams struct {
 // tick enqueued (never moved back: processes may record out of order) and
 // the next one.
 func (q *Queries) PeriodicRecord(ctx context.Context, arg PeriodicRecordParams) error {
-	_, err := q.db.Exec(ctx, periodicRecord,
+	_, err := q.db.Exec(ctx, PeriodicRecord,
 		arg.Name,
 		arg.Kind,
 		arg.Schedule,

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const processForget = `-- name: ProcessForget :exec
+const ProcessForget = `-- name: ProcessForget :exec
 DELETE FROM tasuki_process
 WHERE id = $1 OR expires_at < now() - interval '1 day'
 `
@@ -20,11 +20,11 @@ WHERE id = $1 OR expires_at < now() - interval '1 day'
 // Removes a worker process's row when it stops, and rows of processes
 // that died more than a day ago.
 func (q *Queries) ProcessForget(ctx context.Context, id pgtype.UUID) error {
-	_, err := q.db.Exec(ctx, processForget, id)
+	_, err := q.db.Exec(ctx, ProcessForget, id)
 	return err
 }
 
-const processListLive = `-- name: ProcessListLive :many
+const ProcessListLive = `-- name: ProcessListLive :many
 /*
 Worker processes, as they record themselves in tasuki_process (see
 JobLease): read by tasuki.Admin and the tasuki command, removed by the
@@ -59,7 +59,7 @@ type ProcessListLiveRow struct {
 // pid, so that a listing reads like ps. The id is text: pgx's UUID type
 // would need converting.
 func (q *Queries) ProcessListLive(ctx context.Context, now *time.Time) ([]*ProcessListLiveRow, error) {
-	rows, err := q.db.Query(ctx, processListLive, now)
+	rows, err := q.db.Query(ctx, ProcessListLive, now)
 	if err != nil {
 		return nil, err
 	}

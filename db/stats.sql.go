@@ -9,7 +9,7 @@ import (
 	"context"
 )
 
-const durableCommitProbe = `-- name: DurableCommitProbe :exec
+const DurableCommitProbe = `-- name: DurableCommitProbe :exec
 SELECT pg_logical_emit_message(true, 'tasuki.bench', '')
 `
 
@@ -19,11 +19,11 @@ SELECT pg_logical_emit_message(true, 'tasuki.bench', '')
 // durable commits per second the database allows one connection: the
 // ceiling of single inserts, each of which is its own transaction.
 func (q *Queries) DurableCommitProbe(ctx context.Context) error {
-	_, err := q.db.Exec(ctx, durableCommitProbe)
+	_, err := q.db.Exec(ctx, DurableCommitProbe)
 	return err
 }
 
-const jobAnyUnfinished = `-- name: JobAnyUnfinished :one
+const JobAnyUnfinished = `-- name: JobAnyUnfinished :one
 /*
 Counters read by monitoring and the benchmark.
 */
@@ -36,13 +36,13 @@ SELECT EXISTS (
 
 // Whether a queue has a job not yet finished; stops at the first one found.
 func (q *Queries) JobAnyUnfinished(ctx context.Context, queue string) (bool, error) {
-	row := q.db.QueryRow(ctx, jobAnyUnfinished, queue)
+	row := q.db.QueryRow(ctx, JobAnyUnfinished, queue)
 	var unfinished bool
 	err := row.Scan(&unfinished)
 	return unfinished, err
 }
 
-const jobTableVacuum = `-- name: JobTableVacuum :exec
+const JobTableVacuum = `-- name: JobTableVacuum :exec
 VACUUM (ANALYZE) tasuki_job
 `
 
@@ -50,6 +50,6 @@ VACUUM (ANALYZE) tasuki_job
 // statistics. tasuki bench runs it between runs on its throwaway cluster,
 // so that each run starts from the state its own command would.
 func (q *Queries) JobTableVacuum(ctx context.Context) error {
-	_, err := q.db.Exec(ctx, jobTableVacuum)
+	_, err := q.db.Exec(ctx, JobTableVacuum)
 	return err
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const jobTestList = `-- name: JobTestList :many
+const JobTestList = `-- name: JobTestList :many
 /*
 Reading jobs for the assertions of package tasukitest, which tests that
 share one database make without seeing one another's jobs.
@@ -120,7 +120,7 @@ type JobTestListRow struct {
 // job's differing fields. wants arrives as text, as payloads do in
 // JobInsert: the simple protocol would send bytes as bytea.
 func (q *Queries) JobTestList(ctx context.Context, arg JobTestListParams) ([]*JobTestListRow, error) {
-	rows, err := q.db.Query(ctx, jobTestList,
+	rows, err := q.db.Query(ctx, JobTestList,
 		arg.Wants,
 		arg.Kinds,
 		arg.Scope,

@@ -7,8 +7,9 @@ import (
 )
 
 // ErrSchemaMissing is wrapped by every error that comes from a database
-// without tasuki's schema. Its text says how to apply the migrations; test
-// for it with errors.Is.
+// without tasuki's schema, or with the schema of an older version of
+// tasuki (a migration not applied). Its text says how to apply the
+// migrations; test for it with errors.Is.
 var ErrSchemaMissing = dberr.ErrSchemaMissing
 
 // ErrPermissionDenied is wrapped by every error that comes from the

@@ -163,7 +163,7 @@ func TestCompleteTxAttackOpenTxStallsEveryHeartbeat(t *testing.T) {
 	require.NoError(t, err)
 	cfg.MaxConns = max(cfg.MaxConns, 8)
 	gate := newHeartbeatGate()
-	cfg.ConnConfig.Tracer = gate
+	cfg.ConnConfig.Tracer = batchAsQuery{gate}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)

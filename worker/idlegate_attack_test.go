@@ -120,7 +120,7 @@ func TestIdleGateAttackSlowSweepDelaysLease(t *testing.T) {
 	tracer := &sweepBlockTracer{leaseDelay: 60 * time.Millisecond, release: make(chan struct{}), started: make(chan struct{})}
 	cfg, err := pgxpool.ParseConfig(url)
 	require.NoError(t, err)
-	cfg.ConnConfig.Tracer = tracer
+	cfg.ConnConfig.Tracer = batchAsQuery{tracer}
 	app, err := pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(app.Close)
@@ -174,9 +174,9 @@ func (s *sweepBlockTracer) TraceQueryStart(ctx context.Context, c *pgx.Conn, d p
 		return ctx
 	}
 	switch {
-	case strings.HasPrefix(d.SQL, "-- name: JobLease "):
+	case strings.Contains(d.SQL, "-- name: JobLease "):
 		time.Sleep(s.leaseDelay)
-	case strings.HasPrefix(d.SQL, "-- name: JobRunnableHeads "):
+	case strings.Contains(d.SQL, "-- name: JobRunnableHeads "):
 		s.inFlight.Add(1)
 		s.once.Do(func() { close(s.started) })
 		select {

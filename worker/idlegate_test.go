@@ -80,7 +80,7 @@ func TestIdleWorkerRunsOneStatementAtATime(t *testing.T) {
 	tracer := &slowTracer{delay: 60 * time.Millisecond} // above the inline rescue's budget
 	cfg, err := pgxpool.ParseConfig(url)
 	require.NoError(t, err)
-	cfg.ConnConfig.Tracer = tracer
+	cfg.ConnConfig.Tracer = batchAsQuery{tracer}
 	app, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(app.Close)

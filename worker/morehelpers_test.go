@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -264,4 +265,23 @@ func terminate(t *testing.T, pool *pgxpool.Pool, pid uint32) {
 			"SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)", int32(pid)).Scan(&alive))
 		return !alive
 	})
+}
+
+// batchAsQuery has a test's query tracer see a batch as one statement
+// with the batch's statements as its text: while jobs flow, the worker
+// sends each statement in a batch behind db.PlanGeneric.
+type batchAsQuery struct{ pgx.QueryTracer }
+
+func (b batchAsQuery) TraceBatchStart(ctx context.Context, c *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	sql := make([]string, 0, len(d.Batch.QueuedQueries))
+	for _, q := range d.Batch.QueuedQueries {
+		sql = append(sql, q.SQL)
+	}
+	return b.TraceQueryStart(ctx, c, pgx.TraceQueryStartData{SQL: strings.Join(sql, ";\n")})
+}
+
+func (batchAsQuery) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+func (b batchAsQuery) TraceBatchEnd(ctx context.Context, c *pgx.Conn, d pgx.TraceBatchEndData) {
+	b.TraceQueryEnd(ctx, c, pgx.TraceQueryEndData{Err: d.Err})
 }

@@ -122,7 +122,7 @@ func tracedPool(t *testing.T, tr *headsTracer, setup string) *pgxpool.Pool {
 	cfg, err := pgxpool.ParseConfig(url)
 	require.NoError(t, err)
 	cfg.MaxConns = max(cfg.MaxConns, 8)
-	cfg.ConnConfig.Tracer = tr
+	cfg.ConnConfig.Tracer = batchAsQuery{tr}
 	if setup != "" {
 		cfg.ConnConfig.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
 			_, err := c.Exec(ctx, setup).ReadAll()

@@ -360,7 +360,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer own.Close()
-	w.queries = db.New(own)
+	w.queries = db.New(&genericPlans{pool: own, busy: func() bool { return !w.gate.idle() }})
 	// The cleaner shares the worker's pool: waiting there for a connection
 	// only delays a round, and an idle worker then keeps one connection
 	// open besides its listener.

@@ -181,6 +181,19 @@ func (q *queryCounter) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data
 
 func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+// TraceBatchStart counts each statement of a batch: while jobs flow the
+// worker sends its statements in batches, each behind PlanGeneric.
+func (q *queryCounter) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	for _, s := range data.Batch.QueuedQueries {
+		q.TraceQueryStart(ctx, conn, pgx.TraceQueryStartData{SQL: s.SQL})
+	}
+	return ctx
+}
+
+func (q *queryCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+func (q *queryCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
 func (q *queryCounter) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
 	return ctx
 }

@@ -9,8 +9,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// ErrSchemaMissing says that the database lacks tasuki's tables.
-var ErrSchemaMissing = errors.New("tasuki: the tasuki schema is missing from this database: " +
+// ErrSchemaMissing says that the database lacks tasuki's tables, or has
+// them from an older version of tasuki.
+var ErrSchemaMissing = errors.New("tasuki: the tasuki schema is missing from this database, or older than this version of tasuki: " +
 	"run the migrations first, with tasuki.Migrate(ctx, pool), " +
 	"`go run github.com/tasukiq/tasuki/cmd/tasuki migrate up`, " +
 	"or `goose -dir schema -table tasuki_schema_version postgres \"$DATABASE_URL\" up` " +
@@ -30,7 +31,9 @@ func Wrap(op string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		case "42P01", "42704", "42883": // undefined table, object (type), function
+		// Undefined table, column, object (type), function: a column is
+		// missing from a schema that a newer migration has not reached.
+		case "42P01", "42703", "42704", "42883":
 			return fmt.Errorf("%s: %w (%s)", op, ErrSchemaMissing, pgErr.Message)
 		case "42501": // insufficient privilege
 			return fmt.Errorf("%s: %w (%s)", op, ErrPermissionDenied, pgErr.Message)
