@@ -153,6 +153,7 @@ run's empty commits each write a transactional WAL message with the prefix
 	f.IntVar(&producers, "producers", 1, "goroutines inserting at once. Insert run: above 1, each way of inserting runs side by side with its plain counterpart (batches from min(10, producers)); latency run: each inserts an equal share of --rate")
 	f.BoolVar(&cfg.Memory, "memory", false, "sample the worker's live heap at each tenth of the drain")
 	f.BoolVar(&cfg.Unique, "unique", false, "insert run: also time unique inserts (InsertOpts.Unique), in turns with the plain ones")
+	f.DurationVar(&cfg.Warmup, "warmup", time.Minute, "snapshot run: how long it runs before its baseline, on a line no figure is compared with")
 	f.DurationVar(&cfg.Baseline, "baseline", time.Minute, "snapshot run: how long it measures before the transaction opens")
 	f.DurationVar(&cfg.Hold, "hold", 15*time.Minute, "snapshot run: how long the transaction stays idle")
 	f.DurationVar(&cfg.After, "after", 2*time.Minute, "snapshot run: how long it goes on after the transaction ends")

@@ -85,6 +85,12 @@ type Config struct {
 	Middleware       []worker.Middleware
 	InsertMiddleware []tasuki.InsertMiddleware
 
+	// Warmup is how long the snapshot run inserts and works jobs before
+	// its baseline, on a line of its own ("warm-up") that no figure is
+	// compared with: the start's connections and prepared statements, the
+	// first burst of the producers, and the table's first analyze fall
+	// there. Defaults to 1 minute.
+	Warmup time.Duration
 	// Baseline is how long the snapshot run measures before it opens its
 	// transaction. Defaults to 1 minute.
 	Baseline time.Duration

@@ -141,16 +141,16 @@ func TestSnapshotWritesALinePerMinuteOfTheHold(t *testing.T) {
 	var out strings.Builder
 	res, err := bench.Snapshot(ctx, bench.Config{
 		URL: url, Rate: 100, Concurrency: 8,
-		Baseline: time.Second, Hold: 2 * time.Second, After: time.Second,
+		Warmup: time.Second, Baseline: time.Second, Hold: 2 * time.Second, After: time.Second,
 		MinuteLength: time.Second, Explain: true,
 	}, &out)
 	require.NoError(t, err)
 	t.Log("\n" + out.String())
 
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 5, "a header, the baseline, two minutes held and one after:\n%s", out.String())
+	require.Len(t, lines, 6, "a header, the warm-up, the baseline, two minutes held and one after:\n%s", out.String())
 	assert.Contains(t, lines[0], "n_dead_tup")
-	line := regexp.MustCompile(`^snapshot: (before|\d+|after \d+) +(\d+) +(\S+) +(\S+) +(\d+\.\d) +(\d+\.\d) +(\d+) +(\d+)  lease scan: (\d+) pages in (\S+) \((shared .*)\)$`)
+	line := regexp.MustCompile(`^snapshot: (warm-up|before|\d+|after \d+) +(\d+) +(\S+) +(\S+) +(\d+\.\d) +(\d+\.\d) +(\d+) +(\d+)  lease scan: (\d+) pages in (\S+) \((shared .*)\)$`)
 	var labels []string
 	for _, l := range lines[1:] {
 		f := line.FindStringSubmatch(l)
@@ -161,9 +161,9 @@ func TestSnapshotWritesALinePerMinuteOfTheHold(t *testing.T) {
 			assert.NoError(t, err, "in %q", l)
 		}
 	}
-	assert.Equal(t, []string{"before", "1", "2", "after 1"}, labels)
+	assert.Equal(t, []string{"warm-up", "before", "1", "2", "after 1"}, labels)
 
-	require.Len(t, res.Minutes, 4)
+	require.Len(t, res.Minutes, 5)
 	assert.Positive(t, res.Xid)
 	for _, m := range res.Minutes {
 		assert.Positive(t, m.Started, m.Label)

@@ -40,6 +40,9 @@ func (c *Config) snapshotDefaults() {
 	if c.Rate == 0 {
 		c.Rate = SnapshotRate
 	}
+	if c.Warmup == 0 {
+		c.Warmup = time.Minute
+	}
 	if c.Baseline == 0 {
 		c.Baseline = time.Minute
 	}
@@ -58,7 +61,7 @@ func (c *Config) snapshotDefaults() {
 // SnapshotMinute is one line of the snapshot run: the baseline period as a
 // whole, a minute of the hold, or a minute after it.
 type SnapshotMinute struct {
-	// Label is "before", then "1", "2", … counted from the moment the
+	// Label is "warm-up", "before", then "1", "2", … counted from the moment the
 	// transaction opened, then "after 1", "after 2", … from its end.
 	Label string
 	// Length is the period's length (the last minute of a phase may be
@@ -146,6 +149,7 @@ func (r SnapshotResult) String() string {
 	for i := range r.Minutes {
 		m := &r.Minutes[i]
 		switch {
+		case m.Label == "warm-up":
 		case m.Label == "before":
 			before = m
 		case strings.HasPrefix(m.Label, "after"):
@@ -164,6 +168,20 @@ func (r SnapshotResult) String() string {
 	if worst != nil {
 		s += fmt.Sprintf(", worst held %s (minute %s)", short(worst.P99), worst.Label)
 	}
+	held, over50, over99 := 0, 0, 0
+	for _, m := range r.Minutes {
+		if m.Label == "warm-up" || m.Label == "before" || strings.HasPrefix(m.Label, "after") {
+			continue
+		}
+		held++
+		if m.P50 > 3*before.P50 {
+			over50++
+		}
+		if m.P99 > 3*before.P99 {
+			over99++
+		}
+	}
+	s += fmt.Sprintf(", above 3× before in %d of %d held minutes (p50 in %d)", over99, held, over50)
 	if last != nil {
 		s += fmt.Sprintf(", last after %s", short(last.P99))
 	}
@@ -336,8 +354,11 @@ func Snapshot(ctx context.Context, cfg Config, out io.Writer) (SnapshotResult, e
 	if _, err := fmt.Fprintln(out, snapshotHeader); err != nil {
 		return res, err
 	}
-	t.take() // the warm-up's handlers, if any
+	t.take() // the handlers of the worker's start, if any
 	lastTake = time.Now()
+	if err := period("warm-up", lastTake.Add(cfg.Warmup)); err != nil {
+		return res, err
+	}
 	if err := period("before", lastTake.Add(cfg.Baseline)); err != nil {
 		return res, err
 	}
