@@ -456,6 +456,11 @@ func (w *Worker) rescueOnce(ctx context.Context, full bool) error {
 func (w *Worker) queryLease(ctx context.Context, p db.JobLeaseParams) ([]*db.TasukiJob, error) {
 	stmtCtx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
 	defer cancel()
+	// A statement that names one job is left to PostgreSQL's choice of
+	// plan: the generic plan reads the job's whole range for it.
+	if len(p.OnlyIds) > 0 && w.plainQueries != nil {
+		return w.plainQueries.JobLease(stmtCtx, p)
+	}
 	return w.queries.JobLease(stmtCtx, p)
 }
 

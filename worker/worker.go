@@ -90,6 +90,11 @@ type Worker struct {
 	// behind its positions, failed to, or could not afford to read from
 	// the heads.
 	activity atomic.Bool
+	// plainQueries are queries on the worker's own pool left to
+	// PostgreSQL's choice of plan: for leases and rescues that name one
+	// job, whose custom plan reads it by its id where the generic plan
+	// reads its queue's range (see queryLease).
+	plainQueries *db.Queries
 	// gate keeps an idle worker to one statement at a time (idlegate.go).
 	gate *idleGate
 
@@ -361,6 +366,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer own.Close()
 	w.queries = db.New(&genericPlans{pool: own, busy: func() bool { return !w.gate.idle() }})
+	w.plainQueries = db.New(own)
 	// The cleaner shares the worker's pool: waiting there for a connection
 	// only delays a round, and an idle worker then keeps one connection
 	// open besides its listener.
@@ -517,7 +523,7 @@ func (w *Worker) start(ctx context.Context) (string, error) {
 				return schema, nil
 			}
 		}
-		err = dberr.Wrap("tasuki: worker start", err)
+		err = dberr.WrapProbe("tasuki: worker start", err)
 		if errors.Is(err, tasuki.ErrSchemaMissing) || errors.Is(err, tasuki.ErrPermissionDenied) {
 			return "", err // waiting cannot fix these
 		}

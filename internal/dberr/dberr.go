@@ -31,15 +31,25 @@ func Wrap(op string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		// Undefined table, column, object (type), function: a column is
-		// missing from a schema that a newer migration has not reached.
-		case "42P01", "42703", "42704", "42883":
+		case "42P01", "42704", "42883": // undefined table, object (type), function
 			return fmt.Errorf("%s: %w (%s)", op, ErrSchemaMissing, pgErr.Message)
 		case "42501": // insufficient privilege
 			return fmt.Errorf("%s: %w (%s)", op, ErrPermissionDenied, pgErr.Message)
 		}
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// WrapProbe is Wrap for a statement that touches no application data (a
+// worker's start probe): there an undefined column can only mean a schema
+// older than the library, a migration not applied, whereas elsewhere an
+// application's trigger may raise it for one row.
+func WrapProbe(op string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42703" { // undefined column
+		return fmt.Errorf("%s: %w (%s)", op, ErrSchemaMissing, pgErr.Message)
+	}
+	return Wrap(op, err)
 }
 
 // RowError reports whether err is an error the database raised for the
