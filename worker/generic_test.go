@@ -169,3 +169,26 @@ func TestGenericPlansReportErrorsAndReleaseTheConnection(t *testing.T) {
 		released(t)
 	})
 }
+
+// A lease that names one job is not sent behind PlanGeneric, even while
+// the worker is busy: its generic plan reads the job's whole range.
+func TestLeaseOfOneJobKeepsPostgresPlanChoice(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := onePool(t, testdb.New(t))
+	w := &Worker{
+		cfg:          Config{LeaseDuration: time.Minute},
+		queries:      db.New(&genericPlans{pool: p, busy: func() bool { return true }}),
+		plainQueries: db.New(p),
+	}
+	params := leaseParams()
+	params.OnlyIds = []int64{1}
+	for range 6 {
+		_, err := w.queryLease(ctx, params)
+		require.NoError(t, err)
+	}
+	_, custom := plansOf(t, p, "-- name: JobLease ")
+	require.GreaterOrEqual(t, custom, int64(5), "the lease of one job was planned generically")
+	generic, custom := plansOf(t, p, "-- name: PlanGeneric ")
+	require.Zero(t, generic+custom, "PlanGeneric was sent")
+}
